@@ -1,0 +1,49 @@
+"""From a model name or directory to a GPT-2 with its tokenizer: find the files, read them, rewrite them.
+
+    model, tokenizer = weights.load("gpt2")                  # processed, as the residual-stream study used it
+    model, tokenizer = weights.load("gpt2", process=False)   # the official weights: Hugging Face's exact logits
+"""
+
+import torch
+
+from minigpt import GPT2, Tokenizer
+
+from .checkpoint import read_config, read_model, read_tokenizer, save
+from .hub import BUNDLED_NAME, REPOS, CheckpointError, locate
+from . import rewrites
+from .rewrites import center_unembed, center_writing_weights, fold_layer_norm, fold_value_biases, process
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def load(
+    name_or_path: str = "gpt2",
+    *,
+    process: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    revision: str | None = None,
+) -> tuple[GPT2, Tokenizer]:
+    """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
+    hub id, or local directory. Files come through huggingface_hub's cache; `model.source` records the
+    repository and the resolved revision. With process=True the four rewrites of `weights.process` are
+    applied in float32 before the model is cast to dtype.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(str(d) for d in DTYPES)}, found {dtype}")
+    directory, source = locate(name_or_path, revision)
+    tokenizer = read_tokenizer(directory)
+    model = read_model(directory)
+    if process:
+        rewrites.process(model)
+    for module in model.modules():  # cast one tensor at a time, so memory never holds two copies
+        for name, param in list(module.named_parameters(recurse=False)):
+            setattr(module, name, torch.nn.Parameter(param.detach().to(device=device, dtype=dtype), requires_grad=False))
+    model.source = source | {"processed": process, "dtype": str(dtype).removeprefix("torch.")}
+    return model.eval(), tokenizer
+
+
+__all__ = [
+    "BUNDLED_NAME", "REPOS", "CheckpointError", "center_unembed", "center_writing_weights", "fold_layer_norm",
+    "fold_value_biases", "load", "locate", "process", "read_config", "read_model", "read_tokenizer", "save",
+]  # fmt: skip

@@ -1,0 +1,280 @@
+"""Read and write checkpoints in the layout OpenAI's GPT-2 weights have on the Hugging Face hub.
+
+The official layout (openai-community/gpt2, model.safetensors):
+    wte.weight [d_vocab, d_model]            wpe.weight [n_ctx, d_model]
+    h.{i}.ln_1.weight/.bias [d_model]        h.{i}.ln_2.weight/.bias [d_model]
+    h.{i}.attn.c_attn.weight [d_model, 3·d_model] + .bias   (queries, keys, values side by side)
+    h.{i}.attn.c_proj.weight [d_model, d_model] + .bias
+    h.{i}.mlp.c_fc.weight [d_model, d_mlp] + .bias    h.{i}.mlp.c_proj.weight [d_mlp, d_model] + .bias
+    ln_f.weight/.bias [d_model]
+    h.{i}.attn.bias [1, 1, n_ctx, n_ctx]: the causal mask, saved as a buffer (minigpt builds its own)
+No lm_head.weight: the unembedding is tied to wte. Checkpoints written by `save_pretrained` prefix
+every key with "transformer." and drop the masks; older ones also carry h.{i}.attn.masked_bias.
+
+OpenAI's weights come from TensorFlow, where GPT-2's "Conv1D" layers compute x @ W + b with W
+stored [in, out]. That is minigpt's convention too, so no weight is transposed; c_attn is only cut
+into W_Q, W_K, W_V and each of those into heads, all as views of the tensor read from disk.
+"""
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minigpt import GPT2, Config, Tokenizer
+
+from .hub import CheckpointError
+
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+LFS_POINTER_START = b"version https://git-lfs"
+BUFFERS = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal masks: ignored, minigpt builds its own
+
+
+def read_config(directory: Path) -> Config:
+    """The model's shape from a Hugging Face GPT-2 config.json, refusing settings minigpt does not implement."""
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no config.json (a GPT-2 directory holds config.json, model.safetensors, vocab.json, merges.txt)")
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if hf.get("model_type", "gpt2") != "gpt2":
+        raise CheckpointError(f"{path}: model_type is {hf['model_type']!r}; minigpt reads only GPT-2 checkpoints")
+    # "gelu_pytorch_tanh" is the same tanh formula computed by torch; both are GPT-2's GELU.
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{path}: activation_function {hf['activation_function']!r}; GPT-2 uses gelu_new")
+    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
+        raise CheckpointError(f"{path}: non-standard attention scaling is not implemented in minigpt")
+    try:
+        d_model = hf["n_embd"]
+        return Config(
+            n_layers=hf["n_layer"],
+            d_model=d_model,
+            n_heads=hf["n_head"],
+            d_head=d_model // hf["n_head"],
+            d_mlp=hf.get("n_inner") or 4 * d_model,
+            d_vocab=hf["vocab_size"],
+            n_ctx=hf["n_positions"],
+            ln_eps=hf.get("layer_norm_epsilon", 1e-5),
+        )
+    except KeyError as missing:
+        raise CheckpointError(f"{path}: missing the field {missing}") from None
+
+
+def hf_config(cfg: Config) -> dict:
+    """A config.json that Hugging Face's GPT2LMHeadModel and `read_config` both read as cfg."""
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        "activation_function": "gelu_new",
+        "n_layer": cfg.n_layers,
+        "n_embd": cfg.d_model,
+        "n_head": cfg.n_heads,
+        "n_inner": cfg.d_mlp,
+        "vocab_size": cfg.d_vocab,
+        "n_positions": cfg.n_ctx,
+        "n_ctx": cfg.n_ctx,
+        "layer_norm_epsilon": cfg.ln_eps,
+        "bos_token_id": 50256,
+        "eos_token_id": 50256,
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
+    }
+
+
+def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """Every tensor of the official layout (without the mask buffers) and its shape."""
+    d, d_mlp = cfg.d_model, cfg.d_mlp
+    shapes = {"wte.weight": (cfg.d_vocab, d), "wpe.weight": (cfg.n_ctx, d)}
+    for i in range(cfg.n_layers):
+        shapes |= {
+            f"h.{i}.ln_1.weight": (d,), f"h.{i}.ln_1.bias": (d,),
+            f"h.{i}.attn.c_attn.weight": (d, 3 * d), f"h.{i}.attn.c_attn.bias": (3 * d,),
+            f"h.{i}.attn.c_proj.weight": (d, d), f"h.{i}.attn.c_proj.bias": (d,),
+            f"h.{i}.ln_2.weight": (d,), f"h.{i}.ln_2.bias": (d,),
+            f"h.{i}.mlp.c_fc.weight": (d, d_mlp), f"h.{i}.mlp.c_fc.bias": (d_mlp,),
+            f"h.{i}.mlp.c_proj.weight": (d_mlp, d), f"h.{i}.mlp.c_proj.bias": (d,),
+        }  # fmt: skip
+    return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
+
+
+class SafetensorsFile:
+    """A .safetensors file read one tensor at a time with plain reads.
+
+    The format: 8 bytes giving the header's length, a JSON header {key: {dtype, shape, data_offsets}},
+    then the raw little-endian tensor bytes. Reading into fresh tensors, rather than through a memory
+    map, keeps resident memory to the tensors we hold: a map's pages stay resident as well.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            start = f.read(64)
+            if start.startswith(LFS_POINTER_START):
+                raise CheckpointError(
+                    f"{path} is a Git LFS pointer ({size} bytes), not the weights: run `git lfs pull` in that clone, "
+                    "or download the file itself"
+                )
+            problem = None
+            if size < 8:
+                problem = f"only {size} bytes"
+            else:
+                (header_len,) = struct.unpack("<Q", start[:8])
+                if 8 + header_len > size:
+                    problem = f"its header claims {header_len} bytes but the file has {size}"
+                else:
+                    f.seek(8)
+                    try:
+                        self.header = json.loads(f.read(header_len))
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        problem = "its header is not valid JSON"
+            if problem is None:
+                self.header.pop("__metadata__", None)
+                self.data_start = 8 + header_len
+                end = max((info["data_offsets"][1] for info in self.header.values()), default=0)
+                if self.data_start + end > size:
+                    problem = f"truncated: the header needs {self.data_start + end} bytes, the file has {size}"
+        if problem:
+            raise CheckpointError(
+                f"{path}: corrupt or truncated safetensors file ({problem}). Delete it (if it is in the Hugging Face "
+                "cache, delete that file) and download it again"
+            )
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: tuple(info["shape"]) for key, info in self.header.items()}
+
+    def read(self, key: str) -> torch.Tensor:
+        info = self.header[key]
+        if info["dtype"] not in SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{self.path}: tensor {key} has dtype {info['dtype']}; expected F32, F16 or BF16")
+        begin, end = info["data_offsets"]
+        raw = torch.empty(end - begin, dtype=torch.uint8)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.data_start + begin)
+            f.readinto(raw.numpy())
+        return raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+
+
+def open_weights(directory: Path) -> SafetensorsFile:
+    path = directory / "model.safetensors"
+    if path.is_file():
+        return SafetensorsFile(path)
+    if (directory / "model.safetensors.index.json").is_file():
+        raise CheckpointError(f"{directory}: sharded checkpoints are not supported; merge the shards into one model.safetensors")
+    if (directory / "pytorch_model.bin").is_file():
+        raise CheckpointError(
+            f"{directory} has only pytorch_model.bin, a pickle, which can run arbitrary code when loaded; minigpt reads "
+            "only model.safetensors. Convert it once, e.g. transformers' GPT2LMHeadModel.from_pretrained(dir)"
+            ".save_pretrained(dir), which writes model.safetensors"
+        )
+    raise CheckpointError(f"{directory}: no weights (expected model.safetensors)")
+
+
+def check_keys(weights: SafetensorsFile, cfg: Config) -> str:
+    """The key prefix ("" or "transformer."), after checking every tensor is present, known and of its shape."""
+    found = weights.shapes()
+    prefix = "transformer." if any(key.startswith("transformer.") for key in found) else ""
+    found = {key.removeprefix(prefix): shape for key, shape in found.items()}
+    found = {key: shape for key, shape in found.items() if not BUFFERS.fullmatch(key) and key != "lm_head.weight"}
+    expected = expected_shapes(cfg)
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    misshaped = [f"{key} {list(found[key])} (expected {list(shape)})" for key, shape in expected.items() if key in found and found[key] != shape]
+    if missing or unexpected or misshaped:
+        parts = [f"{label} ({len(keys)}): {', '.join(keys[:12])}{' …' if len(keys) > 12 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if keys]  # fmt: skip
+        raise CheckpointError(f"{weights.path} does not match its config.json ({cfg.n_layers} layers, d_model {cfg.d_model}): " + "; ".join(parts))
+    return prefix
+
+
+def read_tokenizer(directory: Path) -> Tokenizer:
+    files = {name: directory / name for name in ("vocab.json", "merges.txt")}
+    for name, path in files.items():
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt)")
+    vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))
+    return Tokenizer.from_strings(vocab, files["merges.txt"].read_text(encoding="utf-8"))
+
+
+def _set(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    setattr(module, name, nn.Parameter(tensor, requires_grad=False))
+
+
+def read_model(directory: Path) -> GPT2:
+    """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time."""
+    cfg = read_config(directory)
+    weights = open_weights(directory)
+    prefix = check_keys(weights, cfg)
+
+    def read(key: str) -> torch.Tensor:
+        return weights.read(prefix + key).float()
+
+    with torch.device("meta"):  # parameters without memory, each replaced by the checkpoint's tensor
+        model = GPT2(cfg)
+    if "lm_head.weight" in weights.header and not torch.equal(weights.read("lm_head.weight").float(), read("wte.weight")):
+        raise CheckpointError(f"{weights.path}: lm_head.weight differs from wte.weight; GPT-2 ties them and minigpt requires it")
+    h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+    _set(model, "W_E", read("wte.weight"))
+    _set(model, "W_pos", read("wpe.weight"))
+    for i, block in enumerate(model.blocks):
+        for ln, key in ((block.ln1, "ln_1"), (block.ln2, "ln_2")):
+            _set(ln, "w", read(f"h.{i}.{key}.weight"))
+            _set(ln, "b", read(f"h.{i}.{key}.bias"))
+        qkv, qkv_bias = read(f"h.{i}.attn.c_attn.weight"), read(f"h.{i}.attn.c_attn.bias")
+        for j, name in enumerate("QKV"):
+            # Columns j·d … (j+1)·d, split into heads: [d_model, n_heads, d_head] → [n_heads, d_model, d_head].
+            _set(block.attn, f"W_{name}", qkv[:, j * d : (j + 1) * d].view(d, h, e).permute(1, 0, 2))
+            _set(block.attn, f"b_{name}", qkv_bias[j * d : (j + 1) * d].view(h, e))
+        _set(block.attn, "W_O", read(f"h.{i}.attn.c_proj.weight").view(h, e, d))  # rows are (head, d_head)
+        _set(block.attn, "b_O", read(f"h.{i}.attn.c_proj.bias"))
+        _set(block.mlp, "W_in", read(f"h.{i}.mlp.c_fc.weight"))
+        _set(block.mlp, "b_in", read(f"h.{i}.mlp.c_fc.bias"))
+        _set(block.mlp, "W_out", read(f"h.{i}.mlp.c_proj.weight"))
+        _set(block.mlp, "b_out", read(f"h.{i}.mlp.c_proj.bias"))
+    _set(model.ln_final, "w", read("ln_f.weight"))
+    _set(model.ln_final, "b", read("ln_f.bias"))
+    return model
+
+
+def official_state_dict(model: GPT2) -> dict[str, torch.Tensor]:
+    """The model's weights under the official keys and shapes (without mask buffers): the inverse of read_model."""
+    if model.W_U is not None or model.ln_final.w is None:
+        raise ValueError("only unprocessed weights have the official layout; save the model before weights.process")
+    cfg = model.cfg
+    state = {"wte.weight": model.W_E, "wpe.weight": model.W_pos}
+    for i, block in enumerate(model.blocks):
+        attn, mlp = block.attn, block.mlp
+        state |= {
+            f"h.{i}.ln_1.weight": block.ln1.w, f"h.{i}.ln_1.bias": block.ln1.b,
+            f"h.{i}.attn.c_attn.weight": torch.cat([W.permute(1, 0, 2).reshape(cfg.d_model, -1) for W in (attn.W_Q, attn.W_K, attn.W_V)], 1),
+            f"h.{i}.attn.c_attn.bias": torch.cat([b.reshape(-1) for b in (attn.b_Q, attn.b_K, attn.b_V)]),
+            f"h.{i}.attn.c_proj.weight": attn.W_O.reshape(-1, cfg.d_model), f"h.{i}.attn.c_proj.bias": attn.b_O,
+            f"h.{i}.ln_2.weight": block.ln2.w, f"h.{i}.ln_2.bias": block.ln2.b,
+            f"h.{i}.mlp.c_fc.weight": mlp.W_in, f"h.{i}.mlp.c_fc.bias": mlp.b_in,
+            f"h.{i}.mlp.c_proj.weight": mlp.W_out, f"h.{i}.mlp.c_proj.bias": mlp.b_out,
+        }  # fmt: skip
+    state |= {"ln_f.weight": model.ln_final.w, "ln_f.bias": model.ln_final.b}
+    return {key: tensor.detach().contiguous() for key, tensor in state.items()}
+
+
+def save(model: GPT2, directory, *, vocab_json: Path, merges_txt: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write model.safetensors, config.json and the tokenizer files so that `weights.load(directory)` reads them.
+
+    The mask buffers are left out, as `save_pretrained` does; dtype=torch.bfloat16 halves the file.
+    """
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {key: tensor.to(dtype) for key, tensor in official_state_dict(model).items()}
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(hf_config(model.cfg), indent=2) + "\n")
+    for source, name in ((vocab_json, "vocab.json"), (merges_txt, "merges.txt")):
+        (directory / name).write_bytes(Path(source).read_bytes())
+    return directory

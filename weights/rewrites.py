@@ -1,0 +1,110 @@
+"""Rewrites of GPT-2's weights that change what the residual stream looks like, not what the model predicts.
+
+The residual-stream study (like TransformerLens's `from_pretrained`) applies all four, in this order:
+    fold_layer_norm → center_writing_weights → center_unembed → fold_value_biases
+Each works in place, one tensor at a time (so processing needs little memory beyond the model), and
+returns the model. The tests check each invariant claimed below against the unprocessed model.
+"""
+
+import torch
+from torch import nn
+
+from minigpt import GPT2
+
+
+def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    setattr(module, name, nn.Parameter(tensor, requires_grad=False))
+
+
+def _untie_unembed(model: GPT2) -> None:
+    """Give the model its own W_U = W_E.T and b_U = 0, so that rewriting one leaves the other alone."""
+    if model.W_U is None:
+        _replace(model, "W_U", model.W_E.detach().T.clone())
+    if model.b_U is None:
+        _replace(model, "b_U", torch.zeros(model.cfg.d_vocab, dtype=model.W_E.dtype, device=model.W_E.device))
+
+
+@torch.no_grad()
+def fold_layer_norm(model: GPT2) -> GPT2:
+    """Move each LayerNorm's gain w and bias b into the weights that read its output.
+
+    Identity: LN(x) = x̂·w + b with x̂ = centred, normalised x, so for a reader (W, c)
+        LN(x) @ W + c = x̂ @ (diag(w)·W) + (b @ W + c).
+    Then, because x̂ has zero mean (x̂·1 = 0), the mean over d_model of each column of the new W
+    contributes nothing, and is removed ("centring the reading weights", as TransformerLens does).
+    Readers: ln1 → W_Q, W_K, W_V (and biases); ln2 → W_in (b_in); ln_final → W_U (a new b_U).
+    Afterwards every LayerNorm only centres and normalises (w = b = None).
+    Invariant: logits exactly (up to float rounding); residual stream unchanged.
+    """
+    _untie_unembed(model)
+    for block in model.blocks:
+        attn, mlp = block.attn, block.mlp
+        for name in "QKV":
+            W, bias = getattr(attn, f"W_{name}"), getattr(attn, f"b_{name}")  # [h, d, e], [h, e]
+            bias += torch.einsum("d,hde->he", block.ln1.b, W)
+            W *= block.ln1.w[None, :, None]
+            W -= W.mean(dim=1, keepdim=True)
+        mlp.b_in += block.ln2.b @ mlp.W_in
+        mlp.W_in *= block.ln2.w[:, None]
+        mlp.W_in -= mlp.W_in.mean(dim=0, keepdim=True)
+        block.ln1.w = block.ln1.b = block.ln2.w = block.ln2.b = None
+    model.b_U += model.ln_final.b @ model.W_U
+    model.W_U *= model.ln_final.w[:, None]
+    model.W_U -= model.W_U.mean(dim=0, keepdim=True)
+    model.ln_final.w = model.ln_final.b = None
+    return model
+
+
+@torch.no_grad()
+def center_writing_weights(model: GPT2) -> GPT2:
+    """Subtract, from every vector written to the residual stream, its mean over d_model.
+
+    Writers: W_E, W_pos (rows), W_O, b_O, W_out, b_out (their d_model axis).
+    Identity: every reader of the residual stream is a LayerNorm, which starts by subtracting the
+    mean: LN(x + c·1) = LN(x). Writing mean-free vectors therefore changes the residual stream only
+    by its mean, and after this every residual vector has zero mean (norm = std·√d_model).
+    Invariant: logits exactly (up to float rounding); the residual stream up to its mean.
+    The unembedding is untied first, since W_U = W_E.T reads, and must keep reading, the old W_E.
+    """
+    _untie_unembed(model)
+    model.W_E -= model.W_E.mean(dim=-1, keepdim=True)
+    model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
+    for block in model.blocks:
+        for W in (block.attn.W_O, block.attn.b_O, block.mlp.W_out, block.mlp.b_out):
+            W -= W.mean(dim=-1, keepdim=True)
+    return model
+
+
+@torch.no_grad()
+def center_unembed(model: GPT2) -> GPT2:
+    """Subtract from W_U and b_U their mean over the vocabulary.
+
+    Identity: each position's logits all shift by the same amount, (x @ mean_v(W_U) + mean(b_U)),
+    and softmax ignores a constant shift. Invariant: log-probabilities (not logits).
+    """
+    _untie_unembed(model)
+    model.W_U -= model.W_U.mean(dim=-1, keepdim=True)
+    model.b_U -= model.b_U.mean()
+    return model
+
+
+@torch.no_grad()
+def fold_value_biases(model: GPT2) -> GPT2:
+    """Move the value bias b_V into the output bias: b_O += Σ_h b_V[h] @ W_O[h], then b_V = 0.
+
+    Identity: z_q = Σ_k pattern[q, k]·(v_k + b_V) = Σ_k pattern[q, k]·v_k + b_V, because each row of
+    the attention pattern sums to 1; so b_V reaches attn_out as the constant b_V @ W_O.
+    Invariant: attn_out, the residual stream and logits; hook_v and hook_z change by b_V.
+    """
+    for block in model.blocks:
+        attn = block.attn
+        attn.b_O += torch.einsum("he,hed->d", attn.b_V, attn.W_O)
+        attn.b_V.zero_()
+    return model
+
+
+def process(model: GPT2) -> GPT2:
+    """All four rewrites in the study's order: folded LayerNorms and a zero-mean residual stream."""
+    for rewrite in (fold_layer_norm, center_writing_weights, center_unembed, fold_value_biases):
+        rewrite(model)
+    return model
