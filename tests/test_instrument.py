@@ -1,0 +1,110 @@
+"""Hook points by name: capture, reduce while running, edit, and clean up."""
+
+import pytest
+import torch
+
+import instrument
+import weights
+
+TOKENS = torch.arange(2 * 12).reshape(2, 12) * 101
+
+
+@pytest.fixture(scope="module")
+def model(small_checkpoint):
+    return weights.load(small_checkpoint, process=False)[0]
+
+
+def test_hook_names_are_transformer_lens_names(model):
+    names = list(instrument.hook_points(model))
+    per_block = [
+        "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
+        "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid",
+        "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
+    ]  # fmt: skip
+    expected = ["hook_embed", "hook_pos_embed"]
+    expected += [f"blocks.{l}.{name}" for l in range(model.cfg.n_layers) for name in per_block]
+    expected += ["ln_final.hook_scale", "ln_final.hook_normalized"]
+    assert sorted(names) == sorted(expected)
+
+
+def test_cache_holds_every_tensor_with_its_shape_and_meaning(model):
+    logits, cache = instrument.run_with_cache(model, TOKENS)
+    cfg, (b, p) = model.cfg, TOKENS.shape
+    assert len(cache) == len(instrument.hook_points(model))
+    assert cache["blocks.0.attn.hook_q"].shape == (b, p, cfg.n_heads, cfg.d_head)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (b, cfg.n_heads, p, p)
+    assert cache["blocks.1.mlp.hook_post"].shape == (b, p, cfg.d_mlp)
+    assert cache["blocks.2.ln2.hook_scale"].shape == (b, p, 1)
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    torch.testing.assert_close(pattern.sum(-1), torch.ones(b, cfg.n_heads, p))
+    future = torch.ones(p, p, dtype=torch.bool).triu(1)  # keys after the query
+    assert (pattern[..., future] == 0).all() and torch.isinf(cache["blocks.1.attn.hook_attn_scores"][..., future]).all()
+    for l in range(cfg.n_layers):  # the residual additions, read back from the cache
+        torch.testing.assert_close(cache[f"blocks.{l}.hook_resid_mid"], cache[f"blocks.{l}.hook_resid_pre"] + cache[f"blocks.{l}.hook_attn_out"])
+        torch.testing.assert_close(cache[f"blocks.{l}.hook_resid_post"], cache[f"blocks.{l}.hook_resid_mid"] + cache[f"blocks.{l}.hook_mlp_out"])
+    with torch.no_grad():
+        assert torch.equal(logits, model(TOKENS))
+
+
+def test_cached_tensors_are_not_changed_by_the_rest_of_the_pass(model):
+    """The cache keeps references, not copies; a later in-place operation would corrupt them."""
+    _, everything = instrument.run_with_cache(model, TOKENS)
+    for name in ["blocks.0.hook_resid_pre", "blocks.1.attn.hook_attn_scores", "blocks.2.mlp.hook_pre", "ln_final.hook_scale"]:
+        _, alone = instrument.run_with_cache(model, TOKENS, names=[name])
+        assert torch.equal(alone[name], everything[name]), name
+
+
+def test_names_by_list_or_predicate_and_reduce_while_running(model):
+    _, by_list = instrument.run_with_cache(model, TOKENS, names=["blocks.1.hook_resid_post"])
+    assert list(by_list) == ["blocks.1.hook_resid_post"]
+    _, norms = instrument.run_with_cache(
+        model, TOKENS, names=lambda name: name.endswith("resid_post"), reduce=lambda t, name: t.norm(dim=-1)
+    )
+    assert list(norms) == [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
+    torch.testing.assert_close(norms["blocks.1.hook_resid_post"], by_list["blocks.1.hook_resid_post"].norm(dim=-1))
+
+
+def test_unknown_hook_name_suggests_the_close_ones(model):
+    with pytest.raises(KeyError, match="'blocks.1.hook_resid_pots' is not a hook point .* did you mean blocks.1.hook_resid_post"):
+        instrument.run_with_cache(model, TOKENS, names=["blocks.1.hook_resid_pots"])
+
+
+def test_hooks_replace_tensors_and_are_removed_afterwards(model):
+    with torch.no_grad():
+        clean = model(TOKENS)
+    seen = []
+
+    def zero_head_0(pattern, name):
+        seen.append(name)
+        pattern = pattern.clone()
+        pattern[:, 0] = 0
+        return pattern
+
+    with torch.no_grad(), instrument.hooks(model, {"blocks.0.attn.hook_pattern": zero_head_0}):
+        ablated = model(TOKENS)
+    assert seen == ["blocks.0.attn.hook_pattern"]
+    assert not torch.allclose(ablated, clean)
+    with torch.no_grad():
+        assert torch.equal(model(TOKENS), clean)
+
+
+def test_hooks_are_removed_when_the_block_raises(model):
+    with pytest.raises(RuntimeError, match="boom"), instrument.hooks(model, {"hook_embed": lambda t, name: t * 0}):
+        raise RuntimeError("boom")
+    assert all(not point._forward_hooks for point in instrument.hook_points(model).values())
+
+
+def test_patching_a_residual_from_another_prompt_at_the_last_layer_gives_its_logits(model):
+    """Activation patching: replace the final residual with another run's, and the logits follow it."""
+    other = TOKENS.flip(-1)
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    other_logits, other_cache = instrument.run_with_cache(model, other, names=[last])
+    with torch.no_grad(), instrument.hooks(model, {last: lambda t, name: other_cache[last]}):
+        patched = model(TOKENS)
+    assert torch.equal(patched, other_logits)
+
+
+def test_unembed_false_returns_the_final_residual(model):
+    residual, cache = instrument.run_with_cache(model, TOKENS, names=lambda n: "resid_post" in n or "ln_final" in n, unembed=False)
+    assert torch.equal(residual, cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
+    assert not any(name.startswith("ln_final") for name in cache)

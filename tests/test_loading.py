@@ -1,0 +1,158 @@
+"""weights.load: every key layout the hub has used, and a clear one-line error for each bad input."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from checkpoints import official_state, write_checkpoint
+from safetensors.torch import save_file
+
+import weights
+from weights import CheckpointError
+
+
+def logits_of(directory, **kwargs):
+    model, _ = weights.load(directory, process=False, **kwargs)
+    with torch.no_grad():
+        return model(torch.arange(10)[None] * 7)
+
+
+@pytest.mark.parametrize("layout", ["save_pretrained", "old"])
+def test_every_key_layout_loads_to_the_same_model(tmp_path, layout):
+    official = logits_of(write_checkpoint(tmp_path / "official", seed=5))
+    other = logits_of(write_checkpoint(tmp_path / layout, layout=layout, seed=5))
+    assert torch.equal(official, other)
+
+
+def test_model_records_where_it_came_from(small_checkpoint):
+    model, _ = weights.load(small_checkpoint)
+    assert model.source["revision"] == "local" and model.source["processed"] is True
+    assert model.source["path"] == str(small_checkpoint.resolve())
+
+
+def test_save_round_trips_to_identical_weights(small_checkpoint, tmp_path, vocab_files):
+    model, _ = weights.load(small_checkpoint, process=False)
+    weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1])
+    assert torch.equal(logits_of(tmp_path), logits_of(small_checkpoint))
+
+
+@pytest.fixture
+def checkpoint_copy(small_checkpoint, tmp_path):
+    directory = tmp_path / "copy"
+    shutil.copytree(small_checkpoint, directory)
+    return directory
+
+
+def test_missing_unexpected_and_misshaped_keys_are_listed_together(checkpoint_copy):
+    state = official_state(3, 64, 4, seed=1)
+    del state["h.1.mlp.c_fc.bias"]
+    state["h.0.attn.extra"] = torch.zeros(3)
+    state["h.2.attn.c_proj.weight"] = torch.zeros(64, 65)
+    save_file(state, checkpoint_copy / "model.safetensors")
+    with pytest.raises(CheckpointError) as error:
+        weights.load(checkpoint_copy)
+    message = str(error.value)
+    assert "missing (1): h.1.mlp.c_fc.bias" in message
+    assert "unexpected (1): h.0.attn.extra" in message
+    assert "wrong shape (1): h.2.attn.c_proj.weight [64, 65] (expected [64, 64])" in message
+
+
+def test_truncated_safetensors_names_the_file_and_says_to_delete_it(checkpoint_copy):
+    path = checkpoint_copy / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-1000])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt or truncated safetensors file \(truncated.*Delete it"):
+        weights.load(checkpoint_copy)
+
+
+def test_garbage_header_is_reported_as_corrupt(checkpoint_copy):
+    (checkpoint_copy / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + b"\0" * 100)
+    with pytest.raises(CheckpointError, match="header is not valid JSON"):
+        weights.load(checkpoint_copy)
+
+
+def test_git_lfs_pointer_is_recognised(checkpoint_copy):
+    (checkpoint_copy / "model.safetensors").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707\nsize 548105171\n"
+    )
+    with pytest.raises(CheckpointError, match="Git LFS pointer .* `git lfs pull`"):
+        weights.load(checkpoint_copy)
+
+
+def test_directory_without_weights(checkpoint_copy):
+    (checkpoint_copy / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"no weights \(expected model\.safetensors\)"):
+        weights.load(checkpoint_copy)
+
+
+def test_pickle_only_checkpoint_is_refused_with_the_reason(checkpoint_copy):
+    (checkpoint_copy / "model.safetensors").rename(checkpoint_copy / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle, which can run arbitrary code.*save_pretrained"):
+        weights.load(checkpoint_copy)
+
+
+def test_unknown_model_name_lists_the_known_ones():
+    with pytest.raises(CheckpointError, match="'gpt3': not a known model name. Known names: gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, bundled"):
+        weights.load("gpt3")
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such directory"):
+        weights.load(str(tmp_path / "nowhere"))
+
+
+def test_hub_unreachable_with_nothing_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(CheckpointError, match="openai-community/gpt2-medium is not in the Hugging Face cache .* local directory"):
+        weights.load("gpt2-medium")
+
+
+def test_config_json_problems_are_named(checkpoint_copy):
+    config = json.loads((checkpoint_copy / "config.json").read_text())
+    (checkpoint_copy / "config.json").write_text(json.dumps(config | {"activation_function": "relu"}))
+    with pytest.raises(CheckpointError, match="config.json: activation_function 'relu'; GPT-2 uses gelu_new"):
+        weights.load(checkpoint_copy)
+    del config["n_embd"]
+    (checkpoint_copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json: missing the field 'n_embd'"):
+        weights.load(checkpoint_copy)
+
+
+def test_prompt_longer_than_the_context_names_both_lengths(small_checkpoint):
+    model, _ = weights.load(small_checkpoint)
+    with pytest.raises(ValueError, match="1025 tokens is longer than the model's context of 1024 tokens"):
+        model(torch.zeros(1, 1025, dtype=torch.long))
+
+
+def test_bad_token_ids_are_named(small_checkpoint):
+    model, _ = weights.load(small_checkpoint)
+    with pytest.raises(ValueError, match=r"token id 50257 is outside the vocabulary \[0, 50257\)"):
+        model(torch.tensor([[1, 50257]]))
+    with pytest.raises(ValueError, match="tokens must be integer ids"):
+        model(torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_float32(small_checkpoint, dtype):
+    """Half-precision log-probs stay close to float32's, and the parameters really are in that dtype."""
+    tokens = torch.arange(40)[None] * 13
+    reference, _ = weights.load(small_checkpoint)
+    half, _ = weights.load(small_checkpoint, dtype=dtype)
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    with torch.no_grad():
+        expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
+    assert (found - expected).abs().max() < 0.1
+
+
+def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_checkpoint):
+    """GPT-2-XL's first position reaches norms in the thousands; (3000)² overflows float16's 65504."""
+    model, _ = weights.load(small_checkpoint, dtype=torch.float16)
+    x = torch.randn(1, 4, 64, dtype=torch.float16) * 3000
+    out = model.blocks[0].ln1(x)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.float(), model.blocks[0].ln1(x.float()), atol=2e-3)
+
+
+def test_unsupported_dtype_is_refused(small_checkpoint):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        weights.load(small_checkpoint, dtype=torch.float64)
