@@ -8,9 +8,10 @@ import torch
 # No test may reach the network: huggingface_hub and transformers must work from local files only.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # conftest.record
+sys.path.insert(0, str(Path(__file__).parent.parent))  # benchmarks.checkpoints
 
-from checkpoints import gpt2_vocab_files, write_checkpoint  # noqa: E402
+from benchmarks.checkpoints import gpt2_vocab_files, write_checkpoint  # noqa: E402
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from checkpoints import official_state, write_checkpoint
+from benchmarks.checkpoints import official_state, write_checkpoint
 from safetensors.torch import save_file
 
 import weights

@@ -6,7 +6,7 @@ position, ‖ours − theirs‖ / ‖theirs‖). Measured maxima are printed at 
 
 import pytest
 import torch
-from checkpoints import write_checkpoint
+from benchmarks.checkpoints import write_checkpoint
 from conftest import record
 from transformers import GPT2LMHeadModel
 

@@ -1,4 +1,5 @@
-"""Random-weight GPT-2 checkpoints in the exact layout of the official ones on the hub, built without minigpt.
+"""Random-weight GPT-2 checkpoints in the exact layout of the official ones on the hub, built without minigpt
+(used by the tests and by the benchmarks).
 
 Every LayerNorm gain and bias and every linear bias is random: default initialisation (gains 1,
 biases 0) would let a LayerNorm-folding or bias-folding bug pass unnoticed.

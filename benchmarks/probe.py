@@ -1,0 +1,68 @@
+"""Load one checkpoint one way, in this fresh process, and print wall time and peak resident memory as JSON.
+
+    python -m benchmarks.probe CONTENDER DIRECTORY
+
+Contenders: raw (read every tensor of model.safetensors, nothing else), minigpt (weights.load with
+process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained),
+tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights).
+Peak RSS is the whole process's high-water mark (ru_maxrss), imports included.
+"""
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def load(contender: str, directory: Path):
+    if contender == "raw":
+        from weights.checkpoint import SafetensorsFile
+
+        weights_file = SafetensorsFile(directory / "model.safetensors")
+        return {key: weights_file.read(key) for key in weights_file.header}
+    if contender in ("minigpt", "minigpt-raw"):
+        import weights
+
+        return weights.load(directory, process=contender == "minigpt")
+    if contender == "hf":
+        from transformers import GPT2LMHeadModel
+
+        return GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager")
+    if contender == "tl":
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(str(directory), device="cpu")
+        bridge.enable_compatibility_mode()
+        return bridge
+    raise SystemExit(f"unknown contender {contender!r}")
+
+
+def import_baseline(contender: str) -> None:
+    """Import what the contender needs before timing, so that the time measures loading, not imports."""
+    import torch  # noqa: F401
+
+    if contender == "hf":
+        import transformers  # noqa: F401
+    elif contender == "tl":
+        import transformer_lens  # noqa: F401
+    else:
+        import weights  # noqa: F401
+
+
+def main() -> None:
+    contender, directory = sys.argv[1], Path(sys.argv[2])
+    import_baseline(contender)
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    loaded = load(contender, directory)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    del loaded
+    checkpoint = (directory / "model.safetensors").stat().st_size
+    print(json.dumps({"contender": contender, "seconds": seconds, "peak_rss": peak, "import_rss": baseline,
+                      "checkpoint_bytes": checkpoint, "peak_ratio": peak / checkpoint}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
