@@ -1,0 +1,192 @@
+"""The study's figures. Each function takes numbers and returns a matplotlib Figure; none computes
+anything about a model. Legends sit outside the axes so they never hide data."""
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display is needed, or present on a server
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
+
+BOS_COLOUR = "tab:red"
+LAYER_LABEL = "layer l (block index)"
+NORM_LABEL = "L2 norm (log scale)"
+
+
+class PlainLogFormatter(LogFormatter):
+    """LogFormatter's choice of which ticks to label (minor ones too when the axis spans under a decade),
+    written as plain numbers: 0.3 rather than 3e-01 or 3×10⁻¹."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def log_scale(ax: plt.Axes, which: str = "y") -> None:
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    axis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+
+
+def _figure(title: str, xlabel: str, ylabel: str, log: bool = True, size=(9, 4.8)) -> tuple[Figure, plt.Axes]:
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    fig.suptitle(title)  # above the axes and the legend, so the two never overlap
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log:
+        log_scale(ax)
+    ax.grid(True, which="major", alpha=0.3)
+    return fig, ax
+
+
+def _legend(fig: Figure, **kwargs) -> None:
+    fig.legend(loc="outside right center", fontsize="small", **kwargs)  # centred: clear of the title above
+
+
+def layer_lines(title: str, ylabel: str, series: dict[str, dict], log: bool = True, xlabel: str = LAYER_LABEL) -> Figure:
+    """Lines against layer: series = {label: {"y": values, optional "x", and matplotlib style keys}}."""
+    fig, ax = _figure(title, xlabel, ylabel, log)
+    for label, spec in series.items():
+        spec = dict(spec)
+        y = np.asarray(spec.pop("y"))
+        x = spec.pop("x", np.arange(len(y)))
+        ax.plot(x, y, label=label, **({"marker": "o", "markersize": 3} | spec))
+    _legend(fig)
+    return fig
+
+
+def log_norm_histograms(norms_by_layer: dict[int, np.ndarray], model: str) -> Figure:
+    """Figure 1: overlaid histograms of log10 ‖resid_post‖ at several layers."""
+    fig, ax = _figure(f"{model}: distribution of residual norms by layer (BOS excluded)", "log10 of L2 norm of resid_post", "number of vectors", log=False)
+    all_logs = np.log10(np.concatenate(list(norms_by_layer.values())))
+    bins = np.linspace(all_logs.min(), all_logs.max(), 60)
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(norms_by_layer)))
+    for colour, (layer, norms) in zip(colours, norms_by_layer.items()):
+        ax.hist(np.log10(norms), bins=bins, histtype="stepfilled", alpha=0.35, color=colour, edgecolor=colour, label=f"layer {layer}")
+    _legend(fig, title="resid_post at")
+    return fig
+
+
+def positions_by_layer(norms: np.ndarray, labels: list[str], model: str) -> Figure:
+    """Figure 2: one prompt, norm of every position's residual against layer; BOS in red.
+
+    norms: [n_layers + 1, n_pos], row 0 the embedding (resid_pre of block 0), row l + 1 resid_post of block l.
+    """
+    fig, ax = _figure(f"{model}: residual norm of every position of one prompt", "residual after block (0 = embeddings)", NORM_LABEL)
+    x = np.arange(norms.shape[0])
+    colours = plt.cm.Greys(np.linspace(0.35, 0.85, norms.shape[1]))
+    for pos in range(1, norms.shape[1]):
+        ax.plot(x, norms[:, pos], color=colours[pos], linewidth=1, alpha=0.8)
+    ax.plot(x, norms[:, 0], color=BOS_COLOUR, linewidth=2.5, label=f"position 0 (BOS {labels[0]!r})")
+    ax.plot([], [], color="grey", label=f"positions 1–{norms.shape[1] - 1}")
+    _legend(fig)
+    return fig
+
+
+def models_mean_norm(curves: dict[str, dict]) -> Figure:
+    """Figure 3: mean resid_post norm against layer for each model, with the fitted exponential over its fit layers.
+
+    curves = {model: {"mean_norm": [L], "growth": growth_rate(...) result}}.
+    """
+    fig, ax = _figure("Mean residual norm by layer, with exponential fits", "layer l (resid_post of block l)", "mean L2 norm, BOS excluded (log scale)")
+    for colour, (model, curve) in zip(plt.cm.tab10.colors, curves.items()):
+        y, g = np.asarray(curve["mean_norm"]), curve["growth"]
+        ax.plot(np.arange(len(y)), y, "o-", color=colour, markersize=3, label=model)
+        fit_x = np.arange(g["first_layer"], g["last_layer"] + 1)
+        ax.plot(fit_x, g["fit_intercept"] * g["fit_rate"] ** fit_x, "--", color=colour, linewidth=2, alpha=0.7,
+                label=f"fit, layers {g['first_layer']}–{g['last_layer']}: ×{g['fit_rate']:.3f}/layer (R² {g['r2']:.2f})")  # fmt: skip
+    _legend(fig)
+    return fig
+
+
+def position_growth_ratios(ratios: np.ndarray, model: str) -> Figure:
+    """Figure 4: one prompt, ‖x_l‖ / ‖x_{l−1}‖ per position against layer; BOS in red.
+
+    ratios: [n_layers, n_pos], row l = ‖resid_post_l‖ / ‖resid_pre_l‖ (the residual before block l).
+    """
+    fig, ax = _figure(f"{model}: per-layer growth ratio of every position of one prompt", LAYER_LABEL, "‖x_l‖ / ‖x_(l−1)‖ (log scale)")
+    x = np.arange(ratios.shape[0])
+    for pos in range(1, ratios.shape[1]):
+        ax.plot(x, ratios[:, pos], color="grey", linewidth=1, alpha=0.6)
+    ax.plot(x, ratios[:, 0], color=BOS_COLOUR, linewidth=2.5, label="position 0 (BOS)")
+    ax.plot([], [], color="grey", label="other positions")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="ratio 1 (no growth)")
+    _legend(fig)
+    return fig
+
+
+def half_layer_residuals(mean_norms: dict[str, np.ndarray], model: str) -> Figure:
+    """Figure 6: resid_pre at l, resid_mid at l + ½, resid_post at l + 1 on one axis."""
+    fig, ax = _figure(f"{model}: mean residual norm through each block", "position in the forward pass (block l spans l to l+1)", "mean L2 norm, BOS excluded (log scale)")
+    L = len(mean_norms["resid_pre"])
+    x = np.concatenate([np.arange(L)[:, None] + offset for offset in (0, 0.5, 1)], axis=1).ravel()
+    y = np.stack([mean_norms[s] for s in ("resid_pre", "resid_mid", "resid_post")], axis=1).ravel()
+    ax.plot(x, y, color="lightgrey", linewidth=1, zorder=1)
+    for offset, stream, marker in ((0, "resid_pre", "o"), (0.5, "resid_mid", "s"), (1, "resid_post", "^")):
+        ax.scatter(np.arange(L) + offset, mean_norms[stream], marker=marker, s=18, label=stream, zorder=2)
+    _legend(fig)
+    return fig
+
+
+def attention_weights(head_norms: np.ndarray, b_O: np.ndarray, attn_out: np.ndarray, ov_random: np.ndarray, model: str) -> Figure:
+    """Figure 8: ‖W_OV‖_F of every head (grey), ‖b_O‖ (pink), mean attn_out norm (blue); and
+    ‖Σ_h W_OV^h x‖ for random normalised x against attn_out."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    fig.suptitle(f"{model}: attention weights (W_OV, b_O) and attention output by layer")
+    x = np.arange(len(b_O))
+    for h in range(head_norms.shape[1]):
+        left.plot(x, head_norms[:, h], color="grey", linewidth=0.8, alpha=0.6, label="‖W_OV‖_F, one line per head" if h == 0 else None)
+    left.plot(x, b_O, color="hotpink", linewidth=2, label="‖b_O‖")
+    left.plot(x, attn_out, color="tab:blue", linewidth=2, label="mean ‖attn_out‖")
+    right.plot(x, ov_random, color="tab:purple", linewidth=2, label="mean ‖Σ_h W_OV^h x‖, x random, normalised")
+    right.plot(x, attn_out, color="tab:blue", linewidth=2)  # labelled once, in the left panel
+    for ax, title in ((left, "weights and biases"), (right, "OV circuit on random inputs")):
+        ax.set(title=title, xlabel=LAYER_LABEL, ylabel=NORM_LABEL)
+        log_scale(ax)
+        ax.grid(True, alpha=0.3)
+    _legend(fig)
+    return fig
+
+
+def std_growth(stds: dict[str, np.ndarray], rate: float, model: str) -> Figure:
+    """Figure 10: per-layer standard deviations divided by rate^l, with the bounds for each addition:
+    uncorrelated √(a² + b²) and fully correlated a + b."""
+    fig, ax = _figure(f"{model}: standard deviations divided by {rate:.3f}^l", LAYER_LABEL, f"std of vector entries / {rate:.3f}^l (log scale)", size=(11, 5.2))
+    L = len(stds["resid_pre"])
+    scale = rate ** np.arange(L)
+    colours = dict(zip(("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"), plt.cm.tab10.colors))
+    for stream, colour in colours.items():
+        ax.plot(np.arange(L), stds[stream] / scale, "o-", markersize=3, color=colour, label=stream)
+    for total, (a, b) in (("resid_mid", ("resid_pre", "attn_out")), ("resid_post", ("resid_mid", "mlp_out"))):
+        ax.plot(np.arange(L), np.sqrt(stds[a] ** 2 + stds[b] ** 2) / scale, ":", color=colours[total], linewidth=2,
+                label=f"{total} if uncorrelated: √({a}² + {b}²)")  # fmt: skip
+        ax.plot(np.arange(L), (stds[a] + stds[b]) / scale, "--", color=colours[total], linewidth=1,
+                label=f"{total} if fully correlated: {a} + {b}")  # fmt: skip
+    _legend(fig)
+    return fig
+
+
+def frobenius_claim(ov_frobenius: np.ndarray, ov_mean: np.ndarray, in_frobenius: np.ndarray, in_mean: np.ndarray, model: str) -> Figure:
+    """Figure 15: mean ‖W x‖ over random unit-variance x against ‖W‖_F, for every W_OV head and W_in."""
+    fig, ax = _figure(f"{model}: mean ‖W x‖ for random x is close to ‖W‖_F", "‖W‖_F (log scale)", "mean ‖W x‖, x ~ N(0, I) (log scale)")
+    log_scale(ax, "x")
+    layers = np.repeat(np.arange(ov_frobenius.shape[0]), ov_frobenius.shape[1])
+    points = ax.scatter(ov_frobenius.ravel(), ov_mean.ravel(), c=layers, cmap="viridis", s=10, label="W_OV, one point per head")
+    ax.scatter(in_frobenius, in_mean, c=np.arange(len(in_frobenius)), cmap="viridis", marker="s", s=40, edgecolor="black", label="W_in, one per layer")
+    everything = np.concatenate([ov_frobenius.ravel(), in_frobenius, ov_mean.ravel(), in_mean])
+    line = np.array([everything.min() * 0.9, everything.max() * 1.1])
+    ax.plot(line, line, "k--", linewidth=1, label="mean ‖W x‖ = ‖W‖_F")
+    fig.colorbar(points, ax=ax, label="layer")
+    ax.legend(loc="upper left", fontsize="small")  # the points lie on the diagonal: this corner is empty
+    return fig
+
+
+def save(fig: Figure, directory, stem: str) -> list[str]:
+    """Write fig as PNG and SVG; return the two file names."""
+    names = []
+    for suffix in ("png", "svg"):
+        fig.savefig(f"{directory}/{stem}.{suffix}", dpi=120)
+        names.append(f"{stem}.{suffix}")
+    plt.close(fig)
+    return names
