@@ -96,11 +96,11 @@ def slug(name: str) -> str:
 # One model
 
 
-def analyse(choice: ModelChoice, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
-            fit_layers, args, log: Progress) -> dict:  # fmt: skip
-    log(f"loading {choice.name} ({args.dtype}, processed: LayerNorm folded, writing weights centred)")
-    model, tokenizer = weights.load(choice.name, dtype=DTYPES[args.dtype], device=args.device)
-    cfg = model.cfg
+def check_inputs(choice: ModelChoice, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
+                 fit_layers, tokenizer) -> tuple[int, int]:  # fmt: skip
+    """Check the prompts and fit layers against the model's config.json before anything heavy is loaded;
+    return the fit layers."""
+    cfg = weights.read_config(weights.locate(choice.name)[0])
     for i, tokens in enumerate(prompts):
         if len(tokens) > cfg.n_ctx:
             raise UsageError(
@@ -110,7 +110,14 @@ def analyse(choice: ModelChoice, prompts: list[list[int]], prompt_lines: list[in
     first, last = fit_layers or measures.default_fit_layers(cfg.n_layers)
     if not 0 <= first < last <= cfg.n_layers - 1:
         raise UsageError(f"--fit-layers {first}:{last} is outside {choice.name}'s {cfg.n_layers} layers (need 0 <= FIRST < LAST <= {cfg.n_layers - 1})")
+    return first, last
 
+
+def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int, int], args, log: Progress) -> dict:
+    log(f"loading {choice.name} ({args.dtype}, processed: LayerNorm folded, writing weights centred)")
+    model, tokenizer = weights.load(choice.name, dtype=DTYPES[args.dtype], device=args.device)
+    cfg = model.cfg
+    first, last = fit_layers
     n_tokens = sum(map(len, prompts))
     log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
     act = measures.collect(model, prompts, args.batch_size, tokenizer.eot,
@@ -380,12 +387,13 @@ def run(args, log: Progress) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        results, n_tokens = [], None
+        plans = []
         for choice in choices:
             tokenizer = weights.read_tokenizer(weights.locate(choice.name)[0])
             prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]
-            n_tokens = sum(map(len, prompts))
-            results.append(analyse(choice, prompts, line_numbers, prompts_file, fit_layers, args, log))
+            plans.append((choice, prompts, check_inputs(choice, prompts, line_numbers, prompts_file, fit_layers, tokenizer)))
+        results = [analyse(choice, prompts, layers, args, log) for choice, prompts, layers in plans]
+        n_tokens = sum(map(len, plans[0][1]))
         for r in results:
             if r["appendix"]["violations"]:
                 print(f"\n!!! BUG: {r['name']}: {r['appendix']['violations']} residual vectors violate the Appendix 1 triangle "

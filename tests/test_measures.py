@@ -1,0 +1,133 @@
+"""Each measurement of analysis.measures on inputs whose answer is known."""
+
+import numpy as np
+import pytest
+import torch
+
+import instrument
+import weights
+from analysis import measures
+
+
+def test_growth_rate_of_a_geometric_sequence():
+    norms = 3.0 * 1.045 ** np.arange(48)
+    g = measures.growth_rate(norms, 5, 41)
+    assert g["rate"] == pytest.approx(1.045) and g["fit_rate"] == pytest.approx(1.045)
+    assert g["r2"] == pytest.approx(1.0) and g["fit_intercept"] == pytest.approx(3.0)
+    assert g["rate_first_half"] == pytest.approx(1.045) and g["rate_second_half"] == pytest.approx(1.045)
+
+
+def test_growth_rate_sees_square_root_growth_slow_down():
+    g = measures.growth_rate(np.sqrt(1 + np.arange(12)), 1, 10)
+    assert g["rate_second_half"] - 1 < 0.6 * (g["rate_first_half"] - 1)
+
+
+def test_growth_rate_refuses_layers_outside_the_model():
+    with pytest.raises(ValueError, match="fit layers 5:41 must satisfy 0 <= first < last <= 11"):
+        measures.growth_rate(np.ones(12), 5, 41)
+
+
+@pytest.mark.parametrize("n_layers, expected", [(48, (5, 41)), (12, (1, 10)), (10, (1, 9)), (3, (0, 2)), (2, (0, 1))])
+def test_default_fit_layers_scale_the_studys_5_to_41_of_48(n_layers, expected):
+    assert measures.default_fit_layers(n_layers) == expected
+
+
+def test_W_OV_frobenius_equals_the_explicit_product():
+    g = torch.Generator().manual_seed(0)
+    W_V, W_O = torch.randn(5, 40, 8, generator=g), torch.randn(5, 8, 40, generator=g)
+    explicit = torch.stack([(W_V[h] @ W_O[h]).norm() for h in range(5)])
+    torch.testing.assert_close(measures.W_OV_frobenius(W_V, W_O), explicit, rtol=1e-5, atol=0)
+
+
+def test_expected_squared_norm_of_Wx_is_the_squared_frobenius_norm():
+    """E‖W x‖² = ‖W‖_F² for x with identity covariance (the study's footnote 5)."""
+    g = torch.Generator().manual_seed(1)
+    W_V, W_O = torch.randn(3, 64, 16, generator=g), torch.randn(3, 16, 64, generator=g)
+    x = torch.randn(20000, 64, generator=g)
+    mean_square = measures.W_OV_apply(W_V, W_O, x).pow(2).sum(-1).mean(1)
+    torch.testing.assert_close(mean_square, measures.W_OV_frobenius(W_V, W_O) ** 2, rtol=0.03, atol=0)
+
+
+def test_random_normalised_vectors_have_mean_0_and_variance_1():
+    x = measures.random_normalised(100, 256)
+    torch.testing.assert_close(x.mean(-1), torch.zeros(100), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.pow(2).mean(-1), torch.ones(100))
+
+
+def test_appendix1_holds_on_consistent_vectors_and_flags_a_broken_one():
+    rng = np.random.default_rng(0)
+    pre, attn, mlp = rng.normal(size=(3, 2, 4, 7, 16))  # [layer, prompt... ] built per prompt below
+    act = measures.Activations()
+    for i in range(2):
+        x_pre, a, m = pre[i], attn[i], mlp[i]  # [L=4, pos=7, d=16]
+        x_mid, x_post = x_pre + a, x_pre + a + m
+        for stream, v in zip(measures.STREAMS, (x_pre, a, x_mid, m, x_post)):
+            act.norms[stream].append(np.linalg.norm(v, axis=-1))
+    check = measures.appendix1_check(act)
+    assert check["violations"] == 0 and np.all(check["growth_minus_1"] <= check["bound"])
+    act.norms["resid_post"][0][2, 3] *= 10  # a resid_post norm no sum of those vectors can reach
+    assert measures.appendix1_check(act)["violations"] == 1
+
+
+@pytest.fixture(scope="module")
+def processed(small_checkpoint):
+    return weights.load(small_checkpoint)
+
+
+def test_batched_collection_equals_one_prompt_at_a_time(processed):
+    """Right padding cannot change the real positions (attention is causal), so batching is invisible."""
+    model, tokenizer = processed
+    prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in ["Hello there", "A longer prompt than the first one", "x"]]
+    act = measures.collect(model, prompts, batch_size=3, pad=tokenizer.eot)
+    for i, prompt in enumerate(prompts):
+        _, cache = instrument.run_with_cache(model, torch.tensor([prompt]))
+        for stream in measures.STREAMS:
+            alone = torch.stack([cache[measures.hook_name(l, stream)][0].norm(dim=-1) for l in range(model.cfg.n_layers)])
+            np.testing.assert_allclose(act.norms[stream][i], alone.numpy(), rtol=1e-5)
+        active = torch.stack([(cache[f"blocks.{l}.mlp.hook_pre"][0] > 0).float().mean(-1) for l in range(model.cfg.n_layers)])
+        np.testing.assert_allclose(act.active[i], active.numpy(), rtol=1e-6)
+    # positions 1..6 of every prompt, or fewer for short prompts: 2 + 6 + 1 vectors per layer
+    assert act.early_resid_mid.shape == (model.cfg.n_layers, 9, model.cfg.d_model)
+
+
+def test_padding_norms_separate_bos_padding_and_ordinary_positions(processed):
+    model, tokenizer = processed
+    prompts = [[tokenizer.eot, 10, 11, 12, 13], [tokenizer.eot, 20]]
+    found = measures.padding_norms(model, prompts, tokenizer.eot)
+    _, cache = instrument.run_with_cache(model, torch.tensor([[tokenizer.eot, 20, tokenizer.eot, tokenizer.eot, tokenizer.eot]]))
+    last = cache[measures.hook_name(model.cfg.n_layers - 1, "resid_post")][0].norm(dim=-1)
+    assert found["padding"][-1] == pytest.approx(last[2:].mean().item(), rel=1e-5)
+
+
+def test_growth_written_into_the_weights_is_measured():
+    """Scale each layer's writing weights by g^l: the residual norm then grows by ≈ g per layer."""
+    from minigpt import GPT2, Config
+
+    torch.manual_seed(0)
+    g, L = 1.5, 12
+    model = GPT2(Config.sized(L, 64, 4, d_vocab=100, n_ctx=32))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+        for l, block in enumerate(model.blocks):
+            for W in (block.attn.W_O, block.attn.b_O, block.mlp.W_out, block.mlp.b_out):
+                W *= g**l
+    weights.process(model)
+    act = measures.collect(model, [[0, *range(1, 20)], [0, *range(30, 60)]], batch_size=2, pad=99)
+    rate = measures.growth_rate(act.mean_norm("resid_post"), 4, 11)
+    assert rate["fit_rate"] == pytest.approx(g, rel=0.03)
+    for stream in ("attn_out", "mlp_out"):
+        assert measures.growth_rate(act.mean_norm(stream), 4, 11)["fit_rate"] == pytest.approx(g, rel=0.1)
+
+
+def test_weight_measures_match_direct_computation(processed):
+    model, _ = processed
+    w = measures.weight_measures(model, n_random=64)
+    block = model.blocks[1]
+    assert w["W_in_norm"][1] == pytest.approx(block.mlp.W_in.norm().item(), rel=1e-6)
+    explicit = torch.stack([(block.attn.W_V[h] @ block.attn.W_O[h]).norm() for h in range(model.cfg.n_heads)])
+    np.testing.assert_allclose(w["W_OV_frobenius"][1], explicit.numpy(), rtol=1e-5)
+    x = measures.random_normalised(64, model.cfg.d_model)
+    assert w["mlp_random_norm"][1] == pytest.approx(block.mlp(x).norm(dim=-1).mean().item(), rel=1e-5)
+    pre = x @ block.mlp.W_in + block.mlp.b_in
+    assert w["active_random"][1] == pytest.approx((pre > 0).float().mean().item())
