@@ -4,12 +4,13 @@
 
 Contenders: raw (read every tensor of model.safetensors, nothing else), minigpt (weights.load with
 process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained),
-tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights).
-Peak RSS is the whole process's high-water mark (ru_maxrss), imports included.
+tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights),
+study (`python -m analysis.growth` on that checkpoint with the default prompts, run in this process).
+Peak RSS is this process's high-water mark, imports included, read from VmHWM in /proc/self/status:
+ru_maxrss would not do, since Linux carries the parent's high-water mark across fork and exec.
 """
 
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,15 @@ def load(contender: str, directory: Path):
         from transformers import GPT2LMHeadModel
 
         return GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager")
+    if contender == "study":
+        import tempfile
+
+        from analysis import growth
+
+        with tempfile.TemporaryDirectory() as out:
+            if growth.main(["--model", str(directory), "--out", f"{out}/report"]) != 0:
+                raise SystemExit("the study failed")
+        return None
     if contender == "tl":
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -44,20 +54,28 @@ def import_baseline(contender: str) -> None:
 
     if contender == "hf":
         import transformers  # noqa: F401
+    elif contender == "study":
+        import analysis.growth  # noqa: F401
     elif contender == "tl":
         import transformer_lens  # noqa: F401
     else:
         import weights  # noqa: F401
 
 
+def peak_rss() -> int:
+    """Bytes: the most this process (since its exec) has had resident."""
+    line = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
 def main() -> None:
     contender, directory = sys.argv[1], Path(sys.argv[2])
     import_baseline(contender)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = peak_rss()
     start = time.perf_counter()
     loaded = load(contender, directory)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     del loaded
     checkpoint = (directory / "model.safetensors").stat().st_size
     print(json.dumps({"contender": contender, "seconds": seconds, "peak_rss": peak, "import_rss": baseline,
