@@ -33,6 +33,24 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
+def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x @ W + b over the last axis of x, with the bias added inside the matrix product (addmm):
+    one output tensor written once, rather than a product and then a second tensor for the sum."""
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[-1])
+
+
+def per_head(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x @ W[h] + b[h] for every head h: [batch, pos, d_model] → [batch, pos, n_heads, d_head].
+
+    W [n_heads, d_model, d_head] read as the heads' matrices side by side, [d_model, n_heads·d_head],
+    so all heads are one matrix product. (weights.load lays W out in memory in that order, as it is
+    in the checkpoint's c_attn, so this reshape is a view and copies nothing.)
+    """
+    n_heads, d_model, d_head = W.shape
+    out = linear(x, W.transpose(0, 1).reshape(d_model, n_heads * d_head), b.reshape(-1))
+    return out.view(*x.shape[:-1], n_heads, d_head)
+
+
 class LayerNorm(nn.Module):
     """Centre, scale to unit variance, then apply the gain `w` and bias `b`.
 
@@ -79,9 +97,9 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, n_heads, d_head], the pattern-weighted values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
+        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))
+        k = self.hook_k(per_head(x, self.W_K, self.b_K))
+        v = self.hook_v(per_head(x, self.W_V, self.b_V))
 
         n_pos = x.shape[1]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
@@ -92,7 +110,8 @@ class Attention(nn.Module):
         pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))
 
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+        # Σ_h z[h] @ W_O[h] + b_O: the heads' outputs side by side times W_O stacked, [n_heads·d_head, d_model].
+        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)
 
 
 class MLP(nn.Module):
@@ -106,9 +125,9 @@ class MLP(nn.Module):
         self.hook_post = HookPoint()  # [batch, pos, d_mlp], after it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        pre = self.hook_pre(linear(x, self.W_in, self.b_in))
         post = self.hook_post(gelu_new(pre))
-        return post @ self.W_out + self.b_out
+        return linear(post, self.W_out, self.b_out)
 
 
 class Block(nn.Module):
