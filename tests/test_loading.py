@@ -144,6 +144,16 @@ def test_half_precision_follows_float32(small_checkpoint, dtype):
     assert (found - expected).abs().max() < 0.1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("process", [False, True])
+def test_heads_stay_side_by_side_in_memory(small_checkpoint, dtype, process):
+    """minigpt.model.per_head reads W_Q as [d_model, n_heads·d_head] without copying: check it is a view."""
+    model, _ = weights.load(small_checkpoint, dtype=dtype, process=process)
+    for W in (model.blocks[1].attn.W_Q, model.blocks[1].attn.W_K, model.blocks[1].attn.W_V):
+        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1).data_ptr() == W.data_ptr()
+        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1)._base is not None  # a view, not a copy
+
+
 def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_checkpoint):
     """GPT-2-XL's first position reaches norms in the thousands; (3000)² overflows float16's 65504."""
     model, _ = weights.load(small_checkpoint, dtype=torch.float16)
