@@ -145,6 +145,11 @@ def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int
 # Figures and report
 
 
+def geometric_mean(ratios: np.ndarray, growth: dict) -> float:
+    """The geometric mean of per-layer ratios over the growth fit's layers."""
+    return float(np.exp(np.log(ratios[growth["first_layer"] : growth["last_layer"] + 1]).mean()))
+
+
 def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
     """Write one model's figures; return (stem, title, caption) for the report."""
     name, cfg, act, mean, w, g = r["slug"], r["cfg"], r["act"], r["mean"], r["weights"], r["growth"]
@@ -185,8 +190,9 @@ def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
             f"{p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}.")  # fmt: skip
 
     add(plots.half_layer_residuals(mean, name), "06-resid-pre-mid-post", "resid_pre, resid_mid and resid_post",
-        f"Attention raises the mean norm by {np.mean(mean['resid_mid'] / mean['resid_pre']):.3f}× per layer on average and the MLP by "
-        f"{np.mean(mean['resid_post'] / mean['resid_mid']):.3f}×.")  # fmt: skip
+        f"Over layers {g['first_layer']}–{g['last_layer']}, adding attn_out multiplies the mean norm by "
+        f"{geometric_mean(mean['resid_mid'] / mean['resid_pre'], g):.3f} on average (geometric mean) and adding mlp_out by "
+        f"{geometric_mean(mean['resid_post'] / mean['resid_mid'], g):.3f}.")  # fmt: skip
 
     add(plots.layer_lines(f"{name}: attention and MLP outputs", "mean L2 norm, BOS excluded (log scale)",
                           {"attn_out": {"y": mean["attn_out"]}, "mlp_out": {"y": mean["mlp_out"]},
@@ -277,17 +283,17 @@ def growth_sentence(name: str, g: dict) -> str:
     return text
 
 
-def write_report(results: list[dict], directory: Path, n_prompts: int, n_tokens: int, captions: dict) -> None:
+def write_report(results: list[dict], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, captions: dict) -> None:
     lines = ["# Residual stream norms grow exponentially over the forward pass: reproduction", "",
-             f"{n_prompts} prompts, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. Averages exclude "
-             "BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).", ""]  # fmt: skip
+             f"{n_prompts} prompts from {prompts_file}, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. "
+             "Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).", ""]  # fmt: skip
     for r in results:
         s = r["source"]
         lines.append(f"- **{r['name']}**: {r['cfg'].n_layers} layers, d_model {r['cfg'].d_model}; revision `{s['revision']}`; {s['dtype']}")
     lines += ["", "## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
-    lines += [growth_sentence(r["name"], r["growth"]) + " " for r in results] + [""]
+    lines += [growth_sentence(r["slug"], r["growth"]) + " " for r in results] + [""]
     for r in results:
-        lines += [f"# {r['name']}", ""]
+        lines += [f"# {r['slug']}", ""]
         for stem, title, caption in captions[r["slug"]]:
             lines += [f"## {int(stem[:2])}. {title}", "", f"![{title}]({r['slug']}/{stem}.png)", "", caption, ""]
     (directory / "report.md").write_text("\n".join(lines), encoding="utf-8")
@@ -325,7 +331,7 @@ def layer_rows(r: dict) -> list[dict]:
     return [{"model": r["name"], "layer": l} | {k: float(v[l]) for k, v in columns.items()} for l in range(r["cfg"].n_layers)]
 
 
-def write_outputs(results: list[dict], directory: Path, n_prompts: int, n_tokens: int, log: Progress) -> None:
+def write_outputs(results: list[dict], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress) -> None:
     captions = {}
     for r in results:
         log(f"{r['name']}: figures")
@@ -339,7 +345,7 @@ def write_outputs(results: list[dict], directory: Path, n_prompts: int, n_tokens
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
-    write_report(results, directory, n_prompts, n_tokens, captions)
+    write_report(results, directory, prompts_file, n_prompts, n_tokens, captions)
 
 
 def move_into_place(finished: Path, out: Path) -> None:
@@ -399,13 +405,13 @@ def run(args, log: Progress) -> Path:
                 print(f"\n!!! BUG: {r['name']}: {r['appendix']['violations']} residual vectors violate the Appendix 1 triangle "
                       f"inequality (largest excess {r['appendix']['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
                       file=sys.stderr, flush=True)  # fmt: skip
-        write_outputs(results, scratch, len(texts), n_tokens, log)
+        write_outputs(results, scratch, prompts_file, len(texts), n_tokens, log)
         move_into_place(scratch, out)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     for r in results:
-        log(growth_sentence(r["name"], r["growth"]))
+        log(growth_sentence(r["slug"], r["growth"]))
     log(f"wrote {out}/report.md, summary.json, layers.csv and {sum(1 for _ in out.rglob('*.png'))} figures")
     return out
 
