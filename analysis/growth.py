@@ -107,6 +107,8 @@ def check_inputs(choice: ModelChoice, prompts: list[list[int]], prompt_lines: li
                 f"prompt {i + 1} (line {prompt_lines[i]} of {prompts_file}: {tokenizer.decode(tokens[1:8])!r}…) has "
                 f"{len(tokens)} tokens with BOS; {choice.name} accepts at most {cfg.n_ctx}"
             )
+    if cfg.n_layers < 2:
+        raise UsageError(f"{choice.name} has {cfg.n_layers} layer; a growth rate needs at least 2")
     first, last = fit_layers or measures.default_fit_layers(cfg.n_layers)
     if not 0 <= first < last <= cfg.n_layers - 1:
         raise UsageError(f"--fit-layers {first}:{last} is outside {choice.name}'s {cfg.n_layers} layers (need 0 <= FIRST < LAST <= {cfg.n_layers - 1})")
@@ -125,7 +127,8 @@ def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int
     log(f"{choice.name}: BOS and padding batch")
     by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     picks = sorted({by_length[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
-    padding = measures.padding_norms(model, [prompts[i] for i in picks], tokenizer.eot) if len({len(prompts[i]) for i in picks}) > 1 else None
+    room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
+    padding = measures.padding_norms(model, [prompts[i] for i in picks], tokenizer.eot) if room else None
     log(f"{choice.name}: measuring the weights")
     w = measures.weight_measures(model)
     w |= measures.resampled_active_fractions(model, act.early_resid_mid)

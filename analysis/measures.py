@@ -102,10 +102,10 @@ class Activations:
         return np.concatenate([active[:, 1:] for active in self.active], axis=1).mean(axis=1)
 
 
-def pad_batch(prompts: list[list[int]], pad: int) -> tuple[torch.Tensor, list[int]]:
-    """Right-pad token lists to the longest with `pad`; return [batch, pos] tokens and the true lengths."""
+def pad_batch(prompts: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, list[int]]:
+    """Right-pad token lists with `pad` to `width` (default: the longest); return [batch, pos] tokens and the true lengths."""
     lengths = [len(p) for p in prompts]
-    tokens = torch.full((len(prompts), max(lengths)), pad, dtype=torch.long)
+    tokens = torch.full((len(prompts), width or max(lengths)), pad, dtype=torch.long)
     for i, p in enumerate(prompts):
         tokens[i, : len(p)] = torch.tensor(p)
     return tokens, lengths
@@ -168,17 +168,20 @@ def _early_vectors(captured, n_layers: int, n_early: int) -> torch.Tensor:
     return torch.stack([torch.cat(vectors) for vectors in by_layer])
 
 
-def padding_norms(model: GPT2, prompts: list[list[int]], pad: int, stream: str = "resid_post") -> dict[str, np.ndarray]:
-    """Prompts of different lengths batched and right-padded with `pad`: mean norm per layer at BOS,
-    at padding positions, and at ordinary positions. [n_layers] each."""
-    tokens, lengths = pad_batch(prompts, pad)
+def padding_norms(model: GPT2, prompts: list[list[int]], pad: int, extra: int = 4, stream: str = "resid_post") -> dict[str, np.ndarray]:
+    """Prompts of different lengths batched and right-padded with `pad`, `extra` positions beyond the
+    longest (so that there is padding even if all lengths are equal): mean norm per layer at BOS, at
+    padding positions, and at ordinary positions. [n_layers] each."""
+    longest = max(map(len, prompts))
+    extra = min(extra, model.cfg.n_ctx - longest)
+    tokens, lengths = pad_batch(prompts, pad, width=longest + extra)
     cache = per_position_norms(model, tokens)
     norms = torch.stack([cache[hook_name(l, stream)] for l in range(model.cfg.n_layers)]).cpu().numpy()  # [L, b, p]
     positions = np.arange(tokens.shape[1])[None, :]
     is_pad = positions >= np.array(lengths)[:, None]
     ordinary = ~is_pad & (positions > 0)
     if not is_pad.any():
-        raise ValueError("padding_norms needs prompts of different lengths")
+        raise ValueError(f"no room for padding: every prompt is {longest} tokens, the model's whole context")
     return {"bos": norms[:, :, 0].mean(1), "padding": norms[:, is_pad].mean(1), "ordinary": norms[:, ordinary].mean(1)}
 
 

@@ -125,3 +125,20 @@ def test_bad_input_gives_one_line_exit_2_and_leaves_out_untouched(case, expected
     assert re.search(expected, error_lines[0]), error_lines[0]
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "prompts.txt"], "scratch folder left behind"
+
+
+def test_a_single_prompt_still_gives_all_fifteen_figures(small_checkpoint, tmp_path):
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("Only one prompt here.\n")
+    out = tmp_path / "report"
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 0
+    assert len(list(out.rglob("*.png"))) == 15
+
+
+def test_a_one_layer_model_is_refused_clearly(tmp_path, capsys):
+    from benchmarks.checkpoints import write_checkpoint
+
+    directory = write_checkpoint(tmp_path / "one-layer", n_layers=1, d_model=32, n_heads=2)
+    assert growth.main(["--model", str(directory), "--out", str(tmp_path / "out")]) == 2
+    assert "has 1 layer; a growth rate needs at least 2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

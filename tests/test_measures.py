@@ -93,10 +93,18 @@ def test_batched_collection_equals_one_prompt_at_a_time(processed):
 def test_padding_norms_separate_bos_padding_and_ordinary_positions(processed):
     model, tokenizer = processed
     prompts = [[tokenizer.eot, 10, 11, 12, 13], [tokenizer.eot, 20]]
-    found = measures.padding_norms(model, prompts, tokenizer.eot)
-    _, cache = instrument.run_with_cache(model, torch.tensor([[tokenizer.eot, 20, tokenizer.eot, tokenizer.eot, tokenizer.eot]]))
-    last = cache[measures.hook_name(model.cfg.n_layers - 1, "resid_post")][0].norm(dim=-1)
-    assert found["padding"][-1] == pytest.approx(last[2:].mean().item(), rel=1e-5)
+    found = measures.padding_norms(model, prompts, tokenizer.eot, extra=2)  # width 7: 2 and 5 padding positions
+    _, cache = instrument.run_with_cache(model, measures.pad_batch(prompts, tokenizer.eot, width=7)[0])
+    last = cache[measures.hook_name(model.cfg.n_layers - 1, "resid_post")].norm(dim=-1)  # [2, 7]
+    torch.testing.assert_close(torch.tensor(found["padding"][-1]), torch.cat([last[0, 5:], last[1, 2:]]).mean(), rtol=1e-5, atol=0)
+    assert found["bos"][-1] == pytest.approx(last[:, 0].mean().item(), rel=1e-5)
+    assert found["ordinary"][-1] == pytest.approx(torch.cat([last[0, 1:5], last[1, 1:2]]).mean().item(), rel=1e-5)
+
+
+def test_padding_batch_has_padding_even_when_all_prompts_are_equally_long(processed):
+    model, tokenizer = processed
+    found = measures.padding_norms(model, [[tokenizer.eot, 5, 6], [tokenizer.eot, 7, 8]], tokenizer.eot)
+    assert np.isfinite(found["padding"]).all()
 
 
 def test_growth_written_into_the_weights_is_measured():
