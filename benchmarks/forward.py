@@ -1,5 +1,6 @@
 """Forward-pass throughput of every contender on one checkpoint, timed alternately in one process."""
 
+import gc
 import statistics
 import time
 
@@ -78,5 +79,8 @@ def measure(directory, batch: int, n_pos: int, repeats: int, with_tl: bool, log=
             times[name].append(time.perf_counter() - start)
             del result
         log(f"  repeat {repeat + 1}/{repeats} done")
-    return [{"contender": name, "seconds": statistics.median(times[name]), "tokens_per_s": batch * n_pos / statistics.median(times[name]),
+    rows = [{"contender": name, "seconds": statistics.median(times[name]), "tokens_per_s": batch * n_pos / statistics.median(times[name]),
              "flops": flops, "all_seconds": times[name]} for name, (_, flops) in runs.items()]  # fmt: skip
+    del runs
+    gc.collect()  # HF models hold reference cycles: free this shape's models before the next shape loads its own
+    return rows
