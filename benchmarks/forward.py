@@ -33,7 +33,7 @@ def forward_flops(cfg: Config, batch: int, n_pos: int, unembed: bool) -> float:
     return tokens * per_token
 
 
-def contenders(directory, tokens: torch.Tensor, with_tl: bool) -> dict:
+def contenders(directory, tokens: torch.Tensor, with_tl: bool, with_bf16: bool) -> dict:
     """{name: (callable running one forward pass, flops of that pass)}."""
     from transformers import GPT2LMHeadModel
 
@@ -57,6 +57,10 @@ def contenders(directory, tokens: torch.Tensor, with_tl: bool) -> dict:
         "HF eager + hidden states": (hf_run("eager"), full),
         f"HF default ({default_attention}) + hidden states": (hf_run(default_attention), full),
     }
+    if with_bf16:  # this CPU multiplies bfloat16 natively (avx512_bf16); LayerNorm statistics stay float32
+        half, _ = weights.load(directory, dtype=torch.bfloat16)
+        runs["minigpt (a) in bfloat16"] = (lambda: half(tokens), full)
+        runs["minigpt (c) in bfloat16"] = (lambda: measures.per_position_norms(half, tokens), no_unembed)
     if with_tl:
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -66,9 +70,9 @@ def contenders(directory, tokens: torch.Tensor, with_tl: bool) -> dict:
 
 
 @torch.no_grad()
-def measure(directory, batch: int, n_pos: int, repeats: int, with_tl: bool, log=print) -> list[dict]:
+def measure(directory, batch: int, n_pos: int, repeats: int, with_tl: bool, with_bf16: bool = False, log=print) -> list[dict]:
     tokens = torch.randint(0, 50257, (batch, n_pos), generator=torch.Generator().manual_seed(0))
-    runs = contenders(directory, tokens, with_tl)
+    runs = contenders(directory, tokens, with_tl, with_bf16)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for name, (run, _) in runs.items():  # warm-up: first calls allocate and pick kernels
         run()
