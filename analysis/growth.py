@@ -24,6 +24,7 @@ import torch
 
 import weights
 from analysis import measures, plots
+from minigpt import Config, Tokenizer
 from analysis.measures import STREAMS
 
 DEFAULT_PROMPTS = Path(__file__).parent / "prompts.txt"
@@ -96,6 +97,26 @@ def slug(name: str) -> str:
 # One model
 
 
+@dataclass
+class ModelStudy:
+    """Everything measured on one model, as the figures, the report and the tables read it."""
+
+    name: str  # as given
+    slug: str  # short name for titles and folders
+    cfg: Config
+    source: dict  # repo, revision, path, dtype (weights.load)
+    tokenizer: Tokenizer
+    act: measures.Activations  # per-position norms from the forward passes
+    mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
+    growth: dict  # measures.growth_rate of resid_post
+    appendix: dict  # measures.appendix1_check
+    weights: dict[str, np.ndarray]  # measures.weight_measures and the resampled activation rates
+    padding: dict[str, np.ndarray] | None  # measures.padding_norms (None if no room for padding)
+    padding_prompts: list[int]  # which prompts formed the padding batch
+    example: int  # the prompt of figures 2 and 4
+    example_tokens: list[int]
+
+
 def check_inputs(choice: ModelChoice, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
                  fit_layers, tokenizer) -> tuple[int, int]:  # fmt: skip
     """Check the prompts and fit layers against the model's config.json before anything heavy is loaded;
@@ -115,7 +136,7 @@ def check_inputs(choice: ModelChoice, prompts: list[list[int]], prompt_lines: li
     return first, last
 
 
-def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int, int], args, log: Progress) -> dict:
+def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int, int], args, log: Progress) -> ModelStudy:
     log(f"loading {choice.name} ({args.dtype}, processed: LayerNorm folded, writing weights centred)")
     model, tokenizer = weights.load(choice.name, dtype=DTYPES[args.dtype], device=args.device)
     cfg = model.cfg
@@ -137,11 +158,11 @@ def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int
     appendix = measures.appendix1_check(act)
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
-    return {
-        "name": choice.name, "slug": slug(choice.name), "cfg": cfg, "source": model.source, "act": act,
-        "mean": mean, "growth": growth, "appendix": appendix, "weights": w, "padding": padding,
-        "padding_prompts": picks, "example": example, "example_tokens": prompts[example], "tokenizer": tokenizer,
-    }  # fmt: skip
+    return ModelStudy(
+        name=choice.name, slug=slug(choice.name), cfg=cfg, source=model.source, tokenizer=tokenizer, act=act, mean=mean,
+        growth=growth, appendix=appendix, weights=w, padding=padding, padding_prompts=picks, example=example,
+        example_tokens=prompts[example],
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,9 +174,9 @@ def geometric_mean(ratios: np.ndarray, growth: dict) -> float:
     return float(np.exp(np.log(ratios[growth["first_layer"] : growth["last_layer"] + 1]).mean()))
 
 
-def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
+def figures(r: ModelStudy, directory: Path) -> list[tuple[str, str, str]]:
     """Write one model's figures; return (stem, title, caption) for the report."""
-    name, cfg, act, mean, w, g = r["slug"], r["cfg"], r["act"], r["mean"], r["weights"], r["growth"]
+    name, cfg, act, mean, w, g = r.slug, r.cfg, r.act, r.mean, r.weights, r.growth
     L, layers = cfg.n_layers, np.arange(cfg.n_layers)
     out: list[tuple[str, str, str]] = []
 
@@ -169,10 +190,10 @@ def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
         f"Median ‖resid_post‖ goes from {np.median(pooled[shown[0]]):.3g} at layer {shown[0]} to {np.median(pooled[shown[-1]]):.3g} at layer {shown[-1]} "
         f"({pooled.shape[1]} vectors per layer).")  # fmt: skip
 
-    i = r["example"]
+    i = r.example
     example = np.vstack([act.norms["resid_pre"][i][:1], act.norms["resid_post"][i]])  # [L + 1, n_pos]
-    first_words = r["tokenizer"].decode(r["example_tokens"][1:9])
-    add(plots.positions_by_layer(example, [r["tokenizer"].decode([r["example_tokens"][0]])], name), "02-positions-one-prompt",
+    first_words = r.tokenizer.decode(r.example_tokens[1:9])
+    add(plots.positions_by_layer(example, [r.tokenizer.decode([r.example_tokens[0]])], name), "02-positions-one-prompt",
         "Every position of one prompt",
         f"Prompt {i + 1} ({first_words!r}…, {example.shape[1]} tokens). After the last block the BOS residual has norm "
         f"{example[-1, 0]:.3g}; the other positions have median {np.median(example[-1, 1:]):.3g}.")  # fmt: skip
@@ -182,14 +203,14 @@ def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
         f"Same prompt. Over layers {g['first_layer']}–{g['last_layer']} the median ratio ‖x_l‖/‖x_(l−1)‖ of non-BOS positions is "
         f"{np.median(ratios[g['first_layer'] : g['last_layer'] + 1, 1:]):.3f}; at BOS it is {np.median(ratios[g['first_layer'] : g['last_layer'] + 1, 0]):.3f}.")  # fmt: skip
 
-    if r["padding"] is not None:
-        p = r["padding"]
+    if r.padding is not None:
+        p = r.padding
         add(plots.layer_lines(f"{name}: BOS, padding and ordinary positions", "mean ‖resid_post‖ (log scale)",
                               {"BOS (position 0)": {"y": p["bos"], "color": plots.BOS_COLOUR},
                                "padding (<|endoftext|> after the prompt)": {"y": p["padding"], "color": "tab:orange"},
                                "ordinary positions": {"y": p["ordinary"], "color": "tab:blue"}}),
             "05-bos-and-padding", "BOS and padding",
-            f"{len(r['padding_prompts'])} prompts of different lengths, right-padded with <|endoftext|>. At the last layer: BOS "
+            f"{len(r.padding_prompts)} prompts of different lengths, right-padded with <|endoftext|>. At the last layer: BOS "
             f"{p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}.")  # fmt: skip
 
     add(plots.half_layer_residuals(mean, name), "06-resid-pre-mid-post", "resid_pre, resid_mid and resid_post",
@@ -247,7 +268,7 @@ def figures(r: dict, directory: Path) -> list[tuple[str, str, str]]:
         f"From layer 0 to {L - 1}: ‖W_O‖ ×{w['W_O_norm'][-1] / w['W_O_norm'][0]:.2f}, ‖W_out‖ ×{w['W_out_norm'][-1] / w['W_out_norm'][0]:.2f}, "
         f"‖W_V‖ ×{w['W_V_norm'][-1] / w['W_V_norm'][0]:.2f}, ‖W_in‖ ×{w['W_in_norm'][-1] / w['W_in_norm'][0]:.2f}.")  # fmt: skip
 
-    a = r["appendix"]
+    a = r.appendix
     verdict = ("No vector violates it." if a["violations"] == 0
                else f"**{a['violations']} vectors violate it (largest excess {a['worst_excess']:.3g}): this is a bug in the measurements.**")  # fmt: skip
     add(plots.layer_lines(f"{name}: growth is bounded by what the sublayers add (Appendix 1)", "mean over vectors",
@@ -286,61 +307,61 @@ def growth_sentence(name: str, g: dict) -> str:
     return text
 
 
-def write_report(results: list[dict], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, captions: dict) -> None:
+def write_report(results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, captions: dict) -> None:
     lines = ["# Residual stream norms grow exponentially over the forward pass: reproduction", "",
              f"{n_prompts} prompts from {prompts_file}, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. "
              "Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).", ""]  # fmt: skip
     for r in results:
-        s = r["source"]
-        lines.append(f"- **{r['name']}**: {r['cfg'].n_layers} layers, d_model {r['cfg'].d_model}; revision `{s['revision']}`; {s['dtype']}")
+        s = r.source
+        lines.append(f"- **{r.name}**: {r.cfg.n_layers} layers, d_model {r.cfg.d_model}; revision `{s['revision']}`; {s['dtype']}")
     lines += ["", "## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
-    lines += [growth_sentence(r["slug"], r["growth"]) + " " for r in results] + [""]
+    lines += [growth_sentence(r.slug, r.growth) + " " for r in results] + [""]
     for r in results:
-        lines += [f"# {r['slug']}", ""]
-        for stem, title, caption in captions[r["slug"]]:
-            lines += [f"## {int(stem[:2])}. {title}", "", f"![{title}]({r['slug']}/{stem}.png)", "", caption, ""]
+        lines += [f"# {r.slug}", ""]
+        for stem, title, caption in captions[r.slug]:
+            lines += [f"## {int(stem[:2])}. {title}", "", f"![{title}]({r.slug}/{stem}.png)", "", caption, ""]
     (directory / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def summary(results: list[dict], n_prompts: int, n_tokens: int) -> dict:
+def summary(results: list[ModelStudy], n_prompts: int, n_tokens: int) -> dict:
     models = {}
     for r in results:
-        a = r["appendix"]
-        models[r["name"]] = {
-            "n_layers": r["cfg"].n_layers,
-            "d_model": r["cfg"].d_model,
-            "revision": r["source"]["revision"],
-            "source": r["source"],
-            "mean_norm": {s: r["mean"][s].tolist() for s in STREAMS},
-            "bos_norm": {s: r["act"].bos_norm(s).tolist() for s in STREAMS},
-            "growth": {"hook": "resid_post"} | {k: v for k, v in r["growth"].items() if k != "fit_intercept"},
-            "mlp_active_fraction": r["act"].active_fraction().tolist(),
+        a = r.appendix
+        models[r.name] = {
+            "n_layers": r.cfg.n_layers,
+            "d_model": r.cfg.d_model,
+            "revision": r.source["revision"],
+            "source": r.source,
+            "mean_norm": {s: r.mean[s].tolist() for s in STREAMS},
+            "bos_norm": {s: r.act.bos_norm(s).tolist() for s in STREAMS},
+            "growth": {"hook": "resid_post"} | {k: v for k, v in r.growth.items() if k != "fit_intercept"},
+            "mlp_active_fraction": r.act.active_fraction().tolist(),
             "appendix1": {"violations": a["violations"], "worst_excess": a["worst_excess"]},
-            "padding": None if r["padding"] is None else {k: v.tolist() for k, v in r["padding"].items()},
+            "padding": None if r.padding is None else {k: v.tolist() for k, v in r.padding.items()},
         }
     return {"models": models, "prompts": n_prompts, "tokens": n_tokens, "tokens_averaged": n_tokens - n_prompts}
 
 
-def layer_rows(r: dict) -> list[dict]:
-    act, w, a = r["act"], r["weights"], r["appendix"]
-    columns = {f"mean_{s}": r["mean"][s] for s in STREAMS}
+def layer_rows(r: ModelStudy) -> list[dict]:
+    act, w, a = r.act, r.weights, r.appendix
+    columns = {f"mean_{s}": r.mean[s] for s in STREAMS}
     columns |= {f"rms_{s}": act.rms_norm(s) for s in STREAMS}
     columns |= {f"bos_{s}": act.bos_norm(s) for s in STREAMS}
     columns |= {"mlp_active_fraction": act.active_fraction(), "appendix1_growth_minus_1": a["growth_minus_1"], "appendix1_bound": a["bound"]}
     columns |= {"W_OV_frobenius_mean": w["W_OV_frobenius"].mean(1), "W_OV_mean_Wx_mean": w["W_OV_mean_Wx"].mean(1)}
     columns |= {key: value for key, value in w.items() if np.ndim(value) == 1}
-    if r["padding"] is not None:
-        columns |= {f"padding_batch_{k}_resid_post": v for k, v in r["padding"].items()}
-    return [{"model": r["name"], "layer": l} | {k: float(v[l]) for k, v in columns.items()} for l in range(r["cfg"].n_layers)]
+    if r.padding is not None:
+        columns |= {f"padding_batch_{k}_resid_post": v for k, v in r.padding.items()}
+    return [{"model": r.name, "layer": l} | {k: float(v[l]) for k, v in columns.items()} for l in range(r.cfg.n_layers)]
 
 
-def write_outputs(results: list[dict], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress) -> None:
+def write_outputs(results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress) -> None:
     captions = {}
     for r in results:
-        log(f"{r['name']}: figures")
-        (directory / r["slug"]).mkdir()
-        captions[r["slug"]] = figures(r, directory / r["slug"])
-    plots.save(plots.models_mean_norm({r["slug"]: {"mean_norm": r["mean"]["resid_post"], "growth": r["growth"]} for r in results}),
+        log(f"{r.name}: figures")
+        (directory / r.slug).mkdir()
+        captions[r.slug] = figures(r, directory / r.slug)
+    plots.save(plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.growth} for r in results}),
                directory, "03-mean-norm-by-model")  # fmt: skip
     (directory / "summary.json").write_text(json.dumps(summary(results, n_prompts, n_tokens), indent=2) + "\n")
     rows = [row for r in results for row in layer_rows(r)]
@@ -404,9 +425,9 @@ def run(args, log: Progress) -> Path:
         results = [analyse(choice, prompts, layers, args, log) for choice, prompts, layers in plans]
         n_tokens = sum(map(len, plans[0][1]))
         for r in results:
-            if r["appendix"]["violations"]:
-                print(f"\n!!! BUG: {r['name']}: {r['appendix']['violations']} residual vectors violate the Appendix 1 triangle "
-                      f"inequality (largest excess {r['appendix']['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
+            if r.appendix["violations"]:
+                print(f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
+                      f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
                       file=sys.stderr, flush=True)  # fmt: skip
         write_outputs(results, scratch, prompts_file, len(texts), n_tokens, log)
         move_into_place(scratch, out)
@@ -414,7 +435,7 @@ def run(args, log: Progress) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     for r in results:
-        log(growth_sentence(r["slug"], r["growth"]))
+        log(growth_sentence(r.slug, r.growth))
     log(f"wrote {out}/report.md, summary.json, layers.csv and {sum(1 for _ in out.rglob('*.png'))} figures")
     return out
 
