@@ -298,8 +298,8 @@ def growth_sentence(name: str, g: dict) -> str:
     # Exponential growth keeps the per-layer rate; compare the halves' log-rates.
     second_over_first = math.log(b) / math.log(a) if a != 1 else float("inf")
     if second_over_first < 0.75:
-        text += (" The rate falls with depth, so this is not one exponential: independent updates added layer after layer "
-                 "(as with random weights) grow the norm like √l, and no exponential growth is expected of them.")  # fmt: skip
+        text += (" The rate falls with depth, so this is not growth at one exponential rate. (For comparison: a sum of "
+                 "independent updates grows like √l, which is what random-weight models show; no exponential growth is expected of them.)")  # fmt: skip
     elif second_over_first > 1.33:
         text += " The rate rises with depth: faster than one exponential."
     elif g["r2"] >= 0.95:

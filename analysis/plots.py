@@ -169,7 +169,7 @@ def std_growth(stds: dict[str, np.ndarray], rate: float, model: str) -> Figure:
 
 def frobenius_claim(ov_frobenius: np.ndarray, ov_mean: np.ndarray, in_frobenius: np.ndarray, in_mean: np.ndarray, model: str) -> Figure:
     """Figure 15: mean ‖W x‖ over random unit-variance x against ‖W‖_F, for every W_OV head and W_in."""
-    fig, ax = _figure(f"{model}: mean ‖W x‖ for random x is close to ‖W‖_F", "‖W‖_F (log scale)", "mean ‖W x‖, x ~ N(0, I) (log scale)")
+    fig, ax = _figure(f"{model}: mean ‖W x‖ for random x against ‖W‖_F", "‖W‖_F (log scale)", "mean ‖W x‖, x ~ N(0, I) (log scale)")
     log_scale(ax, "x")
     layers = np.repeat(np.arange(ov_frobenius.shape[0]), ov_frobenius.shape[1])
     points = ax.scatter(ov_frobenius.ravel(), ov_mean.ravel(), c=layers, cmap="viridis", s=10, label="W_OV, one point per head")

@@ -29,7 +29,7 @@ def loss_curves(log: dict):
     val_steps = np.array(log["val_step"]) + 1
     ax.plot(val_steps * tokens_per_step / 1e6, log["val_loss"], "o-", color="tab:orange", markersize=4, label="validation loss")
     ax.axhline(log["unigram_val_loss"], color="grey", linestyle="--", label=f"unigram baseline on validation ({log['unigram_val_loss']:.2f})")
-    ax.set(xlabel="training tokens (millions)", ylabel="cross-entropy (nats per token)", ylim=(min(log["val_loss"]) - 0.5, 8))
+    ax.set(xlabel="training tokens (millions)", ylabel="cross-entropy (nats per token)", ylim=(min(smooth.min(), min(log["val_loss"])) - 0.3, 8))
     ax.grid(True, alpha=0.3)
     m = log["model"]
     fig.suptitle(f"Bundled model ({m['n_layers']} layers, d_model {m['d_model']}): loss during training, "
