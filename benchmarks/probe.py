@@ -3,7 +3,8 @@
     python -m benchmarks.probe CONTENDER DIRECTORY
 
 Contenders: raw (read every tensor of model.safetensors, nothing else), minigpt (weights.load with
-process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained),
+process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained, which memory-maps the
+file and reads a weight when first used), hf-read (the same, then every weight used once),
 tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights),
 study (`python -m analysis.growth` on that checkpoint with the default prompts, run in this process).
 Peak RSS is this process's high-water mark, imports included, read from VmHWM in /proc/self/status:
@@ -26,10 +27,14 @@ def load(contender: str, directory: Path):
         import weights
 
         return weights.load(directory, process=contender == "minigpt")
-    if contender == "hf":
+    if contender in ("hf", "hf-read"):
         from transformers import GPT2LMHeadModel
 
-        return GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager")
+        model = GPT2LMHeadModel.from_pretrained(directory, attn_implementation="eager")
+        if contender == "hf-read":  # transformers maps the file and reads each weight on first use: use them all once
+            for param in model.parameters():
+                param.sum()
+        return model
     if contender == "study":
         import tempfile
 
@@ -52,7 +57,7 @@ def import_baseline(contender: str) -> None:
     """Import what the contender needs before timing, so that the time measures loading, not imports."""
     import torch  # noqa: F401
 
-    if contender == "hf":
+    if contender in ("hf", "hf-read"):
         import transformers  # noqa: F401
     elif contender == "study":
         import analysis.growth  # noqa: F401
