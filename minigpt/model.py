@@ -102,10 +102,12 @@ class Attention(nn.Module):
         v = self.hook_v(per_head(x, self.W_V, self.b_V))
 
         n_pos = x.shape[1]
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
         # Causal mask: a query may read keys at its own position and before, never after.
         future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)
-        scores = self.hook_attn_scores(scores.masked_fill(future, float("-inf")))
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k)
+        # Scaled by 1/√d_head and masked in place: the tensor is new and no hook has seen it yet,
+        # and [batch, n_heads, pos, pos] is the largest activation, so this saves two copies of it.
+        scores = self.hook_attn_scores(scores.div_(math.sqrt(q.shape[-1])).masked_fill_(future, float("-inf")))
         # Softmax in float32 so that half-precision models normalise their rows exactly.
         pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))
 
@@ -185,9 +187,9 @@ class GPT2(nn.Module):
         if not unembed:
             return residual
         normalized = self.ln_final(residual)
-        W_U = self.W_E.T if self.W_U is None else self.W_U
-        logits = normalized @ W_U
-        return logits if self.b_U is None else logits + self.b_U
+        if self.W_U is None:  # tied, as released
+            return normalized @ self.W_E.T
+        return linear(normalized, self.W_U, self.b_U)  # [batch, pos, d_vocab], written once
 
     def check_tokens(self, tokens) -> torch.Tensor:
         """Token ids as a [batch, pos] tensor on the model's device, or a clear error saying what is wrong."""
