@@ -104,7 +104,8 @@ def main(argv=None) -> int:
         peak = forward.matmul_peak_flops(512 if args.quick else 2048)
         log(f"fp32 matmul peak of this machine: {peak / 1e9:.1f} GFLOP/s")
         lines += ["## 1. Forward throughput", "", f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s. "
-                  f"Median of {repeats} alternating timed passes after a warm-up.", ""]  # fmt: skip
+                  f"Median of {repeats} alternating timed passes after a warm-up. (bfloat16 rows are also "
+                  "given as a percentage of the float32 peak, so they can exceed 100%.)", ""]  # fmt: skip
         for name, directory in directories.items():
             *_, batch, n_pos = shapes[name]
             log(f"forward throughput, {name} shape, batch {batch} × {n_pos}")
