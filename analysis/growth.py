@@ -9,6 +9,7 @@ elsewhere first and moved into place when complete, so a failed run leaves --out
 """
 
 import argparse
+import ctypes
 import csv
 import json
 import math
@@ -440,8 +441,24 @@ def run(args, log: Progress) -> Path:
     return out
 
 
+def return_freed_memory_at_once() -> None:
+    """Ask glibc to give large freed blocks back to the system immediately.
+
+    glibc raises its mmap threshold each time a large block is freed; blocks under the new threshold
+    (up to 32 MB) then come from a heap that cannot shrink past live chunks. On a gpt2-xl-shaped model
+    that kept ~0.55 GiB of long-dead activations resident (0.90 vs 0.36 GiB above the weights, measured),
+    for ~30% faster forward passes. The study is bounded by memory, not time, so it pins the threshold,
+    as MALLOC_MMAP_THRESHOLD_=131072 would. Elsewhere than glibc this does nothing.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return_freed_memory_at_once()
     try:
         run(args, Progress())
     except (UsageError, weights.CheckpointError) as error:
