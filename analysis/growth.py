@@ -118,11 +118,10 @@ class ModelStudy:
     example_tokens: list[int]
 
 
-def check_inputs(choice: ModelChoice, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
+def check_inputs(choice: ModelChoice, cfg: Config, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
                  fit_layers, tokenizer) -> tuple[int, int]:  # fmt: skip
     """Check the prompts and fit layers against the model's config.json before anything heavy is loaded;
     return the fit layers."""
-    cfg = weights.read_config(weights.locate(choice.name)[0])
     for i, tokens in enumerate(prompts):
         if len(tokens) > cfg.n_ctx:
             raise UsageError(
@@ -420,9 +419,10 @@ def run(args, log: Progress) -> Path:
     try:
         plans = []
         for choice in choices:
-            tokenizer = weights.read_tokenizer(weights.locate(choice.name)[0])
+            directory, _ = weights.locate(choice.name)  # downloads, if needed, before any check
+            tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
             prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]
-            plans.append((choice, prompts, check_inputs(choice, prompts, line_numbers, prompts_file, fit_layers, tokenizer)))
+            plans.append((choice, prompts, check_inputs(choice, cfg, prompts, line_numbers, prompts_file, fit_layers, tokenizer)))
         results = [analyse(choice, prompts, layers, args, log) for choice, prompts, layers in plans]
         n_tokens = sum(map(len, plans[0][1]))
         for r in results:
