@@ -180,6 +180,10 @@ def figures(r: ModelStudy, directory: Path) -> list[tuple[str, str, str]]:
     L, layers = cfg.n_layers, np.arange(cfg.n_layers)
     out: list[tuple[str, str, str]] = []
 
+    def fit(values) -> float:
+        """The least-squares growth rate of values over the study's fit layers."""
+        return measures.growth_rate(values, g["first_layer"], g["last_layer"])["fit_rate"]
+
     def add(fig, stem, title, caption):
         plots.save(fig, directory, stem)
         out.append((stem, title, caption))
@@ -222,21 +226,21 @@ def figures(r: ModelStudy, directory: Path) -> list[tuple[str, str, str]]:
                           {"attn_out": {"y": mean["attn_out"]}, "mlp_out": {"y": mean["mlp_out"]},
                            "resid_post (for scale)": {"y": mean["resid_post"], "color": "grey", "linestyle": "--"}}),
         "07-attn-and-mlp-out", "Attention and MLP outputs",
-        f"Over layers {g['first_layer']}–{g['last_layer']}: attn_out grows ×{measures.growth_rate(mean['attn_out'], g['first_layer'], g['last_layer'])['fit_rate']:.3f} "
-        f"per layer and mlp_out ×{measures.growth_rate(mean['mlp_out'], g['first_layer'], g['last_layer'])['fit_rate']:.3f} (least-squares fits), "
+        f"Over layers {g['first_layer']}–{g['last_layer']}: attn_out grows ×{fit(mean['attn_out']):.3f} "
+        f"per layer and mlp_out ×{fit(mean['mlp_out']):.3f} (least-squares fits), "
         f"against ×{g['fit_rate']:.3f} for the residual.")  # fmt: skip
 
     add(plots.attention_weights(w["W_OV_frobenius"], w["b_O_norm"], mean["attn_out"], w["ov_random_norm"], name),
         "08-attention-weights", "Attention weights: W_OV and b_O",
         f"Mean ‖W_OV‖_F over heads goes from {w['W_OV_frobenius'][0].mean():.3g} (layer 0) to {w['W_OV_frobenius'][-1].mean():.3g} (layer {L - 1}); "
-        f"fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{measures.growth_rate(w['W_OV_frobenius'].mean(1), g['first_layer'], g['last_layer'])['fit_rate']:.3f} per layer.")  # fmt: skip
+        f"fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{fit(w['W_OV_frobenius'].mean(1)):.3f} per layer.")  # fmt: skip
 
     add(plots.layer_lines(f"{name}: MLP output on random normalised inputs", "mean L2 norm (log scale)",
                           {"MLP(x), x random, mean 0, variance 1": {"y": w["mlp_random_norm"]},
                            "actual mlp_out": {"y": mean["mlp_out"]}}),
         "09-mlp-random-inputs", "MLP on random inputs",
-        f"Fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{measures.growth_rate(w['mlp_random_norm'], g['first_layer'], g['last_layer'])['fit_rate']:.3f} "
-        f"per layer on random inputs, ×{measures.growth_rate(mean['mlp_out'], g['first_layer'], g['last_layer'])['fit_rate']:.3f} for the actual output.")  # fmt: skip
+        f"Fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{fit(w['mlp_random_norm']):.3f} "
+        f"per layer on random inputs, ×{fit(mean['mlp_out']):.3f} for the actual output.")  # fmt: skip
 
     stds = {s: act.rms_norm(s) / math.sqrt(cfg.d_model) for s in STREAMS}
     add(plots.std_growth(stds, g["rate"], name), "10-std-and-bounds", "Standard deviations and the addition bounds",

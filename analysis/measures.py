@@ -136,10 +136,10 @@ def collect(model: GPT2, prompts: list[list[int]], batch_size: int, pad: int, n_
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     per_prompt: dict[int, dict] = {}
     early: list[torch.Tensor] = []
+    early_names = [hook_name(l, "resid_mid") for l in range(L)]
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
         tokens, lengths = pad_batch([prompts[i] for i in chosen], pad)
-        early_names = [hook_name(l, "resid_mid") for l in range(L)]
         with instrument.hooks(model, dict.fromkeys(early_names, lambda t, name: early.append((name, t[:, 1 : n_early + 1].to(torch.float32, copy=True), lengths)))):
             cache = per_position_norms(model, tokens)
         for row, i in enumerate(chosen):
