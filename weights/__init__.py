@@ -9,8 +9,8 @@ import torch
 from minigpt import GPT2, Tokenizer
 
 from .checkpoint import read_config, read_model, read_tokenizer, save
-from .hub import BUNDLED_NAME, REPOS, CheckpointError, locate
-from . import rewrites
+from .hub import BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
+from . import devices, rewrites
 from .rewrites import center_unembed, center_writing_weights, fold_layer_norm, fold_value_biases, process
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -25,13 +25,29 @@ def load(
     revision: str | None = None,
 ) -> tuple[GPT2, Tokenizer]:
     """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
-    hub id, or local directory. Files come through huggingface_hub's cache; `model.source` records the
-    repository and the resolved revision. With process=True the four rewrites of `weights.process` are
-    applied in float32 before the model is cast to dtype.
+    hub id, or local directory. Hub models come through huggingface_hub's cache (`revision`: a branch,
+    tag or commit); the bundled model and local directories are read where they are. `model.source`
+    records where the files came from and the resolved revision. With process=True the four rewrites of
+    `weights.process` are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
+    then MPS, then CPU) or one this machine has, checked before anything is read.
     """
+    check_dtype(dtype)
+    device = devices.resolve(device)
+    directory, source = locate(name_or_path, revision)
+    return from_directory(directory, source, process=process, dtype=dtype, device=device)
+
+
+def check_dtype(dtype: torch.dtype) -> None:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(str(d) for d in DTYPES)}, found {dtype}")
-    directory, source = locate(name_or_path, revision)
+
+
+def from_directory(
+    directory, source: dict | None = None, *, process: bool = True, dtype: torch.dtype = torch.float32, device="cpu"
+) -> tuple[GPT2, Tokenizer]:
+    """`load` for files already located (by `locate`): the model and tokenizer in that directory."""
+    check_dtype(dtype)
+    device = devices.resolve(device)
     tokenizer = read_tokenizer(directory)
     model = read_model(directory)
     if process:
@@ -39,11 +55,12 @@ def load(
     for module in model.modules():  # cast one tensor at a time, so memory never holds two copies
         for name, param in list(module.named_parameters(recurse=False)):
             setattr(module, name, torch.nn.Parameter(param.detach().to(device=device, dtype=dtype), requires_grad=False))
-    model.source = source | {"processed": process, "dtype": str(dtype).removeprefix("torch.")}
+    source = source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}
+    model.source = source | {"processed": process, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
     return model.eval(), tokenizer
 
 
 __all__ = [
     "BUNDLED_NAME", "REPOS", "CheckpointError", "center_unembed", "center_writing_weights", "fold_layer_norm",
-    "fold_value_biases", "load", "locate", "process", "read_config", "read_model", "read_tokenizer", "save",
+    "fold_value_biases", "from_directory", "is_hub_name", "load", "locate", "process", "read_config", "read_model", "read_tokenizer", "save",
 ]  # fmt: skip

@@ -26,7 +26,7 @@ from torch import nn
 
 from minigpt import GPT2, Config, Tokenizer
 
-from .hub import CheckpointError
+from .hub import CheckpointError, pickle_only
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 LFS_POINTER_START = b"version https://git-lfs"
@@ -141,10 +141,7 @@ class SafetensorsFile:
                 if self.data_start + end > size:
                     problem = f"truncated: the header needs {self.data_start + end} bytes, the file has {size}"
         if problem:
-            raise CheckpointError(
-                f"{path}: corrupt or truncated safetensors file ({problem}). Delete it (if it is in the Hugging Face "
-                "cache, delete that file) and download it again"
-            )
+            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({problem}). {how_to_replace(path)}")
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: tuple(info["shape"]) for key, info in self.header.items()}
@@ -161,6 +158,14 @@ class SafetensorsFile:
         return raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
 
 
+def how_to_replace(path: Path) -> str:
+    """What to do about a bad file: in the Hugging Face cache the snapshot's file is a link to a blob, and the
+    blob is what must go (huggingface_hub links a surviving blob again instead of downloading it)."""
+    if path.is_symlink():
+        return f"It is Hugging Face's cached copy: delete it with `rm {path.resolve()} {path}` and run again to download it afresh"
+    return "Delete it and download it again"
+
+
 def open_weights(directory: Path) -> SafetensorsFile:
     path = directory / "model.safetensors"
     if path.is_file():
@@ -168,11 +173,7 @@ def open_weights(directory: Path) -> SafetensorsFile:
     if (directory / "model.safetensors.index.json").is_file():
         raise CheckpointError(f"{directory}: sharded checkpoints are not supported; merge the shards into one model.safetensors")
     if (directory / "pytorch_model.bin").is_file():
-        raise CheckpointError(
-            f"{directory} has only pytorch_model.bin, a pickle, which can run arbitrary code when loaded; minigpt reads "
-            "only model.safetensors. Convert it once, e.g. transformers' GPT2LMHeadModel.from_pretrained(dir)"
-            ".save_pretrained(dir), which writes model.safetensors"
-        )
+        raise pickle_only(str(directory))
     raise CheckpointError(f"{directory}: no weights (expected model.safetensors)")
 
 
