@@ -180,8 +180,11 @@ class GPT2(nn.Module):
         ln_final and the 50257-wide unembedding (the residual-stream study never reads logits).
         """
         tokens = self.check_tokens(tokens)
-        positions = torch.arange(tokens.shape[1], device=tokens.device)
-        residual = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(self.W_pos[positions])
+        batch, n_pos = tokens.shape
+        positions = torch.arange(n_pos, device=tokens.device)
+        # Every prompt of the batch gets the same position embeddings: expand is a view, nothing is copied.
+        pos_embed = self.W_pos[positions].expand(batch, n_pos, self.cfg.d_model)
+        residual = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(pos_embed)
         for block in self.blocks:
             residual = block(residual)
         if not unembed:

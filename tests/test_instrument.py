@@ -1,10 +1,14 @@
 """Hook points by name: capture, reduce while running, edit, and clean up."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
 import instrument
 import weights
+from minigpt import GPT2, Config
 
 TOKENS = torch.arange(2 * 12).reshape(2, 12) * 101
 
@@ -108,3 +112,33 @@ def test_unembed_false_returns_the_final_residual(model):
     residual, cache = instrument.run_with_cache(model, TOKENS, names=lambda n: "resid_post" in n or "ln_final" in n, unembed=False)
     assert torch.equal(residual, cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
     assert not any(name.startswith("ln_final") for name in cache)
+
+
+def readme_hook_table() -> dict[str, list[str]]:
+    """{hook name with {l}: [axis names]} from the README's "Hook names" table, so the README cannot drift."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Hook names", 1)[1].split("\n\n")[1]
+    shapes = {}
+    for row in table.splitlines()[2:]:  # after the header and the |---| line
+        names_cell, shape_cell, _ = row.strip("|").split("|")
+        first, *others = re.findall(r"`([^`]+)`", names_cell)
+        prefix = first.rpartition(".")[0]
+        for name in [first, *(f"{prefix}.{other}" if prefix else other for other in others)]:
+            shapes[name] = [axis.strip() for axis in shape_cell.split(",")]
+    return shapes
+
+
+def test_every_hook_has_the_shape_the_readme_gives_for_a_batch_of_3():
+    """Every dimension distinct, so a swapped or missing axis cannot pass; batch 3."""
+    cfg = Config(n_layers=2, d_model=48, n_heads=4, d_head=12, d_mlp=80, d_vocab=97, n_ctx=16)
+    model = GPT2(cfg)
+    for param in model.parameters():
+        torch.nn.init.normal_(param, std=0.1)
+    batch, n_pos = 3, 7
+    _, cache = instrument.run_with_cache(model, torch.randint(0, cfg.d_vocab, (batch, n_pos)))
+    sizes = {"batch": batch, "pos": n_pos, "query_pos": n_pos, "key_pos": n_pos, "1": 1, "d_model": cfg.d_model,
+             "n_heads": cfg.n_heads, "d_head": cfg.d_head, "d_mlp": cfg.d_mlp}  # fmt: skip
+    documented = {name.replace("{l}", str(l)): axes for name, axes in readme_hook_table().items() for l in range(cfg.n_layers)}
+    assert documented.keys() == cache.keys()
+    for name, axes in documented.items():
+        assert tuple(cache[name].shape) == tuple(sizes[axis] for axis in axes), f"{name}: README says [{', '.join(axes)}]"
