@@ -4,8 +4,10 @@
     python -m analysis.growth --model gpt2 --model gpt2-xl --out xl-report
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
-comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. Everything is written
-elsewhere first and moved into place when complete, so a failed run leaves --out as it was.
+comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
+or a previous report holding only what this command wrote; anything else is refused untouched. The
+report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
+it was (see analysis/outdir.py).
 """
 
 import argparse
@@ -13,10 +15,11 @@ import ctypes
 import csv
 import json
 import math
-import shutil
+import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 import weights
-from analysis import measures, plots
+from analysis import measures, outdir, plots
 from minigpt import Config, Tokenizer
 from analysis.measures import STREAMS
 
@@ -38,11 +41,38 @@ class UsageError(Exception):
 
 
 class Progress:
-    def __init__(self):
+    """Log lines stamped with the seconds since the start. Long loops show a progress bar (tqdm) when
+    the output is a terminal, and otherwise a plain line every `every` seconds and at the end."""
+
+    def __init__(self, stream=None, every: float = 10.0):
+        self.stream = sys.stdout if stream is None else stream
+        self.every = every
         self.start = time.perf_counter()
 
     def __call__(self, message: str) -> None:
-        print(f"[{time.perf_counter() - self.start:7.1f} s] {message}", flush=True)
+        print(f"[{time.perf_counter() - self.start:7.1f} s] {message}", file=self.stream, flush=True)
+
+    @contextmanager
+    def counting(self, what: str, total: int, unit: str) -> Iterator[Callable[[int], None]]:
+        """Yield advance(n): n more of `total` units are done."""
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            with tqdm(total=total, desc=what, unit=unit, file=self.stream, dynamic_ncols=True) as bar:
+                yield bar.update
+            return
+        began = last = time.perf_counter()
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done, last
+            done += n
+            now = time.perf_counter()
+            if now - last >= self.every or done == total:
+                last = now
+                self(f"{what}: {done}/{total} {unit}s, {done / max(now - began, 1e-9):.1f} {unit}s/s")
+
+        yield advance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,10 +109,10 @@ class ModelChoice:
     why: str  # one line for the progress log
 
 
-def choose_default_model() -> ModelChoice:
+def choose_default_model(revision: str | None = None) -> ModelChoice:
     """gpt2 when it is cached or downloadable; otherwise the bundled model, saying why."""
     try:
-        directory, source = weights.locate("gpt2")
+        directory, source = weights.locate("gpt2", revision)
         return ModelChoice("gpt2", f"gpt2 (revision {source['revision']}, from {directory})")
     except weights.CheckpointError as error:
         reason = str(error).split(". ")[0]
@@ -136,22 +166,23 @@ def check_inputs(choice: ModelChoice, cfg: Config, prompts: list[list[int]], pro
     return first, last
 
 
-def analyse(choice: ModelChoice, prompts: list[list[int]], fit_layers: tuple[int, int], args, log: Progress) -> ModelStudy:
-    log(f"loading {choice.name} ({args.dtype}, processed: LayerNorm folded, writing weights centred)")
-    model, tokenizer = weights.load(choice.name, dtype=DTYPES[args.dtype], device=args.device)
+def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStudy:
+    choice, prompts, fit_layers = plan.choice, plan.prompts, plan.fit_layers
+    log(f"loading {choice.name} ({args.dtype} on {device}, processed: LayerNorm folded, writing weights centred)")
+    model, tokenizer = weights.from_directory(plan.directory, plan.source, dtype=DTYPES[args.dtype], device=device)
     cfg = model.cfg
     first, last = fit_layers
     n_tokens = sum(map(len, prompts))
     log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
-    act = measures.collect(model, prompts, args.batch_size, tokenizer.eot,
-                           on_batch=lambda done, total: log(f"{choice.name}: {done}/{total} prompts"))  # fmt: skip
+    with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
+        act = measures.collect(model, prompts, args.batch_size, tokenizer.eot, on_batch=advance)
     log(f"{choice.name}: BOS and padding batch")
     by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     picks = sorted({by_length[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
     room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
     padding = measures.padding_norms(model, [prompts[i] for i in picks], tokenizer.eot) if room else None
-    log(f"{choice.name}: measuring the weights")
-    w = measures.weight_measures(model)
+    with log.counting(f"{choice.name}: measuring the weights", cfg.n_layers, "layer") as advance:
+        w = measures.weight_measures(model, on_layer=advance)
     w |= measures.resampled_active_fractions(model, act.early_resid_mid)
     mean = {s: act.mean_norm(s) for s in STREAMS}
     growth = measures.growth_rate(mean["resid_post"], first, last)
@@ -324,7 +355,8 @@ def write_report(results: list[ModelStudy], directory: Path, prompts_file: Path,
         lines += [f"# {r.slug}", ""]
         for stem, title, caption in captions[r.slug]:
             lines += [f"## {int(stem[:2])}. {title}", "", f"![{title}]({r.slug}/{stem}.png)", "", caption, ""]
-    (directory / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    with outdir.writing(directory / "report.md") as path:
+        path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def summary(results: list[ModelStudy], n_prompts: int, n_tokens: int) -> dict:
@@ -363,29 +395,19 @@ def write_outputs(results: list[ModelStudy], directory: Path, prompts_file: Path
     captions = {}
     for r in results:
         log(f"{r.name}: figures")
-        (directory / r.slug).mkdir()
+        with outdir.writing(directory / r.slug) as path:
+            path.mkdir()
         captions[r.slug] = figures(r, directory / r.slug)
     plots.save(plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.growth} for r in results}),
                directory, "03-mean-norm-by-model")  # fmt: skip
-    (directory / "summary.json").write_text(json.dumps(summary(results, n_prompts, n_tokens), indent=2) + "\n")
+    with outdir.writing(directory / "summary.json") as path:
+        path.write_text(json.dumps(summary(results, n_prompts, n_tokens), indent=2) + "\n")
     rows = [row for r in results for row in layer_rows(r)]
-    with open(directory / "layers.csv", "w", newline="") as f:
+    with outdir.writing(directory / "layers.csv") as path, open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
     write_report(results, directory, prompts_file, n_prompts, n_tokens, captions)
-
-
-def move_into_place(finished: Path, out: Path) -> None:
-    """Replace out with finished; the old out is removed only once the new one is in place."""
-    old = out.with_name(f".{out.name}.old")
-    if out.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        out.rename(old)
-    finished.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,51 +416,71 @@ def move_into_place(finished: Path, out: Path) -> None:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m analysis.growth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", help="model name, hub id or directory; repeat to compare (default: gpt2, or the bundled model offline)")
+    parser.add_argument("--revision", help="branch, tag or commit of the hub models (default: main); summary.json records the commit")
     parser.add_argument("--prompts-file", type=Path, help="one prompt per non-empty line, UTF-8 (default: the ~60 shipped prompts)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: ./{DEFAULT_OUT})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder: new, empty, or a previous report, which is replaced (default: ./{DEFAULT_OUT})")  # fmt: skip
     parser.add_argument("--fit-layers", help="FIRST:LAST layers of the growth fit (default: the study's 5:41 of 48, scaled to depth)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass (default 4: larger batches gain little speed and leave more freed memory resident)")
     return parser.parse_args(argv)
+
+
+@dataclass
+class Plan:
+    """One model to analyse: where its files are, and the prompts in its tokens."""
+
+    choice: ModelChoice
+    directory: Path
+    source: dict
+    prompts: list[list[int]]
+    fit_layers: tuple[int, int]
 
 
 def run(args, log: Progress) -> Path:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
     fit_layers = parse_fit_layers(args.fit_layers)
+    out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
+    outdir.check(out)  # before anything is downloaded or loaded
+    try:
+        device = weights.devices.resolve(args.device)
+    except ValueError as error:
+        raise UsageError(f"--device: {error}") from None
     prompts_file = args.prompts_file or DEFAULT_PROMPTS
     texts, line_numbers = read_prompts(prompts_file)
     if args.model:
         choices = [ModelChoice(name, name) for name in args.model]
+        if args.revision:
+            for name in args.model:
+                if not weights.is_hub_name(name):
+                    what = "the bundled model" if name == weights.BUNDLED_NAME else "a local directory"
+                    raise UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
     else:
-        choices = [choose_default_model()]
+        choices = [choose_default_model(args.revision)]
     for choice in choices:
         log(f"model: {choice.why}")
+    log(f"device: {device}" + (" (auto: the first of CUDA, MPS, CPU that this machine has)" if args.device == "auto" else ""))
     torch.manual_seed(0)
 
-    out = args.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        plans = []
-        for choice in choices:
-            directory, _ = weights.locate(choice.name)  # downloads, if needed, before any check
-            tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
-            prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]
-            plans.append((choice, prompts, check_inputs(choice, cfg, prompts, line_numbers, prompts_file, fit_layers, tokenizer)))
-        results = [analyse(choice, prompts, layers, args, log) for choice, prompts, layers in plans]
-        n_tokens = sum(map(len, plans[0][1]))
-        for r in results:
-            if r.appendix["violations"]:
-                print(f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
-                      f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
-                      file=sys.stderr, flush=True)  # fmt: skip
-        write_outputs(results, scratch, prompts_file, len(texts), n_tokens, log)
-        move_into_place(scratch, out)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
+    plans = []
+    for choice in choices:
+        directory, source = weights.locate(choice.name, args.revision)  # downloads, if needed, before any check
+        tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
+        prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]
+        layers = check_inputs(choice, cfg, prompts, line_numbers, prompts_file, fit_layers, tokenizer)
+        plans.append(Plan(choice, directory, source, prompts, layers))
+    results = [analyse(plan, args, device, log) for plan in plans]
+    for r in results:
+        if r.appendix["violations"]:
+            print(f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
+                  f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    folder = outdir.ReportFolder(out)
+    with folder as scratch:
+        write_outputs(results, scratch, prompts_file, len(texts), sum(map(len, plans[0].prompts)), log)
+        folder.publish()
     for r in results:
         log(growth_sentence(r.slug, r.growth))
     log(f"wrote {out}/report.md, summary.json, layers.csv and {sum(1 for _ in out.rglob('*.png'))} figures")
@@ -463,11 +505,19 @@ def return_freed_memory_at_once() -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     return_freed_memory_at_once()
-    try:
-        run(args, Progress())
-    except (UsageError, weights.CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    with outdir.signals_as_exceptions():
+        try:
+            run(args, Progress())
+        except (UsageError, outdir.OutputError, weights.CheckpointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except outdir.WriteError as error:
+            print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
+            return 1
+        except outdir.Interrupted as interrupt:
+            state = "unchanged" if interrupt.out_unchanged else "holds the new report, complete"
+            print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
+            return 128 + interrupt.signum
     return 0
 
 

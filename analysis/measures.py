@@ -130,7 +130,8 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
 
 
 def collect(model: GPT2, prompts: list[list[int]], batch_size: int, pad: int, n_early: int = 6, on_batch=None) -> Activations:
-    """Run every prompt (BOS already prepended) and gather per-position norms; batches group similar lengths."""
+    """Run every prompt (BOS already prepended) and gather per-position norms; batches group similar lengths.
+    on_batch(n), if given, is called after each batch with the number of prompts it held."""
     L = model.cfg.n_layers
     result = Activations()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -149,7 +150,7 @@ def collect(model: GPT2, prompts: list[list[int]], batch_size: int, pad: int, n_
                 "active": np.stack([cache[f"blocks.{l}.mlp.hook_pre"][row, :n].cpu().numpy() for l in range(L)]),
             }
         if on_batch:
-            on_batch(start + len(chosen), len(order))
+            on_batch(len(chosen))
     for i in range(len(prompts)):
         for s in STREAMS:
             result.norms[s].append(per_prompt[i]["norms"][s])
@@ -239,8 +240,8 @@ def mean_output_norm(fn, x: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0) -> dict[str, np.ndarray]:
-    """Per-layer measurements of the weights alone (figures 8, 9, 11, 12-random, 13, 15)."""
+def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=None) -> dict[str, np.ndarray]:
+    """Per-layer measurements of the weights alone (figures 8, 9, 11, 12-random, 13, 15); on_layer(1) after each layer."""
     cfg = model.cfg
     x_normalised = random_normalised(n_random, cfg.d_model, seed).to(model.W_E)
     x_gaussian = torch.randn(n_random, cfg.d_model, generator=torch.Generator().manual_seed(seed + 1)).to(model.W_E)
@@ -265,6 +266,8 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0) -> dict[str
             "W_OV_mean_Wx": W_OV_apply(W_V, W_O, x_gaussian.float()).norm(dim=-1).mean(1).cpu().numpy(),  # [n_heads]
             "W_in_mean_Wx": float((x_gaussian @ mlp.W_in).float().norm(dim=-1).mean()),
         })  # fmt: skip
+        if on_layer:
+            on_layer(1)
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 

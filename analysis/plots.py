@@ -1,6 +1,8 @@
 """The study's figures. Each function takes numbers and returns a matplotlib Figure; none computes
 anything about a model. Legends sit outside the axes so they never hide data."""
 
+from pathlib import Path
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is needed, or present on a server
@@ -8,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
+
+from analysis.outdir import writing
 
 BOS_COLOUR = "tab:red"
 LAYER_LABEL = "layer l (block index)"
@@ -183,10 +187,13 @@ def frobenius_claim(ov_frobenius: np.ndarray, ov_mean: np.ndarray, in_frobenius:
 
 
 def save(fig: Figure, directory, stem: str) -> list[str]:
-    """Write fig as PNG and SVG; return the two file names."""
+    """Write fig as PNG and SVG; return the two file names. A failed write raises outdir.WriteError naming the file."""
     names = []
-    for suffix in ("png", "svg"):
-        fig.savefig(f"{directory}/{stem}.{suffix}", dpi=120)
-        names.append(f"{stem}.{suffix}")
-    plt.close(fig)
+    try:
+        for suffix in ("png", "svg"):
+            with writing(Path(directory) / f"{stem}.{suffix}") as path:
+                fig.savefig(path, dpi=120)
+            names.append(path.name)
+    finally:
+        plt.close(fig)
     return names
