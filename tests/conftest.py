@@ -1,11 +1,16 @@
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-# No test may reach the network: huggingface_hub and transformers must work from local files only.
+# No test may reach past 127.0.0.1: huggingface_hub and transformers work from local files, except where a
+# test points HF_ENDPOINT at its own hub server (olah, below) in a subprocess of its own.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).parent))  # conftest.record
@@ -46,3 +51,96 @@ def small_checkpoint(tmp_path_factory):
 def gpt2_checkpoint(tmp_path_factory):
     """gpt2's full shape (12 layers, d_model 768, 12 heads), random weights, official layout."""
     return write_checkpoint(tmp_path_factory.mktemp("gpt2"), n_layers=12, d_model=768, n_heads=12, seed=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# A real hub-protocol server on 127.0.0.1: olah, serving local git repositories as hub repositories.
+
+
+def git(directory, *args) -> str:
+    env = {"GIT_AUTHOR_NAME": "minigpt tests", "GIT_AUTHOR_EMAIL": "tests@localhost", "GIT_COMMITTER_NAME": "minigpt tests",
+           "GIT_COMMITTER_EMAIL": "tests@localhost", "PATH": os.environ.get("PATH", ""), "HOME": str(directory)}  # fmt: skip
+    result = subprocess.run(["git", *args], cwd=directory, env=env, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+class HubServer:
+    """olah on a free port of 127.0.0.1, offline (it never asks huggingface.co), serving `mirrors`:
+    mirrors/models/OWNER/NAME is a git repository that clients see as the hub repository OWNER/NAME."""
+
+    def __init__(self, mirrors: Path, workdir: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        config = workdir / "olah.toml"
+        config.write_text(
+            f'[basic]\nhost = "127.0.0.1"\nport = {self.port}\nrepos-path = "{workdir / "cache"}"\n'
+            f'mirrors-path = ["{mirrors}"]\n[accessibility]\noffline = true\n'
+        )
+        self.log = open(workdir / "olah.out", "w")
+        command = [sys.executable, "-m", "olah.server", "-c", str(config), "--log-path", str(workdir / "logs")]
+        self.process = subprocess.Popen(command, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"olah did not start; see {workdir / 'olah.out'}")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+    def env(self, hf_home: Path) -> dict[str, str]:
+        """The environment of a process that should reach this server as its hub, with its own cache."""
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+        return env | {"HF_ENDPOINT": self.endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+@pytest.fixture(scope="session")
+def hub_mirrors(tmp_path_factory):
+    """Hub repositories as git repositories, named like the real ones: openai-community/gpt2 with two commits
+    of different weights (the older tagged v1), and someone/gpt2-pickle, which has only pytorch_model.bin.
+    Returns (mirrors folder, {what: commit or source directory})."""
+    root = tmp_path_factory.mktemp("hub")
+    mirrors, sources = root / "mirrors", root / "sources"
+    repo = mirrors / "models" / "openai-community" / "gpt2"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    facts = {}
+    for seed, label in ((21, "older"), (22, "newer")):
+        source = write_checkpoint(sources / label, n_layers=3, d_model=64, n_heads=4, seed=seed, n_ctx=128)
+        for path in source.iterdir():
+            shutil.copy(path, repo / path.name)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"{label} weights")
+        facts[label] = git(repo, "rev-parse", "HEAD")
+        facts[f"{label}_dir"] = source
+    git(repo, "tag", "v1", facts["older"])
+    pickle_repo = mirrors / "models" / "someone" / "gpt2-pickle"
+    pickle_repo.mkdir(parents=True)
+    git(pickle_repo, "init", "-q", "-b", "main")
+    for name in ("config.json", "vocab.json", "merges.txt"):
+        shutil.copy(facts["newer_dir"] / name, pickle_repo / name)
+    (pickle_repo / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not read: minigpt never unpickles")
+    git(pickle_repo, "add", "-A")
+    git(pickle_repo, "commit", "-q", "-m", "weights as a pickle only")
+    return mirrors, facts
+
+
+@pytest.fixture(scope="session")
+def hub(hub_mirrors, tmp_path_factory):
+    """One olah server for the whole test session."""
+    server = HubServer(hub_mirrors[0], tmp_path_factory.mktemp("olah"))
+    yield server
+    server.stop()

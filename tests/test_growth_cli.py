@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -99,7 +100,7 @@ def run_cli(*args):
         ("fit_layers", "--fit-layers 1:7 is outside .*'s 3 layers"),
     ],
 )
-def test_bad_input_gives_one_line_exit_2_and_leaves_out_untouched(case, expected, small_checkpoint, tmp_path):
+def test_bad_input_gives_one_line_exit_2_and_leaves_out_untouched(case, expected, small_checkpoint, tmp_path, report):
     prompts = tmp_path / "prompts.txt"
     model = str(small_checkpoint)
     extra = []
@@ -116,14 +117,14 @@ def test_bad_input_gives_one_line_exit_2_and_leaves_out_untouched(case, expected
     if case == "fit_layers":
         extra = ["--fit-layers", "1:7"]
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("earlier results")
+    shutil.copytree(report, out)  # a previous report: the one kind of folder a run may replace
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     result = run_cli("--model", model, "--prompts-file", str(prompts), "--out", str(out), *extra)
     assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and error_lines[0].startswith("error: "), result.stderr
     assert re.search(expected, error_lines[0]), error_lines[0]
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "prompts.txt"], "scratch folder left behind"
 
 

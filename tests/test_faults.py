@@ -1,0 +1,378 @@
+"""Faults a user meets: --out naming their own files, interrupts, full disks, missing devices, and the
+download path through a real hub-protocol server (olah on 127.0.0.1) with its cache.
+
+Every run of the command here is a real process: signals, exit codes and the one-line errors are what a
+user sees. "Unchanged" means every file's bytes, mode and modification time, and no file added.
+"""
+
+import hashlib
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import HubServer
+
+import weights
+from analysis import growth, measures, outdir
+
+PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("prompts") / "prompts.txt"
+    path.write_text(PROMPTS)
+    return path
+
+
+def command(*args) -> list[str]:
+    return [sys.executable, "-m", "analysis.growth", *map(str, args)]
+
+
+def run_cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), capture_output=True, text=True, timeout=300, env=env, **kwargs)
+
+
+def error_line(result) -> str:
+    """The one line a failed run prints; fails the test if there is more (a traceback)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def state(folder: Path) -> dict[str, tuple]:
+    """Everything observable about the files below folder: content hash, mode and mtime of each."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        found[str(path.relative_to(folder))] = (digest, info.st_mode, info.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="module")
+def previous_report(small_checkpoint, prompts, tmp_path_factory) -> Path:
+    """A finished report, made once by the command; tests copy it before letting a run loose on it."""
+    out = tmp_path_factory.mktemp("previous") / "report"
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def report_copy(previous_report, tmp_path) -> Path:
+    out = tmp_path / "report"
+    subprocess.run(["cp", "-a", str(previous_report), str(out)], check=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The output folder
+
+
+def test_a_finished_report_is_marked_with_every_file_it_wrote(previous_report):
+    marker = json.loads((previous_report / outdir.MARKER).read_text())
+    written = {str(p.relative_to(previous_report)) for p in previous_report.rglob("*") if p.is_file()} - {outdir.MARKER}
+    assert marker["format"] == outdir.FORMAT and set(marker["files"]) == written
+    assert {"summary.json", "report.md", "layers.csv"} <= written and len(written) == 33  # 15 figures as PNG and SVG, report.md, summary.json, layers.csv
+
+
+@pytest.mark.parametrize("case", ["file", "dot_in_a_project", "folder_of_work", "report_plus_notes", "link"])
+def test_out_holding_anything_but_a_previous_report_is_refused_untouched(case, small_checkpoint, prompts, tmp_path, report_copy):
+    cwd = tmp_path
+    if case == "file":
+        out = tmp_path / "notes.txt"
+        out.write_text("my notes")
+        expected = "is an existing file, not a folder"
+    elif case == "dot_in_a_project":
+        cwd = tmp_path / "project"
+        (cwd / "src").mkdir(parents=True)
+        (cwd / "README.md").write_text("mine")
+        (cwd / "src" / "code.py").write_text("x = 1")
+        out = Path(".")
+        expected = r"holding 2 file\(s\) that this command did not write \(README.md, src/code.py\)"
+    elif case == "folder_of_work":
+        out = tmp_path / "thesis"
+        (out / "empty-chapter").mkdir(parents=True)
+        (out / "summary.json").write_text("{}")  # a name the report uses too
+        (out / "report.md").write_text("my report")
+        expected = "it looks like a report from before minigpt marked its reports"
+    elif case == "report_plus_notes":
+        out = report_copy
+        (out / "my-notes.md").write_text("mine")
+        (out / "drafts").mkdir()
+        expected = r"holds a previous report and also 2 thing\(s\) this command did not write \(drafts, my-notes.md\)"
+    else:
+        out = tmp_path / "link"
+        out.symlink_to(report_copy)
+        expected = "is a symbolic link"
+    before = state(tmp_path)
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", out, cwd=cwd)
+    assert result.returncode == 2
+    assert re.search(expected, error_line(result)) and "nothing was touched" in error_line(result)
+    assert state(tmp_path) == before
+
+
+def test_an_empty_folder_and_a_previous_report_are_replaced_whole(small_checkpoint, prompts, tmp_path, report_copy):
+    (report_copy / "old-model").mkdir()  # a folder a previous report wrote for a model not in this run
+    (report_copy / "old-model" / "01-norm-histograms.png").write_bytes(b"old")
+    marker = json.loads((report_copy / outdir.MARKER).read_text())
+    marker["files"].append("old-model/01-norm-histograms.png")
+    (report_copy / outdir.MARKER).write_text(json.dumps(marker))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (report_copy, empty):
+        assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 0
+        assert (out / "summary.json").exists() and not (out / "old-model").exists()
+        assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # not mkdtemp's 0700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "report"], "scratch left behind"
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        if text in line:
+            return
+        assert time.monotonic() < deadline, f"no line with {text!r}"
+    raise AssertionError(f"the run ended before printing {text!r}: {process.stderr.read()}")
+
+
+def test_scratch_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(small_checkpoint, prompts, tmp_path, report_copy):
+    run = subprocess.Popen(command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_line(run, ": figures")
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".report.partial-")]
+    assert len(stale) == 1 and stale[0].name.startswith(f".report.partial-{run.pid}-")
+    # Look-alikes that are not a dead run's scratch: a live process's, an odd name, a file.
+    decoys = [tmp_path / f".report.partial-{os.getpid()}-abc", tmp_path / ".report.partial-notes", tmp_path / ".report.partial-1-x.txt"]
+    decoys[0].mkdir()
+    decoys[1].mkdir()
+    decoys[2].write_text("a file, not a folder")
+    report_before = state(report_copy)
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(report_copy)]) == 0
+    assert not stale[0].exists() and all(d.exists() for d in decoys)
+    assert state(report_copy).keys() == report_before.keys()
+
+
+@pytest.mark.parametrize(
+    "signum, moment",
+    [(signal.SIGINT, "loading"), (signal.SIGINT, "forward passes"), (signal.SIGINT, ": figures"), (signal.SIGTERM, ": figures")],
+)
+def test_an_interrupt_at_any_moment_leaves_out_exactly_as_before(signum, moment, small_checkpoint, prompts, tmp_path, report_copy):
+    before = state(tmp_path)
+    run = subprocess.Popen(command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_line(run, moment)
+    run.send_signal(signum)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines == [f"interrupted ({signal.Signals(signum).name}); {report_copy} unchanged"], stderr
+    assert state(tmp_path) == before
+
+
+def limited_file_size(n_bytes: int):
+    def limit():  # in the child, before exec: writes past n_bytes fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+    return limit
+
+
+def test_a_write_failure_names_the_file_and_leaves_out_unchanged(small_checkpoint, prompts, tmp_path, report_copy):
+    before = state(tmp_path)
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy, preexec_fn=limited_file_size(20_000))
+    assert result.returncode == 1
+    assert re.fullmatch(rf"error: could not write {tmp_path}/\.report\.partial-\d+-\w+/.+\.(png|svg|csv|json|md): File too large; "
+                        rf"{report_copy} is unchanged", error_line(result))  # fmt: skip
+    assert state(tmp_path) == before
+
+
+def test_a_failed_run_removes_the_parent_folders_it_created(small_checkpoint, prompts, tmp_path):
+    out = tmp_path / "new" / "deeper" / "report"
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", out, preexec_fn=limited_file_size(20_000))
+    assert result.returncode == 1 and "File too large" in error_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path, capsys):
+    (tmp_path / "plain-file").write_text("x")
+    out = tmp_path / "plain-file" / "report"
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"error: could not create a folder in {tmp_path / 'plain-file'}: Not a directory; {out} is unchanged\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Devices
+
+
+@pytest.mark.parametrize(
+    "device, expected",
+    [("cuda", "device 'cuda': this machine has no CUDA GPU"), ("cuda:3", "device 'cuda:3': this machine has no CUDA GPU"),
+     ("tpu", "unknown device 'tpu'"), ("cpu:x", "unknown device 'cpu:x'")],
+)  # fmt: skip
+def test_a_device_this_machine_lacks_is_one_line_before_any_weight_is_read(device, expected, small_checkpoint, prompts, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    broken = tmp_path / "broken"  # unreadable weights: the device error must come first
+    subprocess.run(["cp", "-r", str(small_checkpoint), str(broken)], check=True)
+    (broken / "model.safetensors").write_bytes(b"\0" * 100)
+    assert growth.main(["--model", str(broken), "--prompts-file", str(prompts), "--out", str(tmp_path / "out"), "--device", device]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --device: {expected}") and err.endswith("available: cpu" if "CUDA" in expected else "(or 'auto' for the first of them)")
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        weights.load(broken, device=device)
+
+
+def test_auto_device_is_logged_and_recorded(previous_report, capsys):
+    source = json.loads((previous_report / "summary.json").read_text())["models"]
+    (model,) = source.values()
+    assert model["source"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert weights.devices.resolve("auto") == torch.device(weights.devices.available()[0])
+
+
+def test_float16_on_cpu_works_and_agrees_with_float32(small_checkpoint):
+    tokens = torch.arange(1, 40)[None] * 11
+    logits = {dtype: weights.load(small_checkpoint, dtype=dtype)[0](tokens).float() for dtype in (torch.float32, torch.float16)}
+    assert torch.isfinite(logits[torch.float16]).all()
+    scale = logits[torch.float32].abs().max()
+    assert (logits[torch.float16] - logits[torch.float32]).abs().max() / scale < 1e-2
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The download path, through olah serving git repositories as hub repositories
+
+
+def summary_of(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())["models"]
+
+
+def test_first_download_into_an_empty_cache_is_the_default_model_and_records_its_commit(hub, hub_mirrors, prompts, tmp_path):
+    _, facts = hub_mirrors
+    result = run_cli("--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"model: gpt2 \(revision [0-9a-f]{40}, from ", result.stdout)
+    model = summary_of(tmp_path / "out")["gpt2"]
+    assert model["revision"] == facts["newer"] and model["source"]["repo"] == "openai-community/gpt2"
+    cached = tmp_path / "hf" / "hub" / "models--openai-community--gpt2" / "snapshots" / facts["newer"]
+    assert sorted(p.name for p in cached.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+    assert re.search(r"forward passes: 2/2 prompts, [\d.]+ prompts/s", result.stdout)  # stdout is a pipe: plain lines
+
+
+def in_process_mean_norms(directory: Path) -> np.ndarray:
+    model, tokenizer = weights.load(directory)
+    prompts = [[tokenizer.eot, *tokenizer.encode(line)] for line in PROMPTS.splitlines()]
+    return measures.collect(model, prompts, 4, tokenizer.eot).mean_norm("resid_post")
+
+
+@pytest.mark.parametrize("revision", ["older", "v1"])
+def test_revision_analyses_the_older_weights(revision, hub, hub_mirrors, prompts, tmp_path):
+    _, facts = hub_mirrors
+    asked = facts["older"] if revision == "older" else revision
+    result = run_cli("--model", "gpt2", "--revision", asked, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    model = summary_of(tmp_path / "out")["gpt2"]
+    assert model["revision"] == facts["older"] and model["source"]["requested_revision"] == asked
+    expected = in_process_mean_norms(facts["older_dir"])
+    np.testing.assert_allclose(model["mean_norm"]["resid_post"], expected, rtol=1e-5)
+    assert not np.allclose(expected, in_process_mean_norms(facts["newer_dir"]), rtol=1e-2)
+
+
+def test_after_the_server_stops_the_cache_serves(hub_mirrors, prompts, tmp_path):
+    _, facts = hub_mirrors
+    server = HubServer(hub_mirrors[0], tmp_path)  # its own server, to stop without disturbing the others
+    try:
+        first = run_cli("--model", "gpt2", "--prompts-file", prompts, "--out", tmp_path / "first", env=server.env(tmp_path / "hf"))
+        assert first.returncode == 0, first.stderr
+    finally:
+        server.stop()
+    second = run_cli("--model", "gpt2", "--prompts-file", prompts, "--out", tmp_path / "second", env=server.env(tmp_path / "hf"))
+    assert second.returncode == 0, second.stderr
+    assert summary_of(tmp_path / "second")["gpt2"]["revision"] == facts["newer"]
+    assert summary_of(tmp_path / "second")["gpt2"]["mean_norm"] == summary_of(tmp_path / "first")["gpt2"]["mean_norm"]
+
+
+def test_with_neither_server_nor_cache_the_default_is_the_bundled_model(hub, prompts, tmp_path):
+    env = hub.env(tmp_path / "hf") | {"HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on the discard port
+    result = run_cli("--prompts-file", prompts, "--out", tmp_path / "out", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "model: the bundled model, because openai-community/gpt2 is not in the Hugging Face cache and the hub cannot be reached" in result.stdout
+    assert list(summary_of(tmp_path / "out")) == ["bundled"]
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [(["--model", "nobody/nothing"], "error: nobody/nothing: no such repository on the Hugging Face hub"),
+     (["--model", "gpt2", "--revision", "no-such-branch"], "error: openai-community/gpt2: the hub has no revision 'no-such-branch' .*; it has branches main and tags v1$"),
+     (["--model", "someone/gpt2-pickle"], r"error: someone/gpt2-pickle \(revision [0-9a-f]{40}\) has only pytorch_model.bin, a pickle"),
+     (["--model", "bundled", "--revision", "v1"], "error: --revision v1 applies to hub models; bundled is the bundled model")],
+)  # fmt: skip
+def test_what_the_hub_does_not_have_is_one_line_exit_2(args, expected, hub, prompts, tmp_path):
+    result = run_cli(*args, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
+    assert result.returncode == 2
+    assert re.match(expected, error_line(result)), error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_truncated_cached_file_is_named_with_the_way_to_fix_it(hub, prompts, tmp_path):
+    env = hub.env(tmp_path / "hf")
+    load = [sys.executable, "-c", "import weights; print(weights.load('gpt2')[0].source['revision'])"]
+    subprocess.run(load, env=env, check=True, capture_output=True)
+    (link,) = (tmp_path / "hf" / "hub").glob("models--openai-community--gpt2/snapshots/*/model.safetensors")
+    blob = link.resolve()
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+    result = run_cli("--model", "gpt2", "--prompts-file", prompts, "--out", tmp_path / "out", env=env)
+    assert result.returncode == 2
+    line = error_line(result)
+    assert line.startswith(f"error: {link}: corrupt or truncated safetensors file (truncated: ")
+    fix = re.search(r"`(rm [^`]+)`", line).group(1)
+    assert fix == f"rm {blob} {link}"
+    subprocess.run(fix.split(), check=True)  # do what it says, and the next run downloads the file afresh
+    assert subprocess.run(load, env=env, capture_output=True, text=True).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Progress
+
+
+class Terminal(list):
+    """A stand-in for a terminal: records what is written, and says it is a tty."""
+
+    def write(self, text):
+        self.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
+    terminal = Terminal()
+    with growth.Progress(terminal).counting("forward passes", 60, "prompt") as advance:
+        for _ in range(6):
+            advance(10)
+    shown = "".join(terminal)
+    assert "\r" in shown and "60/60" in shown and re.search(r"prompt/s", shown)
+    with growth.Progress(every=0).counting("forward passes", 3, "prompt") as advance:
+        for _ in range(3):
+            advance(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.sub(r"^\[.*?\] | [\d.]+ prompts/s$", "", line) for line in lines] == [
+        "forward passes: 1/3 prompts,", "forward passes: 2/3 prompts,", "forward passes: 3/3 prompts,"]  # fmt: skip
