@@ -34,21 +34,29 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x @ W + b over the last axis of x, with the bias added inside the matrix product (addmm):
-    one output tensor written once, rather than a product and then a second tensor for the sum."""
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], W.shape[-1])
+    """x @ W + b over the last axis of x: [..., d_in] @ [d_in, d_out] + [d_out] → [..., d_out].
+
+    The fast form of that algebra: the leading axes are flattened into one (a view), and addmm adds
+    the bias inside the matrix product, so the output is written once instead of a product and then
+    a second tensor for the sum.
+    """
+    rows = x.reshape(-1, x.shape[-1])  # [batch·pos, d_in]
+    out = torch.addmm(b, rows, W)  # [batch·pos, d_out] = rows @ W + b
+    return out.view(*x.shape[:-1], W.shape[-1])  # [..., d_out]
 
 
 def per_head(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x @ W[h] + b[h] for every head h: [batch, pos, d_model] → [batch, pos, n_heads, d_head].
+    """x @ W[h] + b[h] for every head h: einsum("bpd,hde->bphe", x, W) + b, i.e.
+    [batch, pos, d_model] × [n_heads, d_model, d_head] → [batch, pos, n_heads, d_head].
 
-    W [n_heads, d_model, d_head] read as the heads' matrices side by side, [d_model, n_heads·d_head],
-    so all heads are one matrix product. (weights.load lays W out in memory in that order, as it is
-    in the checkpoint's c_attn, so this reshape is a view and copies nothing.)
+    The fast form of that algebra: the heads' matrices side by side are one [d_model, n_heads·d_head]
+    matrix, so all heads are one `linear`. weights.load keeps W in memory in exactly that order (as
+    the checkpoint's c_attn has it), so the transpose and reshape below are views: nothing is copied.
     """
     n_heads, d_model, d_head = W.shape
-    out = linear(x, W.transpose(0, 1).reshape(d_model, n_heads * d_head), b.reshape(-1))
-    return out.view(*x.shape[:-1], n_heads, d_head)
+    W_side_by_side = W.transpose(0, 1).reshape(d_model, n_heads * d_head)  # [d_model, n_heads·d_head]
+    out = linear(x, W_side_by_side, b.reshape(-1))  # [batch, pos, n_heads·d_head]
+    return out.view(*x.shape[:-1], n_heads, d_head)  # [batch, pos, n_heads, d_head]
 
 
 class LayerNorm(nn.Module):
@@ -64,56 +72,62 @@ class LayerNorm(nn.Module):
         self.eps = cfg.ln_eps
         self.w = nn.Parameter(torch.ones(cfg.d_model))
         self.b = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_scale = HookPoint()  # [batch, pos, 1]
-        self.hook_normalized = HookPoint()  # [batch, pos, d_model], the layer's output (as in TransformerLens)
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()  # the layer's output, as in TransformerLens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 - x32.mean(-1, keepdim=True)
-        scale = self.hook_scale((x32.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        out = (x32 / scale).to(x.dtype)
+        x32 = x.float()  # [batch, pos, d_model]
+        centred = x32 - x32.mean(-1, keepdim=True)  # [batch, pos, d_model]
+        scale = (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()  # [batch, pos, 1]: √(variance + ε)
+        scale = self.hook_scale(scale)
+        out = (centred / scale).to(x.dtype)  # [batch, pos, d_model]: mean 0, variance 1
         if self.w is not None:
-            out = out * self.w + self.b
+            out = out * self.w + self.b  # [batch, pos, d_model]
         return self.hook_normalized(out)
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
-        self.W_Q = nn.Parameter(torch.empty(h, d, e))
-        self.W_K = nn.Parameter(torch.empty(h, d, e))
-        self.W_V = nn.Parameter(torch.empty(h, d, e))
-        self.W_O = nn.Parameter(torch.empty(h, e, d))
-        self.b_Q = nn.Parameter(torch.zeros(h, e))
-        self.b_K = nn.Parameter(torch.zeros(h, e))
-        self.b_V = nn.Parameter(torch.zeros(h, e))
-        self.b_O = nn.Parameter(torch.zeros(d))
-        self.hook_q = HookPoint()  # [batch, pos, n_heads, d_head]
+        n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_K = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_V = nn.Parameter(torch.empty(n_heads, d_model, d_head))
+        self.W_O = nn.Parameter(torch.empty(n_heads, d_head, d_model))
+        self.b_Q = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.b_K = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.b_V = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.b_O = nn.Parameter(torch.zeros(d_model))
+        self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
-        self.hook_attn_scores = HookPoint()  # [batch, n_heads, query_pos, key_pos], -inf above the diagonal
-        self.hook_pattern = HookPoint()  # the same after softmax: each row sums to 1
-        self.hook_z = HookPoint()  # [batch, pos, n_heads, d_head], the pattern-weighted values
+        self.hook_attn_scores = HookPoint()  # -inf above the diagonal
+        self.hook_pattern = HookPoint()  # each row sums to 1
+        self.hook_z = HookPoint()  # the pattern-weighted values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))
-        k = self.hook_k(per_head(x, self.W_K, self.b_K))
-        v = self.hook_v(per_head(x, self.W_V, self.b_V))
+        # x: [batch, pos, d_model], LayerNorm's output
+        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_Q) + b_Q
+        k = self.hook_k(per_head(x, self.W_K, self.b_K))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_K) + b_K
+        v = self.hook_v(per_head(x, self.W_V, self.b_V))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_V) + b_V
 
-        n_pos = x.shape[1]
+        d_head, n_pos = q.shape[-1], x.shape[1]
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k)  # [batch, n_heads, query_pos, key_pos]: q · k for every pair
         # Causal mask: a query may read keys at its own position and before, never after.
-        future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k)
-        # Scaled by 1/√d_head and masked in place: the tensor is new and no hook has seen it yet,
-        # and [batch, n_heads, pos, pos] is the largest activation, so this saves two copies of it.
-        scores = self.hook_attn_scores(scores.div_(math.sqrt(q.shape[-1])).masked_fill_(future, float("-inf")))
-        # Softmax in float32 so that half-precision models normalise their rows exactly.
-        pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))
+        future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)  # [query_pos, key_pos]
+        # Scaled and masked in place: the tensor is new and no hook has seen it yet, and a
+        # [batch, n_heads, pos, pos] tensor grows with the square of the prompt, so this saves two copies.
+        scores.div_(math.sqrt(d_head))  # so that the scores' variance does not grow with d_head
+        scores.masked_fill_(future, float("-inf"))  # softmax gives -inf a weight of exactly 0
+        scores = self.hook_attn_scores(scores)
+        # Softmax over keys in float32, so that half-precision models normalise their rows exactly.
+        pattern = scores.float().softmax(dim=-1).to(v.dtype)  # [batch, n_heads, query_pos, key_pos], rows sum to 1
+        pattern = self.hook_pattern(pattern)
 
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        # Σ_h z[h] @ W_O[h] + b_O: the heads' outputs side by side times W_O stacked, [n_heads·d_head, d_model].
-        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
+        # Σ_h z[h] @ W_O[h] + b_O = einsum("bphe,hed->bpd", z, W_O) + b_O, as one product: the heads' z side by
+        # side [batch, pos, n_heads·d_head] times W_O stacked [n_heads·d_head, d_model] (both views).
+        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)  # [batch, pos, d_model]
 
 
 class MLP(nn.Module):
@@ -123,13 +137,13 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_pre = HookPoint()  # [batch, pos, d_mlp], before the GELU
-        self.hook_post = HookPoint()  # [batch, pos, d_mlp], after it
+        self.hook_pre = HookPoint()  # before the GELU
+        self.hook_post = HookPoint()  # after it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(linear(x, self.W_in, self.b_in))
-        post = self.hook_post(gelu_new(pre))
-        return linear(post, self.W_out, self.b_out)
+        pre = self.hook_pre(linear(x, self.W_in, self.b_in))  # [batch, pos, d_mlp] = x @ W_in + b_in
+        post = self.hook_post(gelu_new(pre))  # [batch, pos, d_mlp]
+        return linear(post, self.W_out, self.b_out)  # [batch, pos, d_model] = post @ W_out + b_out
 
 
 class Block(nn.Module):
@@ -137,7 +151,7 @@ class Block(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_pre = HookPoint()
         self.ln1 = LayerNorm(cfg)
         self.attn = Attention(cfg)
         self.hook_attn_out = HookPoint()
@@ -148,11 +162,11 @@ class Block(nn.Module):
         self.hook_resid_post = HookPoint()
 
     def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
-        resid_pre = self.hook_resid_pre(resid_pre)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))
-        resid_mid = self.hook_resid_mid(resid_pre + attn_out)
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))
-        return self.hook_resid_post(resid_mid + mlp_out)
+        resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
+        resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))  # [batch, pos, d_model]
+        return self.hook_resid_post(resid_mid + mlp_out)  # [batch, pos, d_model]
 
 
 class GPT2(nn.Module):
@@ -161,7 +175,7 @@ class GPT2(nn.Module):
         self.cfg = cfg
         self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
-        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg)
@@ -181,18 +195,19 @@ class GPT2(nn.Module):
         """
         tokens = self.check_tokens(tokens)
         batch, n_pos = tokens.shape
-        positions = torch.arange(n_pos, device=tokens.device)
+        positions = torch.arange(n_pos, device=tokens.device)  # [pos]
+        embed = self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: row tokens[b, p] of W_E
         # Every prompt of the batch gets the same position embeddings: expand is a view, nothing is copied.
-        pos_embed = self.W_pos[positions].expand(batch, n_pos, self.cfg.d_model)
-        residual = self.hook_embed(self.W_E[tokens]) + self.hook_pos_embed(pos_embed)
+        pos_embed = self.hook_pos_embed(self.W_pos[positions].expand(batch, n_pos, self.cfg.d_model))  # [batch, pos, d_model]
+        residual = embed + pos_embed  # [batch, pos, d_model]
         for block in self.blocks:
-            residual = block(residual)
+            residual = block(residual)  # [batch, pos, d_model]
         if not unembed:
             return residual
-        normalized = self.ln_final(residual)
+        normalized = self.ln_final(residual)  # [batch, pos, d_model]
         if self.W_U is None:  # tied, as released
-            return normalized @ self.W_E.T
-        return linear(normalized, self.W_U, self.b_U)  # [batch, pos, d_vocab], written once
+            return normalized @ self.W_E.T  # [batch, pos, d_vocab]
+        return linear(normalized, self.W_U, self.b_U)  # [batch, pos, d_vocab] = normalized @ W_U + b_U
 
     def check_tokens(self, tokens) -> torch.Tensor:
         """Token ids as a [batch, pos] tensor on the model's device, or a clear error saying what is wrong."""

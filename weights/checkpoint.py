@@ -37,7 +37,9 @@ def read_config(directory: Path) -> Config:
     """The model's shape from a Hugging Face GPT-2 config.json, refusing settings minigpt does not implement."""
     path = directory / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{directory}: no config.json (a GPT-2 directory holds config.json, model.safetensors, vocab.json, merges.txt)")
+        raise CheckpointError(
+            f"{directory}: no config.json (a GPT-2 directory holds config.json, model.safetensors, vocab.json, merges.txt)"
+        )
     try:
         hf = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -93,13 +95,19 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     shapes = {"wte.weight": (cfg.d_vocab, d), "wpe.weight": (cfg.n_ctx, d)}
     for i in range(cfg.n_layers):
         shapes |= {
-            f"h.{i}.ln_1.weight": (d,), f"h.{i}.ln_1.bias": (d,),
-            f"h.{i}.attn.c_attn.weight": (d, 3 * d), f"h.{i}.attn.c_attn.bias": (3 * d,),
-            f"h.{i}.attn.c_proj.weight": (d, d), f"h.{i}.attn.c_proj.bias": (d,),
-            f"h.{i}.ln_2.weight": (d,), f"h.{i}.ln_2.bias": (d,),
-            f"h.{i}.mlp.c_fc.weight": (d, d_mlp), f"h.{i}.mlp.c_fc.bias": (d_mlp,),
-            f"h.{i}.mlp.c_proj.weight": (d_mlp, d), f"h.{i}.mlp.c_proj.bias": (d,),
-        }  # fmt: skip
+            f"h.{i}.ln_1.weight": (d,),
+            f"h.{i}.ln_1.bias": (d,),
+            f"h.{i}.attn.c_attn.weight": (d, 3 * d),
+            f"h.{i}.attn.c_attn.bias": (3 * d,),
+            f"h.{i}.attn.c_proj.weight": (d, d),
+            f"h.{i}.attn.c_proj.bias": (d,),
+            f"h.{i}.ln_2.weight": (d,),
+            f"h.{i}.ln_2.bias": (d,),
+            f"h.{i}.mlp.c_fc.weight": (d, d_mlp),
+            f"h.{i}.mlp.c_fc.bias": (d_mlp,),
+            f"h.{i}.mlp.c_proj.weight": (d_mlp, d),
+            f"h.{i}.mlp.c_proj.bias": (d,),
+        }
     return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
 
 
@@ -162,7 +170,9 @@ def how_to_replace(path: Path) -> str:
     """What to do about a bad file: in the Hugging Face cache the snapshot's file is a link to a blob, and the
     blob is what must go (huggingface_hub links a surviving blob again instead of downloading it)."""
     if path.is_symlink():
-        return f"It is Hugging Face's cached copy: delete it with `rm {path.resolve()} {path}` and run again to download it afresh"
+        return (
+            f"It is Hugging Face's cached copy: delete it with `rm {path.resolve()} {path}` and run again to download it afresh"
+        )
     return "Delete it and download it again"
 
 
@@ -177,20 +187,30 @@ def open_weights(directory: Path) -> SafetensorsFile:
     raise CheckpointError(f"{directory}: no weights (expected model.safetensors)")
 
 
-def check_keys(weights: SafetensorsFile, cfg: Config) -> str:
+def check_keys(checkpoint_file: SafetensorsFile, cfg: Config) -> str:
     """The key prefix ("" or "transformer."), after checking every tensor is present, known and of its shape."""
-    found = weights.shapes()
+    found = checkpoint_file.shapes()
     prefix = "transformer." if any(key.startswith("transformer.") for key in found) else ""
     found = {key.removeprefix(prefix): shape for key, shape in found.items()}
     found = {key: shape for key, shape in found.items() if not BUFFERS.fullmatch(key) and key != "lm_head.weight"}
     expected = expected_shapes(cfg)
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
-    misshaped = [f"{key} {list(found[key])} (expected {list(shape)})" for key, shape in expected.items() if key in found and found[key] != shape]
+    misshaped = [
+        f"{key} {list(found[key])} (expected {list(shape)})"
+        for key, shape in expected.items()
+        if key in found and found[key] != shape
+    ]
     if missing or unexpected or misshaped:
-        parts = [f"{label} ({len(keys)}): {', '.join(keys[:12])}{' …' if len(keys) > 12 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if keys]  # fmt: skip
-        raise CheckpointError(f"{weights.path} does not match its config.json ({cfg.n_layers} layers, d_model {cfg.d_model}): " + "; ".join(parts))
+        parts = [
+            f"{label} ({len(keys)}): {', '.join(keys[:12])}{' …' if len(keys) > 12 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
+            if keys
+        ]
+        raise CheckpointError(
+            f"{checkpoint_file.path} does not match its config.json ({cfg.n_layers} layers, d_model {cfg.d_model}): "
+            + "; ".join(parts)
+        )
     return prefix
 
 
@@ -210,29 +230,36 @@ def _set(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
 def read_model(directory: Path) -> GPT2:
     """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time."""
     cfg = read_config(directory)
-    weights = open_weights(directory)
-    prefix = check_keys(weights, cfg)
+    checkpoint_file = open_weights(directory)
+    prefix = check_keys(checkpoint_file, cfg)
 
     def read(key: str) -> torch.Tensor:
-        return weights.read(prefix + key).float()
+        return checkpoint_file.read(prefix + key).float()
 
     with torch.device("meta"):  # parameters without memory, each replaced by the checkpoint's tensor
         model = GPT2(cfg)
-    if "lm_head.weight" in weights.header and not torch.equal(weights.read("lm_head.weight").float(), read("wte.weight")):
-        raise CheckpointError(f"{weights.path}: lm_head.weight differs from wte.weight; GPT-2 ties them and minigpt requires it")
-    h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+    if "lm_head.weight" in checkpoint_file.header and not torch.equal(
+        checkpoint_file.read("lm_head.weight").float(), read("wte.weight")
+    ):
+        raise CheckpointError(
+            f"{checkpoint_file.path}: lm_head.weight differs from wte.weight; GPT-2 ties them and minigpt requires it"
+        )
+    n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
     _set(model, "W_E", read("wte.weight"))
     _set(model, "W_pos", read("wpe.weight"))
     for i, block in enumerate(model.blocks):
         for ln, key in ((block.ln1, "ln_1"), (block.ln2, "ln_2")):
             _set(ln, "w", read(f"h.{i}.{key}.weight"))
             _set(ln, "b", read(f"h.{i}.{key}.bias"))
-        qkv, qkv_bias = read(f"h.{i}.attn.c_attn.weight"), read(f"h.{i}.attn.c_attn.bias")
+        qkv = read(f"h.{i}.attn.c_attn.weight")  # [d_model, 3·d_model]: queries, keys, values side by side
+        qkv_bias = read(f"h.{i}.attn.c_attn.bias")  # [3·d_model]
         for j, name in enumerate("QKV"):
-            # Columns j·d … (j+1)·d, split into heads: [d_model, n_heads, d_head] → [n_heads, d_model, d_head].
-            _set(block.attn, f"W_{name}", qkv[:, j * d : (j + 1) * d].view(d, h, e).permute(1, 0, 2))
-            _set(block.attn, f"b_{name}", qkv_bias[j * d : (j + 1) * d].view(h, e))
-        _set(block.attn, "W_O", read(f"h.{i}.attn.c_proj.weight").view(h, e, d))  # rows are (head, d_head)
+            columns = slice(j * d_model, (j + 1) * d_model)  # this projection's d_model columns, head after head
+            # [d_model, n_heads·d_head] → [d_model, n_heads, d_head] → [n_heads, d_model, d_head], all views
+            _set(block.attn, f"W_{name}", qkv[:, columns].view(d_model, n_heads, d_head).permute(1, 0, 2))
+            _set(block.attn, f"b_{name}", qkv_bias[columns].view(n_heads, d_head))  # [n_heads, d_head]
+        # c_proj's rows are (head, d_head) in order: [n_heads·d_head, d_model] → [n_heads, d_head, d_model]
+        _set(block.attn, "W_O", read(f"h.{i}.attn.c_proj.weight").view(n_heads, d_head, d_model))
         _set(block.attn, "b_O", read(f"h.{i}.attn.c_proj.bias"))
         _set(block.mlp, "W_in", read(f"h.{i}.mlp.c_fc.weight"))
         _set(block.mlp, "b_in", read(f"h.{i}.mlp.c_fc.bias"))
@@ -252,14 +279,21 @@ def official_state_dict(model: GPT2) -> dict[str, torch.Tensor]:
     for i, block in enumerate(model.blocks):
         attn, mlp = block.attn, block.mlp
         state |= {
-            f"h.{i}.ln_1.weight": block.ln1.w, f"h.{i}.ln_1.bias": block.ln1.b,
-            f"h.{i}.attn.c_attn.weight": torch.cat([W.permute(1, 0, 2).reshape(cfg.d_model, -1) for W in (attn.W_Q, attn.W_K, attn.W_V)], 1),
+            f"h.{i}.ln_1.weight": block.ln1.w,
+            f"h.{i}.ln_1.bias": block.ln1.b,
+            f"h.{i}.attn.c_attn.weight": torch.cat(
+                [W.permute(1, 0, 2).reshape(cfg.d_model, -1) for W in (attn.W_Q, attn.W_K, attn.W_V)], 1
+            ),
             f"h.{i}.attn.c_attn.bias": torch.cat([b.reshape(-1) for b in (attn.b_Q, attn.b_K, attn.b_V)]),
-            f"h.{i}.attn.c_proj.weight": attn.W_O.reshape(-1, cfg.d_model), f"h.{i}.attn.c_proj.bias": attn.b_O,
-            f"h.{i}.ln_2.weight": block.ln2.w, f"h.{i}.ln_2.bias": block.ln2.b,
-            f"h.{i}.mlp.c_fc.weight": mlp.W_in, f"h.{i}.mlp.c_fc.bias": mlp.b_in,
-            f"h.{i}.mlp.c_proj.weight": mlp.W_out, f"h.{i}.mlp.c_proj.bias": mlp.b_out,
-        }  # fmt: skip
+            f"h.{i}.attn.c_proj.weight": attn.W_O.reshape(-1, cfg.d_model),
+            f"h.{i}.attn.c_proj.bias": attn.b_O,
+            f"h.{i}.ln_2.weight": block.ln2.w,
+            f"h.{i}.ln_2.bias": block.ln2.b,
+            f"h.{i}.mlp.c_fc.weight": mlp.W_in,
+            f"h.{i}.mlp.c_fc.bias": mlp.b_in,
+            f"h.{i}.mlp.c_proj.weight": mlp.W_out,
+            f"h.{i}.mlp.c_proj.bias": mlp.b_out,
+        }
     state |= {"ln_f.weight": model.ln_final.w, "ln_f.bias": model.ln_final.b}
     return {key: tensor.detach().contiguous() for key, tensor in state.items()}
 

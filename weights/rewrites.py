@@ -40,7 +40,7 @@ def fold_layer_norm(model: GPT2) -> GPT2:
     for block in model.blocks:
         attn, mlp = block.attn, block.mlp
         for name in "QKV":
-            W, bias = getattr(attn, f"W_{name}"), getattr(attn, f"b_{name}")  # [h, d, e], [h, e]
+            W, bias = getattr(attn, f"W_{name}"), getattr(attn, f"b_{name}")  # [n_heads, d_model, d_head], [n_heads, d_head]
             bias += torch.einsum("d,hde->he", block.ln1.b, W)
             W *= block.ln1.w[None, :, None]
             W -= W.mean(dim=1, keepdim=True)
