@@ -2,12 +2,14 @@
 
 import json
 import random
+import re
 
 import pytest
 import tiktoken
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from minigpt import Tokenizer
+from minigpt.tokenizer import NAMED, PATTERN, explain
 
 CORPUS = [
     "Hello world",
@@ -28,7 +30,7 @@ CORPUS = [
     "Ελληνικά, русский текст, עברית, العربية",
     "def f(x):\n    return {'a': [1, 2, 3], \"b\": x ** 2}  # comment\n",
     "for (int i = 0; i < n; ++i) { sum += a[i]; }\n\tif (x != y && z >= 0) return -1;",
-    "<html><body class=\"main\">&amp; &lt;tag&gt;</body></html>",
+    '<html><body class="main">&amp; &lt;tag&gt;</body></html>',
     "URLs https://example.com/path?q=1&r=two#frag and emails a.b@c.de",
     "<|endoftext|> inside ordinary text",
     "\x00\x01 control \x7f bytes \u200b zero width \ufeff bom",
@@ -70,3 +72,33 @@ def test_end_of_text_and_decoding_errors(tokenizers):
     assert ours.eot == 50256 and ours.decode([50256]) == "<|endoftext|>"
     with pytest.raises(ValueError, match="token id 50257 is not in the vocabulary of 50257 tokens"):
         ours.decode([50257])
+
+
+def test_explain_shows_every_stage_and_ends_with_the_ids_encode_gives(tokenizers):
+    ours, _ = tokenizers
+    text = "It's 2024!\n\nHello  world"
+    shown = explain(ours, text)
+    ids = ours.encode(text)
+    assert shown.endswith(f"token ids ({len(ids)}): {ids}")
+    # Stage 1: the regex's pieces, and which alternative matched each; a newline run keeps its last newline apart.
+    for piece, alternative in [
+        ("It", "letters"),
+        ("'s", "contraction"),
+        (" 2024", "digits"),
+        ("!", "symbols"),
+        ("\n", "whitespace_before_next"),
+        ("\n", "whitespace"),
+        ("Hello", "letters"),
+        (" ", "whitespace_before_next"),
+        (" world", "letters"),
+    ]:
+        assert re.search(rf"^   {re.escape(repr(piece))} +{alternative}$", shown, re.M), (piece, alternative)
+    assert "bytes 20 77 6f 72 6c 64 → 'Ġworld'" in shown  # stage 2: each byte as a printable character
+    assert re.search(r"^   Ġ w o r l d +start$", shown, re.M)  # stage 3 begins from single characters ...
+    assert re.search(r"^   Ġworld +merge 'Ġw\w*' \+ '\w*ld' \(rank \d+\)$", shown, re.M)  # ... and ends in one symbol
+
+
+def test_the_named_regex_is_gpt2s_pattern_with_groups():
+    assert PATTERN.pattern == r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+    for text in CORPUS:
+        assert [m.group() for m in NAMED.finditer(text)] == PATTERN.findall(text)

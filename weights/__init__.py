@@ -1,16 +1,16 @@
 """From a model name or directory to a GPT-2 with its tokenizer: find the files, read them, rewrite them.
 
-    model, tokenizer = weights.load("gpt2")                  # processed, as the residual-stream study used it
-    model, tokenizer = weights.load("gpt2", process=False)   # the official weights: Hugging Face's exact logits
+model, tokenizer = weights.load("gpt2")                  # processed, as the residual-stream study used it
+model, tokenizer = weights.load("gpt2", process=False)   # the official weights: Hugging Face's logits within ~5e-6
 """
 
 import torch
 
 from minigpt import GPT2, Tokenizer
 
-from .checkpoint import read_config, read_model, read_tokenizer, save
-from .hub import BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
 from . import devices, rewrites
+from .checkpoint import read_config, read_model, read_tokenizer, save
+from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
 from .rewrites import center_unembed, center_writing_weights, fold_layer_norm, fold_value_biases, process
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -61,6 +61,21 @@ def from_directory(
 
 
 __all__ = [
-    "BUNDLED_NAME", "REPOS", "CheckpointError", "center_unembed", "center_writing_weights", "fold_layer_norm",
-    "fold_value_biases", "from_directory", "is_hub_name", "load", "locate", "process", "read_config", "read_model", "read_tokenizer", "save",
-]  # fmt: skip
+    "BUNDLED_DIR",
+    "BUNDLED_NAME",
+    "REPOS",
+    "CheckpointError",
+    "center_unembed",
+    "center_writing_weights",
+    "fold_layer_norm",
+    "fold_value_biases",
+    "from_directory",
+    "is_hub_name",
+    "load",
+    "locate",
+    "process",
+    "read_config",
+    "read_model",
+    "read_tokenizer",
+    "save",
+]
