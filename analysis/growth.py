@@ -11,8 +11,8 @@ it was (see analysis/outdir.py).
 """
 
 import argparse
-import ctypes
 import csv
+import ctypes
 import json
 import math
 import os
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 import weights
-from analysis import measures, outdir, plots
-from minigpt import Config, Tokenizer
+from analysis import figures, measures, outdir, plots
 from analysis.measures import STREAMS
+from minigpt import Config, Tokenizer
 
 DEFAULT_PROMPTS = Path(__file__).parent / "prompts.txt"
 DEFAULT_OUT = Path("growth-report")
@@ -86,7 +86,9 @@ def read_prompts(path: Path) -> tuple[list[str], list[int]]:
     except FileNotFoundError:
         raise UsageError(f"prompts file {path} does not exist") from None
     except UnicodeDecodeError as error:
-        raise UsageError(f"prompts file {path} is not UTF-8: byte 0x{error.object[error.start]:02x} at offset {error.start}") from None
+        raise UsageError(
+            f"prompts file {path} is not UTF-8: byte 0x{error.object[error.start]:02x} at offset {error.start}"
+        ) from None
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
         raise UsageError(f"prompts file {path} has no prompts: every line is empty (write one prompt per line)")
@@ -141,15 +143,16 @@ class ModelStudy:
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
     growth: dict  # measures.growth_rate of resid_post
     appendix: dict  # measures.appendix1_check
-    weights: dict[str, np.ndarray]  # measures.weight_measures and the resampled activation rates
+    weight_stats: dict[str, np.ndarray]  # measures.weight_measures and the resampled activation rates
     padding: dict[str, np.ndarray] | None  # measures.padding_norms (None if no room for padding)
     padding_prompts: list[int]  # which prompts formed the padding batch
     example: int  # the prompt of figures 2 and 4
     example_tokens: list[int]
 
 
-def check_inputs(choice: ModelChoice, cfg: Config, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path,
-                 fit_layers, tokenizer) -> tuple[int, int]:  # fmt: skip
+def check_inputs(
+    choice: ModelChoice, cfg: Config, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path, fit_layers, tokenizer
+) -> tuple[int, int]:
     """Check the prompts and fit layers against the model's config.json before anything heavy is loaded;
     return the fit layers."""
     for i, tokens in enumerate(prompts):
@@ -162,7 +165,10 @@ def check_inputs(choice: ModelChoice, cfg: Config, prompts: list[list[int]], pro
         raise UsageError(f"{choice.name} has {cfg.n_layers} layer; a growth rate needs at least 2")
     first, last = fit_layers or measures.default_fit_layers(cfg.n_layers)
     if not 0 <= first < last <= cfg.n_layers - 1:
-        raise UsageError(f"--fit-layers {first}:{last} is outside {choice.name}'s {cfg.n_layers} layers (need 0 <= FIRST < LAST <= {cfg.n_layers - 1})")
+        raise UsageError(
+            f"--fit-layers {first}:{last} is outside {choice.name}'s {cfg.n_layers} layers "
+            f"(need 0 <= FIRST < LAST <= {cfg.n_layers - 1})"
+        )
     return first, last
 
 
@@ -182,148 +188,41 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
     padding = measures.padding_norms(model, [prompts[i] for i in picks], tokenizer.eot) if room else None
     with log.counting(f"{choice.name}: measuring the weights", cfg.n_layers, "layer") as advance:
-        w = measures.weight_measures(model, on_layer=advance)
-    w |= measures.resampled_active_fractions(model, act.early_resid_mid)
+        weight_stats = measures.weight_measures(model, on_layer=advance)
+    weight_stats |= measures.resampled_active_fractions(model, act.early_resid_mid)
     mean = {s: act.mean_norm(s) for s in STREAMS}
     growth = measures.growth_rate(mean["resid_post"], first, last)
     appendix = measures.appendix1_check(act)
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
     return ModelStudy(
-        name=choice.name, slug=slug(choice.name), cfg=cfg, source=model.source, tokenizer=tokenizer, act=act, mean=mean,
-        growth=growth, appendix=appendix, weights=w, padding=padding, padding_prompts=picks, example=example,
+        name=choice.name,
+        slug=slug(choice.name),
+        cfg=cfg,
+        source=model.source,
+        tokenizer=tokenizer,
+        act=act,
+        mean=mean,
+        growth=growth,
+        appendix=appendix,
+        weight_stats=weight_stats,
+        padding=padding,
+        padding_prompts=picks,
+        example=example,
         example_tokens=prompts[example],
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Figures and report
 
 
-def geometric_mean(ratios: np.ndarray, growth: dict) -> float:
-    """The geometric mean of per-layer ratios over the growth fit's layers."""
-    return float(np.exp(np.log(ratios[growth["first_layer"] : growth["last_layer"] + 1]).mean()))
-
-
-def figures(r: ModelStudy, directory: Path) -> list[tuple[str, str, str]]:
-    """Write one model's figures; return (stem, title, caption) for the report."""
-    name, cfg, act, mean, w, g = r.slug, r.cfg, r.act, r.mean, r.weights, r.growth
-    L, layers = cfg.n_layers, np.arange(cfg.n_layers)
-    out: list[tuple[str, str, str]] = []
-
-    def fit(values) -> float:
-        """The least-squares growth rate of values over the study's fit layers."""
-        return measures.growth_rate(values, g["first_layer"], g["last_layer"])["fit_rate"]
-
-    def add(fig, stem, title, caption):
-        plots.save(fig, directory, stem)
-        out.append((stem, title, caption))
-
-    pooled = act.pooled("resid_post")
-    shown = sorted({int(round(x)) for x in np.linspace(0, L - 1, min(8, L))})
-    add(plots.log_norm_histograms({l: pooled[l] for l in shown}, name), "01-norm-histograms", "Distribution of residual norms",
-        f"Median ‖resid_post‖ goes from {np.median(pooled[shown[0]]):.3g} at layer {shown[0]} to {np.median(pooled[shown[-1]]):.3g} at layer {shown[-1]} "
-        f"({pooled.shape[1]} vectors per layer).")  # fmt: skip
-
-    i = r.example
-    example = np.vstack([act.norms["resid_pre"][i][:1], act.norms["resid_post"][i]])  # [L + 1, n_pos]
-    first_words = r.tokenizer.decode(r.example_tokens[1:9])
-    add(plots.positions_by_layer(example, [r.tokenizer.decode([r.example_tokens[0]])], name), "02-positions-one-prompt",
-        "Every position of one prompt",
-        f"Prompt {i + 1} ({first_words!r}…, {example.shape[1]} tokens). After the last block the BOS residual has norm "
-        f"{example[-1, 0]:.3g}; the other positions have median {np.median(example[-1, 1:]):.3g}.")  # fmt: skip
-
-    ratios = act.norms["resid_post"][i] / act.norms["resid_pre"][i]
-    add(plots.position_growth_ratios(ratios, name), "04-growth-ratio-one-prompt", "Per-layer growth ratio of each position",
-        f"Same prompt. Over layers {g['first_layer']}–{g['last_layer']} the median ratio ‖x_l‖/‖x_(l−1)‖ of non-BOS positions is "
-        f"{np.median(ratios[g['first_layer'] : g['last_layer'] + 1, 1:]):.3f}; at BOS it is {np.median(ratios[g['first_layer'] : g['last_layer'] + 1, 0]):.3f}.")  # fmt: skip
-
-    if r.padding is not None:
-        p = r.padding
-        add(plots.layer_lines(f"{name}: BOS, padding and ordinary positions", "mean ‖resid_post‖ (log scale)",
-                              {"BOS (position 0)": {"y": p["bos"], "color": plots.BOS_COLOUR},
-                               "padding (<|endoftext|> after the prompt)": {"y": p["padding"], "color": "tab:orange"},
-                               "ordinary positions": {"y": p["ordinary"], "color": "tab:blue"}}),
-            "05-bos-and-padding", "BOS and padding",
-            f"{len(r.padding_prompts)} prompts of different lengths, right-padded with <|endoftext|>. At the last layer: BOS "
-            f"{p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}.")  # fmt: skip
-
-    add(plots.half_layer_residuals(mean, name), "06-resid-pre-mid-post", "resid_pre, resid_mid and resid_post",
-        f"Over layers {g['first_layer']}–{g['last_layer']}, adding attn_out multiplies the mean norm by "
-        f"{geometric_mean(mean['resid_mid'] / mean['resid_pre'], g):.3f} on average (geometric mean) and adding mlp_out by "
-        f"{geometric_mean(mean['resid_post'] / mean['resid_mid'], g):.3f}.")  # fmt: skip
-
-    add(plots.layer_lines(f"{name}: attention and MLP outputs", "mean L2 norm, BOS excluded (log scale)",
-                          {"attn_out": {"y": mean["attn_out"]}, "mlp_out": {"y": mean["mlp_out"]},
-                           "resid_post (for scale)": {"y": mean["resid_post"], "color": "grey", "linestyle": "--"}}),
-        "07-attn-and-mlp-out", "Attention and MLP outputs",
-        f"Over layers {g['first_layer']}–{g['last_layer']}: attn_out grows ×{fit(mean['attn_out']):.3f} "
-        f"per layer and mlp_out ×{fit(mean['mlp_out']):.3f} (least-squares fits), "
-        f"against ×{g['fit_rate']:.3f} for the residual.")  # fmt: skip
-
-    add(plots.attention_weights(w["W_OV_frobenius"], w["b_O_norm"], mean["attn_out"], w["ov_random_norm"], name),
-        "08-attention-weights", "Attention weights: W_OV and b_O",
-        f"Mean ‖W_OV‖_F over heads goes from {w['W_OV_frobenius'][0].mean():.3g} (layer 0) to {w['W_OV_frobenius'][-1].mean():.3g} (layer {L - 1}); "
-        f"fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{fit(w['W_OV_frobenius'].mean(1)):.3f} per layer.")  # fmt: skip
-
-    add(plots.layer_lines(f"{name}: MLP output on random normalised inputs", "mean L2 norm (log scale)",
-                          {"MLP(x), x random, mean 0, variance 1": {"y": w["mlp_random_norm"]},
-                           "actual mlp_out": {"y": mean["mlp_out"]}}),
-        "09-mlp-random-inputs", "MLP on random inputs",
-        f"Fitted growth over layers {g['first_layer']}–{g['last_layer']}: ×{fit(w['mlp_random_norm']):.3f} "
-        f"per layer on random inputs, ×{fit(mean['mlp_out']):.3f} for the actual output.")  # fmt: skip
-
-    stds = {s: act.rms_norm(s) / math.sqrt(cfg.d_model) for s in STREAMS}
-    add(plots.std_growth(stds, g["rate"], name), "10-std-and-bounds", "Standard deviations and the addition bounds",
-        f"Each curve is divided by {g['rate']:.3f}^l, the residual's growth rate. resid_post lies between the uncorrelated and "
-        f"fully correlated bounds at {np.mean((stds['resid_post'] >= np.sqrt(stds['resid_mid']**2 + stds['mlp_out']**2) * 0.999)):.0%} of layers.")  # fmt: skip
-
-    add(plots.layer_lines(f"{name}: MLP weight norms", "L2 / Frobenius norm (log scale)",
-                          {"‖W_in‖_F": {"y": w["W_in_norm"]}, "‖b_in‖": {"y": w["b_in_norm"]},
-                           "‖W_out‖_F": {"y": w["W_out_norm"]}, "‖b_out‖": {"y": w["b_out_norm"]}}),
-        "11-mlp-weight-norms", "MLP weight norms",
-        f"‖W_out‖_F changes ×{w['W_out_norm'][-1] / w['W_out_norm'][0]:.2f} from layer 0 to layer {L - 1}, while mean ‖mlp_out‖ changes "
-        f"×{mean['mlp_out'][-1] / mean['mlp_out'][0]:.2f}.")  # fmt: skip
-
-    rates = {"actual run": act.active_fraction(), "random normalised inputs": w["active_random"],
-             "resid_mid from positions 1–6 only": w["active_early_positions"],
-             "resid_mid from a random other layer": w["active_other_layer"]}  # fmt: skip
-    add(plots.layer_lines(f"{name}: fraction of MLP neurons with positive pre-activation", "fraction of pre-activations > 0",
-                          {k: {"y": v} for k, v in rates.items()}, log=False),
-        "12-gelu-activation-rate", "GELU activation rate",
-        f"In the actual run the fraction of positive pre-activations is {rates['actual run'][0]:.3f} at layer 0 and "
-        f"{rates['actual run'][-1]:.3f} at layer {L - 1}; on random inputs {w['active_random'][0]:.3f} and {w['active_random'][-1]:.3f}.")  # fmt: skip
-
-    add(plots.layer_lines(f"{name}: weights that read from and write to the residual", "Frobenius norm (log scale)",
-                          {"‖W_Q‖ (reads)": {"y": w["W_Q_norm"]}, "‖W_K‖ (reads)": {"y": w["W_K_norm"]},
-                           "‖W_V‖ (reads)": {"y": w["W_V_norm"]}, "‖W_in‖ (reads)": {"y": w["W_in_norm"]},
-                           "‖W_O‖ (writes)": {"y": w["W_O_norm"], "linestyle": "--"},
-                           "‖W_out‖ (writes)": {"y": w["W_out_norm"], "linestyle": "--"}}),
-        "13-reading-vs-writing", "Reading and writing weights",
-        f"From layer 0 to {L - 1}: ‖W_O‖ ×{w['W_O_norm'][-1] / w['W_O_norm'][0]:.2f}, ‖W_out‖ ×{w['W_out_norm'][-1] / w['W_out_norm'][0]:.2f}, "
-        f"‖W_V‖ ×{w['W_V_norm'][-1] / w['W_V_norm'][0]:.2f}, ‖W_in‖ ×{w['W_in_norm'][-1] / w['W_in_norm'][0]:.2f}.")  # fmt: skip
-
-    a = r.appendix
-    verdict = ("No vector violates it." if a["violations"] == 0
-               else f"**{a['violations']} vectors violate it (largest excess {a['worst_excess']:.3g}): this is a bug in the measurements.**")  # fmt: skip
-    add(plots.layer_lines(f"{name}: growth is bounded by what the sublayers add (Appendix 1)", "mean over vectors",
-                          {"g_l − 1 = ‖resid_post‖/‖resid_pre‖ − 1": {"y": a["growth_minus_1"]},
-                           "(‖attn_out‖ + ‖mlp_out‖) / ‖resid_pre‖": {"y": a["bound"], "linestyle": "--"}}, log=False),
-        "14-appendix1-bound", "Appendix 1: the triangle-inequality bound",
-        f"Per vector, g_l − 1 ≤ (‖attn_out‖ + ‖mlp_out‖)/‖resid_pre‖ must hold. {verdict}")  # fmt: skip
-
-    ov_ratio = w["W_OV_mean_Wx"] / w["W_OV_frobenius"]
-    add(plots.frobenius_claim(w["W_OV_frobenius"], w["W_OV_mean_Wx"], w["W_in_norm"], w["W_in_mean_Wx"], name),
-        "15-frobenius-claim", "Footnote 5: ‖W x‖ on random inputs and ‖W‖_F",
-        f"mean ‖W x‖ / ‖W‖_F is {ov_ratio.min():.3f}–{ov_ratio.max():.3f} over W_OV heads and "
-        f"{(w['W_in_mean_Wx'] / w['W_in_norm']).min():.3f}–{(w['W_in_mean_Wx'] / w['W_in_norm']).max():.3f} over W_in (E‖Wx‖² = ‖W‖_F² exactly).")  # fmt: skip
-    return out
-
-
 def growth_sentence(name: str, g: dict) -> str:
     """What the fitted numbers say, and only that."""
-    text = (f"{name}: mean ‖resid_post‖ grows ×{g['rate']:.4f} per layer from layer {g['first_layer']} to {g['last_layer']} "
-            f"(least-squares fit ×{g['fit_rate']:.4f}, R² {g['r2']:.3f}).")  # fmt: skip
+    text = (
+        f"{name}: mean ‖resid_post‖ grows ×{g['rate']:.4f} per layer from layer {g['first_layer']} to {g['last_layer']} "
+        f"(least-squares fit ×{g['fit_rate']:.4f}, R² {g['r2']:.3f})."
+    )
     a, b = g["rate_first_half"], g["rate_second_half"]
     if a is None:
         return text
@@ -333,8 +232,11 @@ def growth_sentence(name: str, g: dict) -> str:
     # Exponential growth keeps the per-layer rate; compare the halves' log-rates.
     second_over_first = math.log(b) / math.log(a) if a != 1 else float("inf")
     if second_over_first < 0.75:
-        text += (" The rate falls with depth, so this is not growth at one exponential rate. (For comparison: a sum of "
-                 "independent updates grows like √l, which is what random-weight models show; no exponential growth is expected of them.)")  # fmt: skip
+        text += (
+            " The rate falls with depth, so this is not growth at one exponential rate. (For comparison: a sum of "
+            "independent updates grows like √l, which is what random-weight models show; no exponential growth is "
+            "expected of them.)"
+        )
     elif second_over_first > 1.33:
         text += " The rate rises with depth: faster than one exponential."
     elif g["r2"] >= 0.95:
@@ -342,19 +244,34 @@ def growth_sentence(name: str, g: dict) -> str:
     return text
 
 
-def write_report(results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, captions: dict) -> None:
-    lines = ["# Residual stream norms grow exponentially over the forward pass: reproduction", "",
-             f"{n_prompts} prompts from {prompts_file}, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. "
-             "Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).", ""]  # fmt: skip
+def write_report(
+    results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, shown: dict
+) -> None:
+    lines = [
+        "# Residual stream norms grow exponentially over the forward pass: reproduction",
+        "",
+        f"{n_prompts} prompts from {prompts_file}, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. "
+        "Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).",
+        "",
+    ]
     for r in results:
         s = r.source
-        lines.append(f"- **{r.name}**: {r.cfg.n_layers} layers, d_model {r.cfg.d_model}; revision `{s['revision']}`; {s['dtype']}")
+        lines.append(
+            f"- **{r.name}**: {r.cfg.n_layers} layers, d_model {r.cfg.d_model}; revision `{s['revision']}`; {s['dtype']}"
+        )
     lines += ["", "## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
     lines += [growth_sentence(r.slug, r.growth) + " " for r in results] + [""]
     for r in results:
         lines += [f"# {r.slug}", ""]
-        for stem, title, caption in captions[r.slug]:
-            lines += [f"## {int(stem[:2])}. {title}", "", f"![{title}]({r.slug}/{stem}.png)", "", caption, ""]
+        for figure in shown[r.slug]:
+            lines += [
+                f"## {int(figure.stem[:2])}. {figure.title}",
+                "",
+                f"![{figure.title}]({r.slug}/{figure.stem}.png)",
+                "",
+                figure.caption,
+                "",
+            ]
     with outdir.writing(directory / "report.md") as path:
         path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -379,11 +296,15 @@ def summary(results: list[ModelStudy], n_prompts: int, n_tokens: int) -> dict:
 
 
 def layer_rows(r: ModelStudy) -> list[dict]:
-    act, w, a = r.act, r.weights, r.appendix
+    act, w, a = r.act, r.weight_stats, r.appendix
     columns = {f"mean_{s}": r.mean[s] for s in STREAMS}
     columns |= {f"rms_{s}": act.rms_norm(s) for s in STREAMS}
     columns |= {f"bos_{s}": act.bos_norm(s) for s in STREAMS}
-    columns |= {"mlp_active_fraction": act.active_fraction(), "appendix1_growth_minus_1": a["growth_minus_1"], "appendix1_bound": a["bound"]}
+    columns |= {
+        "mlp_active_fraction": act.active_fraction(),
+        "appendix1_growth_minus_1": a["growth_minus_1"],
+        "appendix1_bound": a["bound"],
+    }
     columns |= {"W_OV_frobenius_mean": w["W_OV_frobenius"].mean(1), "W_OV_mean_Wx_mean": w["W_OV_mean_Wx"].mean(1)}
     columns |= {key: value for key, value in w.items() if np.ndim(value) == 1}
     if r.padding is not None:
@@ -391,15 +312,20 @@ def layer_rows(r: ModelStudy) -> list[dict]:
     return [{"model": r.name, "layer": l} | {k: float(v[l]) for k, v in columns.items()} for l in range(r.cfg.n_layers)]
 
 
-def write_outputs(results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress) -> None:
-    captions = {}
+def write_outputs(
+    results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress
+) -> None:
+    shown = {}
     for r in results:
         log(f"{r.name}: figures")
         with outdir.writing(directory / r.slug) as path:
             path.mkdir()
-        captions[r.slug] = figures(r, directory / r.slug)
-    plots.save(plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.growth} for r in results}),
-               directory, "03-mean-norm-by-model")  # fmt: skip
+        shown[r.slug] = figures.write(r, directory / r.slug)
+    plots.save(
+        plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.growth} for r in results}),
+        directory,
+        "03-mean-norm-by-model",
+    )
     with outdir.writing(directory / "summary.json") as path:
         path.write_text(json.dumps(summary(results, n_prompts, n_tokens), indent=2) + "\n")
     rows = [row for r in results for row in layer_rows(r)]
@@ -407,23 +333,44 @@ def write_outputs(results: list[ModelStudy], directory: Path, prompts_file: Path
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
-    write_report(results, directory, prompts_file, n_prompts, n_tokens, captions)
+    write_report(results, directory, prompts_file, n_prompts, n_tokens, shown)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m analysis.growth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", help="model name, hub id or directory; repeat to compare (default: gpt2, or the bundled model offline)")
-    parser.add_argument("--revision", help="branch, tag or commit of the hub models (default: main); summary.json records the commit")
-    parser.add_argument("--prompts-file", type=Path, help="one prompt per non-empty line, UTF-8 (default: the ~60 shipped prompts)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output folder: new, empty, or a previous report, which is replaced (default: ./{DEFAULT_OUT})")  # fmt: skip
-    parser.add_argument("--fit-layers", help="FIRST:LAST layers of the growth fit (default: the study's 5:41 of 48, scaled to depth)")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.growth", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="model name, hub id or directory; repeat to compare (default: gpt2, or the bundled model offline)",
+    )
+    parser.add_argument(
+        "--revision", help="branch, tag or commit of the hub models (default: main); summary.json records the commit"
+    )
+    parser.add_argument(
+        "--prompts-file", type=Path, help="one prompt per non-empty line, UTF-8 (default: the ~60 shipped prompts)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output folder: new, empty, or a previous report, which is replaced (default: ./{DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--fit-layers", help="FIRST:LAST layers of the growth fit (default: the study's 5:41 of 48, scaled to depth)"
+    )
     parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    parser.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass (default 4: larger batches gain little speed and leave more freed memory resident)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="prompts per forward pass (default 4: larger batches gain little speed and leave more freed memory resident)",
+    )
     return parser.parse_args(argv)
 
 
@@ -474,9 +421,13 @@ def run(args, log: Progress) -> Path:
     results = [analyse(plan, args, device, log) for plan in plans]
     for r in results:
         if r.appendix["violations"]:
-            print(f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
-                  f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; please report this.\n",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
+                f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; "
+                "please report this.\n",
+                file=sys.stderr,
+                flush=True,
+            )
     folder = outdir.ReportFolder(out)
     with folder as scratch:
         write_outputs(results, scratch, prompts_file, len(texts), sum(map(len, plans[0].prompts)), log)

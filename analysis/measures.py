@@ -1,6 +1,6 @@
 """The study's numbers: residual norms gathered while the model runs, and measurements of its weights.
 
-Conventions (from the growth issue): every prompt starts with <|endoftext|> (BOS) at position 0;
+Conventions (the study's): every prompt starts with <|endoftext|> (BOS) at position 0;
 averages exclude position 0 and padding and pool all remaining (prompt, position) pairs; norms are L2
 norms of the processed model's vectors (zero-mean residual stream, so norm = std·√d_model).
 """
@@ -141,7 +141,11 @@ def collect(model: GPT2, prompts: list[list[int]], batch_size: int, pad: int, n_
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
         tokens, lengths = pad_batch([prompts[i] for i in chosen], pad)
-        with instrument.hooks(model, dict.fromkeys(early_names, lambda t, name: early.append((name, t[:, 1 : n_early + 1].to(torch.float32, copy=True), lengths)))):
+
+        def keep_early(resid_mid: torch.Tensor, name: str, lengths=lengths) -> None:
+            early.append((name, resid_mid[:, 1 : n_early + 1].to(torch.float32, copy=True), lengths))
+
+        with instrument.hooks(model, dict.fromkeys(early_names, keep_early)):
             cache = per_position_norms(model, tokens)
         for row, i in enumerate(chosen):
             n = lengths[row]
@@ -169,7 +173,9 @@ def _early_vectors(captured, n_layers: int, n_early: int) -> torch.Tensor:
     return torch.stack([torch.cat(vectors) for vectors in by_layer])
 
 
-def padding_norms(model: GPT2, prompts: list[list[int]], pad: int, extra: int = 4, stream: str = "resid_post") -> dict[str, np.ndarray]:
+def padding_norms(
+    model: GPT2, prompts: list[list[int]], pad: int, extra: int = 4, stream: str = "resid_post"
+) -> dict[str, np.ndarray]:
     """Prompts of different lengths batched and right-padded with `pad`, `extra` positions beyond the
     longest (so that there is padding even if all lengths are equal): mean norm per layer at BOS, at
     padding positions, and at ordinary positions. [n_layers] each."""
@@ -235,8 +241,12 @@ def W_OV_apply(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.T
     return torch.einsum("nd,hde->hne", x, W_V) @ W_O
 
 
-def mean_output_norm(fn, x: torch.Tensor) -> float:
-    return float(fn(x).float().norm(dim=-1).mean())
+def mlp_on(model: GPT2, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer's MLP applied to x, LayerNorm's output [n, d_model]: (pre-activations [n, d_mlp], output [n, d_model])."""
+    seen = []
+    with instrument.hooks(model, {f"blocks.{layer}.mlp.hook_pre": lambda pre, name: seen.append(pre)}):
+        out = model.blocks[layer].mlp(x)
+    return seen[0], out
 
 
 @torch.no_grad()
@@ -249,23 +259,27 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
     for l, block in enumerate(model.blocks):
         attn, mlp = block.attn, block.mlp
         W_V, W_O = attn.W_V.float(), attn.W_O.float()
-        pre_random = []
-        with instrument.hooks(model, {f"blocks.{l}.mlp.hook_pre": lambda t, name: pre_random.append(t)}):
-            mlp_random_out = mlp(x_normalised)
-        rows.append({
-            "W_OV_frobenius": W_OV_frobenius(W_V, W_O).cpu().numpy(),  # [n_heads]
-            "b_O_norm": float(attn.b_O.float().norm()),
-            "ov_random_norm": mean_output_norm(lambda x: W_OV_apply(W_V, W_O, x).sum(0), x_normalised.float()),
-            "mlp_random_norm": float(mlp_random_out.float().norm(dim=-1).mean()),
-            "active_random": float((pre_random[0] > 0).float().mean()),
-            "W_in_norm": float(mlp.W_in.float().norm()), "b_in_norm": float(mlp.b_in.float().norm()),
-            "W_out_norm": float(mlp.W_out.float().norm()), "b_out_norm": float(mlp.b_out.float().norm()),
-            "W_Q_norm": float(attn.W_Q.float().norm()), "W_K_norm": float(attn.W_K.float().norm()),
-            "W_V_norm": float(W_V.norm()), "W_O_norm": float(W_O.norm()),
-            # Footnote 5: E‖W x‖² = ‖W‖_F² for x with identity covariance, so mean ‖W x‖ ≈ ‖W‖_F.
-            "W_OV_mean_Wx": W_OV_apply(W_V, W_O, x_gaussian.float()).norm(dim=-1).mean(1).cpu().numpy(),  # [n_heads]
-            "W_in_mean_Wx": float((x_gaussian @ mlp.W_in).float().norm(dim=-1).mean()),
-        })  # fmt: skip
+        pre_random, mlp_random_out = mlp_on(model, l, x_normalised)
+        rows.append(
+            {
+                "W_OV_frobenius": W_OV_frobenius(W_V, W_O).cpu().numpy(),  # [n_heads]
+                "b_O_norm": float(attn.b_O.float().norm()),
+                "ov_random_norm": float(W_OV_apply(W_V, W_O, x_normalised.float()).sum(0).norm(dim=-1).mean()),
+                "mlp_random_norm": float(mlp_random_out.float().norm(dim=-1).mean()),
+                "active_random": float((pre_random > 0).float().mean()),
+                "W_in_norm": float(mlp.W_in.float().norm()),
+                "b_in_norm": float(mlp.b_in.float().norm()),
+                "W_out_norm": float(mlp.W_out.float().norm()),
+                "b_out_norm": float(mlp.b_out.float().norm()),
+                "W_Q_norm": float(attn.W_Q.float().norm()),
+                "W_K_norm": float(attn.W_K.float().norm()),
+                "W_V_norm": float(W_V.norm()),
+                "W_O_norm": float(W_O.norm()),
+                # Footnote 5: E‖W x‖² = ‖W‖_F² for x with identity covariance, so mean ‖W x‖ ≈ ‖W‖_F.
+                "W_OV_mean_Wx": W_OV_apply(W_V, W_O, x_gaussian.float()).norm(dim=-1).mean(1).cpu().numpy(),  # [n_heads]
+                "W_in_mean_Wx": float((x_gaussian @ mlp.W_in).float().norm(dim=-1).mean()),
+            }
+        )
         if on_layer:
             on_layer(1)
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
@@ -274,10 +288,8 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
 @torch.no_grad()
 def active_fraction_of(model: GPT2, layer: int, resid: torch.Tensor) -> float:
     """The fraction of layer's MLP pre-activations > 0 when its ln2 reads the residual vectors `resid`."""
-    block, seen = model.blocks[layer], []
-    with instrument.hooks(model, {f"blocks.{layer}.mlp.hook_pre": lambda t, name: seen.append(t)}):
-        block.mlp(block.ln2(resid.to(model.W_E.dtype)))
-    return float((seen[0] > 0).float().mean())
+    pre, _ = mlp_on(model, layer, model.blocks[layer].ln2(resid.to(model.W_E.dtype)))
+    return float((pre > 0).float().mean())
 
 
 def resampled_active_fractions(model: GPT2, early_resid_mid: torch.Tensor, seed: int = 0) -> dict[str, np.ndarray]:
@@ -289,4 +301,8 @@ def resampled_active_fractions(model: GPT2, early_resid_mid: torch.Tensor, seed:
     early = [active_fraction_of(model, l, early_resid_mid[l]) for l in range(L)]
     others = [int(rng.choice([k for k in range(L) if k != l])) for l in range(L)]
     other_layer = [active_fraction_of(model, l, early_resid_mid[k]) for l, k in enumerate(others)]
-    return {"active_early_positions": np.array(early), "active_other_layer": np.array(other_layer), "other_layer": np.array(others)}
+    return {
+        "active_early_positions": np.array(early),
+        "active_other_layer": np.array(other_layer),
+        "other_layer": np.array(others),
+    }

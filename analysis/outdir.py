@@ -116,13 +116,14 @@ def check(out: Path) -> None:
         return
     ours = _written_by_us(out)
     if ours is None:
-        looks_old = {"summary.json", "report.md"} <= files
-        raise OutputError(
-            f"--out {out} is a folder holding {len(files)} file(s) that this command did not write ({_examples(files or folders)}); "
-            + ("it looks like a report from before minigpt marked its reports, so remove it yourself if you no longer need it, or "
-               if looks_old else "")  # fmt: skip
-            + "give a new or empty folder (nothing was touched)"
-        )
+        what = f"--out {out} is a folder holding {len(files)} file(s) that this command did not write"
+        advice = "give a new or empty folder (nothing was touched)"
+        if {"summary.json", "report.md"} <= files:
+            advice = (
+                "it looks like a report from before minigpt marked its reports: remove it yourself if you no longer need it, or "
+                + advice
+            )
+        raise OutputError(f"{what} ({_examples(files or folders)}); {advice}")
     parents = {str(parent) for name in ours for parent in Path(name).parents}
     foreign = (files - ours - {MARKER}) | (folders - parents)
     if foreign:

@@ -1,5 +1,6 @@
 """The study's figures. Each function takes numbers and returns a matplotlib Figure; none computes
-anything about a model. Legends sit outside the axes so they never hide data."""
+anything about a model. Legends sit outside the axes so they never hide data, except figure 15's, which
+sits in the corner its points leave empty (they lie on the diagonal)."""
 
 from pathlib import Path
 
@@ -62,12 +63,19 @@ def layer_lines(title: str, ylabel: str, series: dict[str, dict], log: bool = Tr
 
 def log_norm_histograms(norms_by_layer: dict[int, np.ndarray], model: str) -> Figure:
     """Figure 1: overlaid histograms of log10 ‖resid_post‖ at several layers."""
-    fig, ax = _figure(f"{model}: distribution of residual norms by layer (BOS excluded)", "log10 of L2 norm of resid_post", "number of vectors", log=False)
+    fig, ax = _figure(
+        f"{model}: distribution of residual norms by layer (BOS excluded)",
+        "log10 of L2 norm of resid_post",
+        "number of vectors",
+        log=False,
+    )
     all_logs = np.log10(np.concatenate(list(norms_by_layer.values())))
     bins = np.linspace(all_logs.min(), all_logs.max(), 60)
     colours = plt.cm.viridis(np.linspace(0, 0.95, len(norms_by_layer)))
     for colour, (layer, norms) in zip(colours, norms_by_layer.items()):
-        ax.hist(np.log10(norms), bins=bins, histtype="stepfilled", alpha=0.35, color=colour, edgecolor=colour, label=f"layer {layer}")
+        ax.hist(
+            np.log10(norms), bins=bins, histtype="stepfilled", alpha=0.35, color=colour, edgecolor=colour, label=f"layer {layer}"
+        )
     _legend(fig, title="resid_post at")
     return fig
 
@@ -77,7 +85,9 @@ def positions_by_layer(norms: np.ndarray, labels: list[str], model: str) -> Figu
 
     norms: [n_layers + 1, n_pos], row 0 the embedding (resid_pre of block 0), row l + 1 resid_post of block l.
     """
-    fig, ax = _figure(f"{model}: residual norm of every position of one prompt", "residual after block (0 = embeddings)", NORM_LABEL)
+    fig, ax = _figure(
+        f"{model}: residual norm of every position of one prompt", "residual after block (0 = embeddings)", NORM_LABEL
+    )
     x = np.arange(norms.shape[0])
     colours = plt.cm.Greys(np.linspace(0.35, 0.85, norms.shape[1]))
     for pos in range(1, norms.shape[1]):
@@ -93,13 +103,24 @@ def models_mean_norm(curves: dict[str, dict]) -> Figure:
 
     curves = {model: {"mean_norm": [L], "growth": growth_rate(...) result}}.
     """
-    fig, ax = _figure("Mean residual norm by layer, with exponential fits", "layer l (resid_post of block l)", "mean L2 norm, BOS excluded (log scale)")
+    fig, ax = _figure(
+        "Mean residual norm by layer, with exponential fits",
+        "layer l (resid_post of block l)",
+        "mean L2 norm, BOS excluded (log scale)",
+    )
     for colour, (model, curve) in zip(plt.cm.tab10.colors, curves.items()):
         y, g = np.asarray(curve["mean_norm"]), curve["growth"]
         ax.plot(np.arange(len(y)), y, "o-", color=colour, markersize=3, label=model)
         fit_x = np.arange(g["first_layer"], g["last_layer"] + 1)
-        ax.plot(fit_x, g["fit_intercept"] * g["fit_rate"] ** fit_x, "--", color=colour, linewidth=2, alpha=0.7,
-                label=f"fit, layers {g['first_layer']}–{g['last_layer']}: ×{g['fit_rate']:.3f}/layer (R² {g['r2']:.2f})")  # fmt: skip
+        ax.plot(
+            fit_x,
+            g["fit_intercept"] * g["fit_rate"] ** fit_x,
+            "--",
+            color=colour,
+            linewidth=2,
+            alpha=0.7,
+            label=f"fit, layers {g['first_layer']}–{g['last_layer']}: ×{g['fit_rate']:.3f}/layer (R² {g['r2']:.2f})",
+        )
     _legend(fig)
     return fig
 
@@ -109,7 +130,9 @@ def position_growth_ratios(ratios: np.ndarray, model: str) -> Figure:
 
     ratios: [n_layers, n_pos], row l = ‖resid_post_l‖ / ‖resid_pre_l‖ (the residual before block l).
     """
-    fig, ax = _figure(f"{model}: per-layer growth ratio of every position of one prompt", LAYER_LABEL, "‖x_l‖ / ‖x_(l−1)‖ (log scale)")
+    fig, ax = _figure(
+        f"{model}: per-layer growth ratio of every position of one prompt", LAYER_LABEL, "‖x_l‖ / ‖x_(l−1)‖ (log scale)"
+    )
     x = np.arange(ratios.shape[0])
     for pos in range(1, ratios.shape[1]):
         ax.plot(x, ratios[:, pos], color="grey", linewidth=1, alpha=0.6)
@@ -122,7 +145,11 @@ def position_growth_ratios(ratios: np.ndarray, model: str) -> Figure:
 
 def half_layer_residuals(mean_norms: dict[str, np.ndarray], model: str) -> Figure:
     """Figure 6: resid_pre at l, resid_mid at l + ½, resid_post at l + 1 on one axis."""
-    fig, ax = _figure(f"{model}: mean residual norm through each block", "position in the forward pass (block l spans l to l+1)", "mean L2 norm, BOS excluded (log scale)")
+    fig, ax = _figure(
+        f"{model}: mean residual norm through each block",
+        "position in the forward pass (block l spans l to l+1)",
+        "mean L2 norm, BOS excluded (log scale)",
+    )
     L = len(mean_norms["resid_pre"])
     x = np.concatenate([np.arange(L)[:, None] + offset for offset in (0, 0.5, 1)], axis=1).ravel()
     y = np.stack([mean_norms[s] for s in ("resid_pre", "resid_mid", "resid_post")], axis=1).ravel()
@@ -140,7 +167,9 @@ def attention_weights(head_norms: np.ndarray, b_O: np.ndarray, attn_out: np.ndar
     fig.suptitle(f"{model}: attention weights (W_OV, b_O) and attention output by layer")
     x = np.arange(len(b_O))
     for h in range(head_norms.shape[1]):
-        left.plot(x, head_norms[:, h], color="grey", linewidth=0.8, alpha=0.6, label="‖W_OV‖_F, one line per head" if h == 0 else None)
+        left.plot(
+            x, head_norms[:, h], color="grey", linewidth=0.8, alpha=0.6, label="‖W_OV‖_F, one line per head" if h == 0 else None
+        )
     left.plot(x, b_O, color="hotpink", linewidth=2, label="‖b_O‖")
     left.plot(x, attn_out, color="tab:blue", linewidth=2, label="mean ‖attn_out‖")
     right.plot(x, ov_random, color="tab:purple", linewidth=2, label="mean ‖Σ_h W_OV^h x‖, x random, normalised")
@@ -156,28 +185,58 @@ def attention_weights(head_norms: np.ndarray, b_O: np.ndarray, attn_out: np.ndar
 def std_growth(stds: dict[str, np.ndarray], rate: float, model: str) -> Figure:
     """Figure 10: per-layer standard deviations divided by rate^l, with the bounds for each addition:
     uncorrelated √(a² + b²) and fully correlated a + b."""
-    fig, ax = _figure(f"{model}: standard deviations divided by {rate:.3f}^l", LAYER_LABEL, f"std of vector entries / {rate:.3f}^l (log scale)", size=(11, 5.2))
+    fig, ax = _figure(
+        f"{model}: standard deviations divided by {rate:.3f}^l",
+        LAYER_LABEL,
+        f"std of vector entries / {rate:.3f}^l (log scale)",
+        size=(11, 5.2),
+    )
     L = len(stds["resid_pre"])
     scale = rate ** np.arange(L)
     colours = dict(zip(("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"), plt.cm.tab10.colors))
     for stream, colour in colours.items():
         ax.plot(np.arange(L), stds[stream] / scale, "o-", markersize=3, color=colour, label=stream)
     for total, (a, b) in (("resid_mid", ("resid_pre", "attn_out")), ("resid_post", ("resid_mid", "mlp_out"))):
-        ax.plot(np.arange(L), np.sqrt(stds[a] ** 2 + stds[b] ** 2) / scale, ":", color=colours[total], linewidth=2,
-                label=f"{total} if uncorrelated: √({a}² + {b}²)")  # fmt: skip
-        ax.plot(np.arange(L), (stds[a] + stds[b]) / scale, "--", color=colours[total], linewidth=1,
-                label=f"{total} if fully correlated: {a} + {b}")  # fmt: skip
+        ax.plot(
+            np.arange(L),
+            np.sqrt(stds[a] ** 2 + stds[b] ** 2) / scale,
+            ":",
+            color=colours[total],
+            linewidth=2,
+            label=f"{total} if uncorrelated: √({a}² + {b}²)",
+        )
+        ax.plot(
+            np.arange(L),
+            (stds[a] + stds[b]) / scale,
+            "--",
+            color=colours[total],
+            linewidth=1,
+            label=f"{total} if fully correlated: {a} + {b}",
+        )
     _legend(fig)
     return fig
 
 
-def frobenius_claim(ov_frobenius: np.ndarray, ov_mean: np.ndarray, in_frobenius: np.ndarray, in_mean: np.ndarray, model: str) -> Figure:
+def frobenius_claim(
+    ov_frobenius: np.ndarray, ov_mean: np.ndarray, in_frobenius: np.ndarray, in_mean: np.ndarray, model: str
+) -> Figure:
     """Figure 15: mean ‖W x‖ over random unit-variance x against ‖W‖_F, for every W_OV head and W_in."""
-    fig, ax = _figure(f"{model}: mean ‖W x‖ for random x against ‖W‖_F", "‖W‖_F (log scale)", "mean ‖W x‖, x ~ N(0, I) (log scale)")
+    fig, ax = _figure(
+        f"{model}: mean ‖W x‖ for random x against ‖W‖_F", "‖W‖_F (log scale)", "mean ‖W x‖, x ~ N(0, I) (log scale)"
+    )
     log_scale(ax, "x")
     layers = np.repeat(np.arange(ov_frobenius.shape[0]), ov_frobenius.shape[1])
     points = ax.scatter(ov_frobenius.ravel(), ov_mean.ravel(), c=layers, cmap="viridis", s=10, label="W_OV, one point per head")
-    ax.scatter(in_frobenius, in_mean, c=np.arange(len(in_frobenius)), cmap="viridis", marker="s", s=40, edgecolor="black", label="W_in, one per layer")
+    ax.scatter(
+        in_frobenius,
+        in_mean,
+        c=np.arange(len(in_frobenius)),
+        cmap="viridis",
+        marker="s",
+        s=40,
+        edgecolor="black",
+        label="W_in, one per layer",
+    )
     everything = np.concatenate([ov_frobenius.ravel(), in_frobenius, ov_mean.ravel(), in_mean])
     line = np.array([everything.min() * 0.9, everything.max() * 1.1])
     ax.plot(line, line, "k--", linewidth=1, label="mean ‖W x‖ = ‖W‖_F")

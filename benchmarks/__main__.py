@@ -33,7 +33,15 @@ SHAPES = {  # name: (n_layers, d_model, n_heads, batch, n_pos)
     "gpt2-xl": (48, 1600, 25, 4, 64),
 }
 QUICK_SHAPES = {"gpt2 (toy: 2 layers, d_model 64)": (2, 64, 4, 4, 32), "gpt2-xl (toy: 3 layers, d_model 96)": (3, 96, 4, 2, 32)}
-GOALS = {"b_vs_hf": 1.0, "c_vs_hf_gpt2": 1.3, "peak_fraction_xl": 0.85, "load_rss": 1.2, "load_vs_raw": 3.0, "study_rss": 1.3, "study_seconds": 240}
+GOALS = {
+    "b_vs_hf": 1.0,
+    "c_vs_hf_gpt2": 1.3,
+    "peak_fraction_xl": 0.85,
+    "load_rss": 1.2,
+    "load_vs_raw": 3.0,
+    "study_rss": 1.3,
+    "study_seconds": 240,
+}
 
 
 def log(message: str) -> None:
@@ -64,8 +72,17 @@ def warm_page_cache(path: Path) -> None:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
-    memory = next((int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        (int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0
+    )
     versions = [f"torch {torch.__version__} ({torch.get_num_threads()} threads)", f"python {platform.python_version()}"]
     for package in ("transformers", "transformer_lens"):
         if importlib.util.find_spec(package):
@@ -83,7 +100,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="toy shapes and 2 repeats: a smoke test")
     parser.add_argument("--repeats", type=int, default=None, help="timed forward passes per contender (default 7, quick 2)")
-    parser.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "minigpt-bench", help="where the checkpoints are kept")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path.home() / ".cache" / "minigpt-bench", help="where the checkpoints are kept"
+    )
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     parser.add_argument("--skip", action="append", default=[], choices=["forward", "load", "study"], help="leave a part out")
     args = parser.parse_args(argv)
@@ -96,24 +115,41 @@ def main(argv=None) -> int:
     directories = {name: checkpoint(args.workdir, shape) for name, shape in shapes.items()}
     large_name, large = list(directories.items())[-1]
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    lines = [f"# Benchmarks", "", f"`python -m benchmarks{' --quick' if args.quick else ''}` on {started}.", "",
-             f"Machine: {machine()}.", "", "Random-weight checkpoints in the official layout; every ratio below comes from one run.", ""]  # fmt: skip
+    lines = [
+        "# Benchmarks",
+        "",
+        f"`python -m benchmarks{' --quick' if args.quick else ''}` on {started}.",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        "Random-weight checkpoints in the official layout; every ratio below comes from one run.",
+        "",
+    ]
     verdicts = []
 
     if "forward" not in args.skip:
         peak = forward.matmul_peak_flops(512 if args.quick else 2048)
         log(f"fp32 matmul peak of this machine: {peak / 1e9:.1f} GFLOP/s")
-        lines += ["## 1. Forward throughput", "", f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s. "
-                  f"Median of {repeats} alternating timed passes after a warm-up. (bfloat16 rows are also "
-                  "given as a percentage of the float32 peak, so they can exceed 100%.)", ""]  # fmt: skip
+        lines += [
+            "## 1. Forward throughput",
+            "",
+            f"fp32 matmul peak measured in this run: {peak / 1e9:.1f} GFLOP/s. "
+            f"Median of {repeats} alternating timed passes after a warm-up. (bfloat16 rows are also "
+            "given as a percentage of the float32 peak, so they can exceed 100%.)",
+            "",
+        ]
         for name, directory in directories.items():
             *_, batch, n_pos = shapes[name]
             log(f"forward throughput, {name} shape, batch {batch} × {n_pos}")
             # bfloat16 only at the first shape: at gpt2-xl shape a fourth copy of the weights would crowd 24 GiB
             rows = forward.measure(directory, batch, n_pos, repeats, with_tl, with_bf16=name == list(shapes)[0], log=log)
             hf_eager = next(r for r in rows if r["contender"].startswith("HF eager"))
-            lines += [f"### {name} shape, batch {batch} × {n_pos} tokens", "",
-                      "| contender | tokens/s | × HF eager | % of matmul peak |", "|---|---:|---:|---:|"]  # fmt: skip
+            lines += [
+                f"### {name} shape, batch {batch} × {n_pos} tokens",
+                "",
+                "| contender | tokens/s | × HF eager | % of matmul peak |",
+                "|---|---:|---:|---:|",
+            ]
             for r in rows:
                 ratio = r["tokens_per_s"] / hf_eager["tokens_per_s"]
                 fraction = r["flops"] / r["seconds"] / peak
@@ -125,10 +161,19 @@ def main(argv=None) -> int:
             c = next(r for r in rows if r["contender"].startswith("minigpt (c)"))
             verdicts.append(("(b) capture-all ≥ 1.0× HF eager", name, f"{b['vs_hf']:.2f}×", b["vs_hf"] >= GOALS["b_vs_hf"]))
             if name == list(shapes)[0]:
-                verdicts.append(("(c) norms only ≥ 1.3× HF eager", name, f"{c['vs_hf']:.2f}×", c["vs_hf"] >= GOALS["c_vs_hf_gpt2"]))
+                verdicts.append(
+                    ("(c) norms only ≥ 1.3× HF eager", name, f"{c['vs_hf']:.2f}×", c["vs_hf"] >= GOALS["c_vs_hf_gpt2"])
+                )
             else:
                 best = max(b["peak_fraction"], c["peak_fraction"])
-                verdicts.append(("minigpt ≥ 85% of matmul peak", name, f"{c['peak_fraction']:.0%} (c), {b['peak_fraction']:.0%} (b)", best >= GOALS["peak_fraction_xl"]))
+                verdicts.append(
+                    (
+                        "minigpt ≥ 85% of matmul peak",
+                        name,
+                        f"{c['peak_fraction']:.0%} (c), {b['peak_fraction']:.0%} (b)",
+                        best >= GOALS["peak_fraction_xl"],
+                    )
+                )
 
     if "load" not in args.skip:
         log(f"load + process of the {large_name}-shaped checkpoint, each in a fresh process")
@@ -141,33 +186,60 @@ def main(argv=None) -> int:
                 log(f"  {c:8s} {results[c][-1]['seconds']:6.1f} s  peak RSS {gib(results[c][-1]['peak_rss'])}")
         size = results["raw"][0]["checkpoint_bytes"]
         median = {c: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "peak_rss")} for c, rs in results.items()}
-        labels = {"raw": "raw safetensors read (every tensor)", "minigpt": "minigpt weights.load(process=True)",
-                  "hf": "HF GPT2LMHeadModel.from_pretrained (file mapped, weights read on first use)",
-                  "hf-read": "HF from_pretrained, then every weight used once",
-                  "tl": "TransformerLens bridge + enable_compatibility_mode()"}  # fmt: skip
-        lines += [f"## 2. Load + process, {large_name} shape ({gib(size)} file)", "",
-                  "Each in a fresh process, after the file is read once into the page cache; median of the runs. Peak RSS "
-                  "includes the imports.", "",
-                  "| loader | seconds | × raw read | peak RSS | × file size |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        labels = {
+            "raw": "raw safetensors read (every tensor)",
+            "minigpt": "minigpt weights.load(process=True)",
+            "hf": "HF GPT2LMHeadModel.from_pretrained (file mapped, weights read on first use)",
+            "hf-read": "HF from_pretrained, then every weight used once",
+            "tl": "TransformerLens bridge + enable_compatibility_mode()",
+        }
+        lines += [
+            f"## 2. Load + process, {large_name} shape ({gib(size)} file)",
+            "",
+            "Each in a fresh process, after the file is read once into the page cache; median of the runs. Peak RSS "
+            "includes the imports.",
+            "",
+            "| loader | seconds | × raw read | peak RSS | × file size |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for c, m in median.items():
-            lines.append(f"| {labels[c]} | {m['seconds']:.1f} | {m['seconds'] / median['raw']['seconds']:.2f} | {gib(m['peak_rss'])} | {m['peak_rss'] / size:.2f} |")
+            vs_raw, vs_file = m["seconds"] / median["raw"]["seconds"], m["peak_rss"] / size
+            lines.append(f"| {labels[c]} | {m['seconds']:.1f} | {vs_raw:.2f} | {gib(m['peak_rss'])} | {vs_file:.2f} |")
         lines.append("")
         mg = median["minigpt"]
-        verdicts.append(("load peak RSS ≤ 1.2× file", large_name, f"{mg['peak_rss'] / size:.2f}×", mg["peak_rss"] / size <= GOALS["load_rss"]))
-        verdicts.append(("load time ≤ 3× raw read", large_name, f"{mg['seconds'] / median['raw']['seconds']:.2f}×", mg["seconds"] / median["raw"]["seconds"] <= GOALS["load_vs_raw"]))
+        verdicts.append(
+            ("load peak RSS ≤ 1.2× file", large_name, f"{mg['peak_rss'] / size:.2f}×", mg["peak_rss"] / size <= GOALS["load_rss"])
+        )
+        verdicts.append(
+            (
+                "load time ≤ 3× raw read",
+                large_name,
+                f"{mg['seconds'] / median['raw']['seconds']:.2f}×",
+                mg["seconds"] / median["raw"]["seconds"] <= GOALS["load_vs_raw"],
+            )
+        )
         if "tl" in median:
-            lines += [f"minigpt against TransformerLens: {median['tl']['peak_rss'] / mg['peak_rss']:.1f}× less memory, "
-                      f"{median['tl']['seconds'] / mg['seconds']:.1f}× faster.", ""]  # fmt: skip
+            lines += [
+                f"minigpt against TransformerLens: {median['tl']['peak_rss'] / mg['peak_rss']:.1f}× less memory, "
+                f"{median['tl']['seconds'] / mg['seconds']:.1f}× faster.",
+                "",
+            ]
 
     if "study" not in args.skip:
         log(f"python -m analysis.growth on the {large_name}-shaped checkpoint (default prompts)")
         study = probe("study", large)
         log(f"  {study['seconds']:.1f} s, peak RSS {gib(study['peak_rss'])} ({study['peak_ratio']:.2f}× the file)")
-        lines += [f"## 3. The study end to end, {large_name} shape", "",
-                  f"`python -m analysis.growth --model <checkpoint>` with the default prompts: {study['seconds']:.1f} s, "
-                  f"peak RSS {gib(study['peak_rss'])} = {study['peak_ratio']:.2f}× the checkpoint file.", ""]  # fmt: skip
+        lines += [
+            f"## 3. The study end to end, {large_name} shape",
+            "",
+            f"`python -m analysis.growth --model <checkpoint>` with the default prompts: {study['seconds']:.1f} s, "
+            f"peak RSS {gib(study['peak_rss'])} = {study['peak_ratio']:.2f}× the checkpoint file.",
+            "",
+        ]
         verdicts.append(("study ≤ 4 min", large_name, f"{study['seconds']:.0f} s", study["seconds"] <= GOALS["study_seconds"]))
-        verdicts.append(("study peak RSS ≤ 1.3× file", large_name, f"{study['peak_ratio']:.2f}×", study["peak_ratio"] <= GOALS["study_rss"]))
+        verdicts.append(
+            ("study peak RSS ≤ 1.3× file", large_name, f"{study['peak_ratio']:.2f}×", study["peak_ratio"] <= GOALS["study_rss"])
+        )
 
     if args.quick:  # toy shapes say nothing about the goals, which are set at the real shapes
         lines += ["Toy shapes (--quick): a smoke test; the goals are judged only at the real shapes."]

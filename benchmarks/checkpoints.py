@@ -38,13 +38,19 @@ def official_state(n_layers, d_model, n_heads, *, d_vocab=50257, n_ctx=1024, see
     state = {"wte.weight": randn(d_vocab, d), "wpe.weight": randn(n_ctx, d, std=0.01)}
     for i in range(n_layers):
         state |= {
-            f"h.{i}.ln_1.weight": randn(d, std=0.2, mean=1.0), f"h.{i}.ln_1.bias": randn(d, std=0.1),
-            f"h.{i}.attn.c_attn.weight": randn(d, 3 * d), f"h.{i}.attn.c_attn.bias": randn(3 * d, std=0.1),
-            f"h.{i}.attn.c_proj.weight": randn(d, d), f"h.{i}.attn.c_proj.bias": randn(d, std=0.1),
-            f"h.{i}.ln_2.weight": randn(d, std=0.2, mean=1.0), f"h.{i}.ln_2.bias": randn(d, std=0.1),
-            f"h.{i}.mlp.c_fc.weight": randn(d, d_mlp), f"h.{i}.mlp.c_fc.bias": randn(d_mlp, std=0.1),
-            f"h.{i}.mlp.c_proj.weight": randn(d_mlp, d), f"h.{i}.mlp.c_proj.bias": randn(d, std=0.1),
-        }  # fmt: skip
+            f"h.{i}.ln_1.weight": randn(d, std=0.2, mean=1.0),
+            f"h.{i}.ln_1.bias": randn(d, std=0.1),
+            f"h.{i}.attn.c_attn.weight": randn(d, 3 * d),
+            f"h.{i}.attn.c_attn.bias": randn(3 * d, std=0.1),
+            f"h.{i}.attn.c_proj.weight": randn(d, d),
+            f"h.{i}.attn.c_proj.bias": randn(d, std=0.1),
+            f"h.{i}.ln_2.weight": randn(d, std=0.2, mean=1.0),
+            f"h.{i}.ln_2.bias": randn(d, std=0.1),
+            f"h.{i}.mlp.c_fc.weight": randn(d, d_mlp),
+            f"h.{i}.mlp.c_fc.bias": randn(d_mlp, std=0.1),
+            f"h.{i}.mlp.c_proj.weight": randn(d_mlp, d),
+            f"h.{i}.mlp.c_proj.bias": randn(d, std=0.1),
+        }
         if masks:  # the causal-mask buffer the official files carry, float32 as on the hub
             state[f"h.{i}.attn.bias"] = torch.ones(n_ctx, n_ctx).tril().view(1, 1, n_ctx, n_ctx)
         if masked_bias:  # older checkpoints
@@ -56,13 +62,28 @@ def official_state(n_layers, d_model, n_heads, *, d_vocab=50257, n_ctx=1024, see
 def config_json(n_layers, d_model, n_heads, *, d_vocab=50257, n_ctx=1024):
     """The fields of openai-community/gpt2's config.json, at this size."""
     return {
-        "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
-        "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
-        "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": n_ctx, "n_embd": d_model, "n_head": n_heads,
-        "n_layer": n_layers, "n_positions": n_ctx, "resid_pdrop": 0.1, "summary_activation": None,
-        "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
-        "summary_use_proj": True, "vocab_size": d_vocab,
-    }  # fmt: skip
+        "activation_function": "gelu_new",
+        "architectures": ["GPT2LMHeadModel"],
+        "attn_pdrop": 0.1,
+        "bos_token_id": 50256,
+        "embd_pdrop": 0.1,
+        "eos_token_id": 50256,
+        "initializer_range": 0.02,
+        "layer_norm_epsilon": 1e-05,
+        "model_type": "gpt2",
+        "n_ctx": n_ctx,
+        "n_embd": d_model,
+        "n_head": n_heads,
+        "n_layer": n_layers,
+        "n_positions": n_ctx,
+        "resid_pdrop": 0.1,
+        "summary_activation": None,
+        "summary_first_dropout": 0.1,
+        "summary_proj_to_labels": True,
+        "summary_type": "cls_index",
+        "summary_use_proj": True,
+        "vocab_size": d_vocab,
+    }
 
 
 def write_checkpoint(directory, n_layers=2, d_model=64, n_heads=4, *, layout="official", seed=0, n_ctx=1024):

@@ -74,7 +74,7 @@ def measure(directory, batch: int, n_pos: int, repeats: int, with_tl: bool, with
     tokens = torch.randint(0, 50257, (batch, n_pos), generator=torch.Generator().manual_seed(0))
     runs = contenders(directory, tokens, with_tl, with_bf16)
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for name, (run, _) in runs.items():  # warm-up: first calls allocate and pick kernels
+    for run, _ in runs.values():  # warm-up: first calls allocate and pick kernels
         run()
     for repeat in range(repeats):
         for name, (run, _) in runs.items():  # alternate, so drift in the machine's speed hits all alike
@@ -83,8 +83,16 @@ def measure(directory, batch: int, n_pos: int, repeats: int, with_tl: bool, with
             times[name].append(time.perf_counter() - start)
             del result
         log(f"  repeat {repeat + 1}/{repeats} done")
-    rows = [{"contender": name, "seconds": statistics.median(times[name]), "tokens_per_s": batch * n_pos / statistics.median(times[name]),
-             "flops": flops, "all_seconds": times[name]} for name, (_, flops) in runs.items()]  # fmt: skip
+    rows = [
+        {
+            "contender": name,
+            "seconds": statistics.median(times[name]),
+            "tokens_per_s": batch * n_pos / statistics.median(times[name]),
+            "flops": flops,
+            "all_seconds": times[name],
+        }
+        for name, (_, flops) in runs.items()
+    ]
     del runs
     gc.collect()  # HF models hold reference cycles: free this shape's models before the next shape loads its own
     return rows

@@ -83,8 +83,18 @@ def main() -> None:
     peak = peak_rss()
     del loaded
     checkpoint = (directory / "model.safetensors").stat().st_size
-    print(json.dumps({"contender": contender, "seconds": seconds, "peak_rss": peak, "import_rss": baseline,
-                      "checkpoint_bytes": checkpoint, "peak_ratio": peak / checkpoint}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "contender": contender,
+                "seconds": seconds,
+                "peak_rss": peak,
+                "import_rss": baseline,
+                "checkpoint_bytes": checkpoint,
+                "peak_ratio": peak / checkpoint,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).parent))  # conftest.record
 sys.path.insert(0, str(Path(__file__).parent.parent))  # benchmarks.checkpoints
 
-from benchmarks.checkpoints import gpt2_vocab_files, write_checkpoint  # noqa: E402
+from benchmarks.checkpoints import gpt2_vocab_files, write_checkpoint
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -58,8 +58,14 @@ def gpt2_checkpoint(tmp_path_factory):
 
 
 def git(directory, *args) -> str:
-    env = {"GIT_AUTHOR_NAME": "minigpt tests", "GIT_AUTHOR_EMAIL": "tests@localhost", "GIT_COMMITTER_NAME": "minigpt tests",
-           "GIT_COMMITTER_EMAIL": "tests@localhost", "PATH": os.environ.get("PATH", ""), "HOME": str(directory)}  # fmt: skip
+    env = {
+        "GIT_AUTHOR_NAME": "minigpt tests",
+        "GIT_AUTHOR_EMAIL": "tests@localhost",
+        "GIT_COMMITTER_NAME": "minigpt tests",
+        "GIT_COMMITTER_EMAIL": "tests@localhost",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(directory),
+    }
     result = subprocess.run(["git", *args], cwd=directory, env=env, capture_output=True, text=True, check=True)
     return result.stdout.strip()
 
@@ -89,7 +95,7 @@ class HubServer:
             except OSError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"olah did not start; see {workdir / 'olah.out'}")
+                    raise RuntimeError(f"olah did not start; see {workdir / 'olah.out'}") from None
                 time.sleep(0.2)
 
     def stop(self) -> None:

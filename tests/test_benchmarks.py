@@ -8,12 +8,22 @@ def test_benchmark_runs_at_toy_size(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
-    for row in ["minigpt (a): plain forward", "minigpt (b): capturing every hook", "minigpt (c): residual norms only",
-                "HF eager + hidden states", "HF default (sdpa)", "minigpt weights.load(process=True)",
-                "raw safetensors read", "HF GPT2LMHeadModel.from_pretrained", "The study end to end"]:  # fmt: skip
+    for row in [
+        "minigpt (a): plain forward",
+        "minigpt (b): capturing every hook",
+        "minigpt (c): residual norms only",
+        "HF eager + hidden states",
+        "HF default (sdpa)",
+        "minigpt weights.load(process=True)",
+        "raw safetensors read",
+        "HF GPT2LMHeadModel.from_pretrained",
+        "The study end to end",
+    ]:
         assert row in table, row
     assert "fp32 matmul peak measured in this run" in table

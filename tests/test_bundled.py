@@ -55,8 +55,14 @@ def test_greedy_text_is_not_degenerate(bundled):
 def test_study_defaults_to_the_bundled_model_offline_with_an_empty_cache(tmp_path):
     """Fresh machine, no hub: `python -m analysis.growth` says it uses the bundled model and writes the full report."""
     env = {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "analysis.growth", "--out", str(tmp_path / "report")],
-                            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "analysis.growth", "--out", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "model: the bundled model, because openai-community/gpt2 is not in the Hugging Face cache" in result.stdout
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())

@@ -82,7 +82,9 @@ def test_a_finished_report_is_marked_with_every_file_it_wrote(previous_report):
     marker = json.loads((previous_report / outdir.MARKER).read_text())
     written = {str(p.relative_to(previous_report)) for p in previous_report.rglob("*") if p.is_file()} - {outdir.MARKER}
     assert marker["format"] == outdir.FORMAT and set(marker["files"]) == written
-    assert {"summary.json", "report.md", "layers.csv"} <= written and len(written) == 33  # 15 figures as PNG and SVG, report.md, summary.json, layers.csv
+    assert {"summary.json", "report.md", "layers.csv"} <= written and len(
+        written
+    ) == 33  # 15 figures as PNG and SVG, report.md, summary.json, layers.csv
 
 
 @pytest.mark.parametrize("case", ["file", "dot_in_a_project", "folder_of_work", "report_plus_notes", "link"])
@@ -152,15 +154,23 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 120) ->
 
 
 def test_scratch_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(small_checkpoint, prompts, tmp_path, report_copy):
-    run = subprocess.Popen(command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = subprocess.Popen(
+        command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_line(run, ": figures")
     run.send_signal(signal.SIGKILL)
     run.wait()
     stale = [p for p in tmp_path.iterdir() if p.name.startswith(".report.partial-")]
     assert len(stale) == 1 and stale[0].name.startswith(f".report.partial-{run.pid}-")
     # Look-alikes that are not a dead run's scratch: a live process's, an odd name, a file.
-    decoys = [tmp_path / f".report.partial-{os.getpid()}-abc", tmp_path / ".report.partial-notes", tmp_path / ".report.partial-1-x.txt"]
+    decoys = [
+        tmp_path / f".report.partial-{os.getpid()}-abc",
+        tmp_path / ".report.partial-notes",
+        tmp_path / ".report.partial-1-x.txt",
+    ]
     decoys[0].mkdir()
     decoys[1].mkdir()
     decoys[2].write_text("a file, not a folder")
@@ -174,10 +184,16 @@ def test_scratch_of_a_killed_run_is_removed_by_the_next_run_and_nothing_else(sma
     "signum, moment",
     [(signal.SIGINT, "loading"), (signal.SIGINT, "forward passes"), (signal.SIGINT, ": figures"), (signal.SIGTERM, ": figures")],
 )
-def test_an_interrupt_at_any_moment_leaves_out_exactly_as_before(signum, moment, small_checkpoint, prompts, tmp_path, report_copy):
+def test_an_interrupt_at_any_moment_leaves_out_exactly_as_before(
+    signum, moment, small_checkpoint, prompts, tmp_path, report_copy
+):
     before = state(tmp_path)
-    run = subprocess.Popen(command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = subprocess.Popen(
+        command("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_line(run, moment)
     run.send_signal(signum)
     _, stderr = run.communicate(timeout=60)
@@ -196,10 +212,15 @@ def limited_file_size(n_bytes: int):
 
 def test_a_write_failure_names_the_file_and_leaves_out_unchanged(small_checkpoint, prompts, tmp_path, report_copy):
     before = state(tmp_path)
-    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy, preexec_fn=limited_file_size(20_000))
+    result = run_cli(
+        "--model", small_checkpoint, "--prompts-file", prompts, "--out", report_copy, preexec_fn=limited_file_size(20_000)
+    )
     assert result.returncode == 1
-    assert re.fullmatch(rf"error: could not write {tmp_path}/\.report\.partial-\d+-\w+/.+\.(png|svg|csv|json|md): File too large; "
-                        rf"{report_copy} is unchanged", error_line(result))  # fmt: skip
+    assert re.fullmatch(
+        rf"error: could not write {tmp_path}/\.report\.partial-\d+-\w+/.+\.(png|svg|csv|json|md): File too large; "
+        rf"{report_copy} is unchanged",
+        error_line(result),
+    )
     assert state(tmp_path) == before
 
 
@@ -214,7 +235,10 @@ def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path,
     (tmp_path / "plain-file").write_text("x")
     out = tmp_path / "plain-file" / "report"
     assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 1
-    assert capsys.readouterr().err == f"error: could not create a folder in {tmp_path / 'plain-file'}: Not a directory; {out} is unchanged\n"
+    assert (
+        capsys.readouterr().err
+        == f"error: could not create a folder in {tmp_path / 'plain-file'}: Not a directory; {out} is unchanged\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,18 +247,29 @@ def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path,
 
 @pytest.mark.parametrize(
     "device, expected",
-    [("cuda", "device 'cuda': this machine has no CUDA GPU"), ("cuda:3", "device 'cuda:3': this machine has no CUDA GPU"),
-     ("tpu", "unknown device 'tpu'"), ("cpu:x", "unknown device 'cpu:x'")],
-)  # fmt: skip
-def test_a_device_this_machine_lacks_is_one_line_before_any_weight_is_read(device, expected, small_checkpoint, prompts, tmp_path, capsys):
+    [
+        ("cuda", "device 'cuda': this machine has no CUDA GPU"),
+        ("cuda:3", "device 'cuda:3': this machine has no CUDA GPU"),
+        ("tpu", "unknown device 'tpu'"),
+        ("cpu:x", "unknown device 'cpu:x'"),
+    ],
+)
+def test_a_device_this_machine_lacks_is_one_line_before_any_weight_is_read(
+    device, expected, small_checkpoint, prompts, tmp_path, capsys
+):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     broken = tmp_path / "broken"  # unreadable weights: the device error must come first
     subprocess.run(["cp", "-r", str(small_checkpoint), str(broken)], check=True)
     (broken / "model.safetensors").write_bytes(b"\0" * 100)
-    assert growth.main(["--model", str(broken), "--prompts-file", str(prompts), "--out", str(tmp_path / "out"), "--device", device]) == 2
+    assert (
+        growth.main(["--model", str(broken), "--prompts-file", str(prompts), "--out", str(tmp_path / "out"), "--device", device])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"error: --device: {expected}") and err.endswith("available: cpu" if "CUDA" in expected else "(or 'auto' for the first of them)")
+    assert err.startswith(f"error: --device: {expected}") and err.endswith(
+        "available: cpu" if "CUDA" in expected else "(or 'auto' for the first of them)"
+    )
     with pytest.raises(ValueError, match=re.escape(expected)):
         weights.load(broken, device=device)
 
@@ -284,7 +319,9 @@ def in_process_mean_norms(directory: Path) -> np.ndarray:
 def test_revision_analyses_the_older_weights(revision, hub, hub_mirrors, prompts, tmp_path):
     _, facts = hub_mirrors
     asked = facts["older"] if revision == "older" else revision
-    result = run_cli("--model", "gpt2", "--revision", asked, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
+    result = run_cli(
+        "--model", "gpt2", "--revision", asked, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf")
+    )
     assert result.returncode == 0, result.stderr
     model = summary_of(tmp_path / "out")["gpt2"]
     assert model["revision"] == facts["older"] and model["source"]["requested_revision"] == asked
@@ -297,7 +334,9 @@ def test_after_the_server_stops_the_cache_serves(hub_mirrors, prompts, tmp_path)
     _, facts = hub_mirrors
     server = HubServer(hub_mirrors[0], tmp_path)  # its own server, to stop without disturbing the others
     try:
-        first = run_cli("--model", "gpt2", "--prompts-file", prompts, "--out", tmp_path / "first", env=server.env(tmp_path / "hf"))
+        first = run_cli(
+            "--model", "gpt2", "--prompts-file", prompts, "--out", tmp_path / "first", env=server.env(tmp_path / "hf")
+        )
         assert first.returncode == 0, first.stderr
     finally:
         server.stop()
@@ -311,17 +350,28 @@ def test_with_neither_server_nor_cache_the_default_is_the_bundled_model(hub, pro
     env = hub.env(tmp_path / "hf") | {"HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens on the discard port
     result = run_cli("--prompts-file", prompts, "--out", tmp_path / "out", env=env)
     assert result.returncode == 0, result.stderr
-    assert "model: the bundled model, because openai-community/gpt2 is not in the Hugging Face cache and the hub cannot be reached" in result.stdout
+    assert (
+        "model: the bundled model, because openai-community/gpt2 is not in the Hugging Face cache and the hub cannot be reached"
+        in result.stdout
+    )
     assert list(summary_of(tmp_path / "out")) == ["bundled"]
 
 
 @pytest.mark.parametrize(
     "args, expected",
-    [(["--model", "nobody/nothing"], "error: nobody/nothing: no such repository on the Hugging Face hub"),
-     (["--model", "gpt2", "--revision", "no-such-branch"], "error: openai-community/gpt2: the hub has no revision 'no-such-branch' .*; it has branches main and tags v1$"),
-     (["--model", "someone/gpt2-pickle"], r"error: someone/gpt2-pickle \(revision [0-9a-f]{40}\) has only pytorch_model.bin, a pickle"),
-     (["--model", "bundled", "--revision", "v1"], "error: --revision v1 applies to hub models; bundled is the bundled model")],
-)  # fmt: skip
+    [
+        (["--model", "nobody/nothing"], "error: nobody/nothing: no such repository on the Hugging Face hub"),
+        (
+            ["--model", "gpt2", "--revision", "no-such-branch"],
+            "error: openai-community/gpt2: the hub has no revision 'no-such-branch' .*; it has branches main and tags v1$",
+        ),
+        (
+            ["--model", "someone/gpt2-pickle"],
+            r"error: someone/gpt2-pickle \(revision [0-9a-f]{40}\) has only pytorch_model.bin, a pickle",
+        ),
+        (["--model", "bundled", "--revision", "v1"], "error: --revision v1 applies to hub models; bundled is the bundled model"),
+    ],
+)
 def test_what_the_hub_does_not_have_is_one_line_exit_2(args, expected, hub, prompts, tmp_path):
     result = run_cli(*args, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
     assert result.returncode == 2
@@ -375,4 +425,7 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
             advance(1)
     lines = capsys.readouterr().out.splitlines()
     assert [re.sub(r"^\[.*?\] | [\d.]+ prompts/s$", "", line) for line in lines] == [
-        "forward passes: 1/3 prompts,", "forward passes: 2/3 prompts,", "forward passes: 3/3 prompts,"]  # fmt: skip
+        "forward passes: 1/3 prompts,",
+        "forward passes: 2/3 prompts,",
+        "forward passes: 3/3 prompts,",
+    ]

@@ -14,12 +14,29 @@ from transformers import GPT2LMHeadModel
 
 from analysis import growth
 
-PROMPTS = ["The cat sat on the mat.", "A much longer prompt, which will need padding for the others in its batch.",
-           "Hi", "def f(x): return x * 2", "Rain is expected tomorrow across the north of the country."]  # fmt: skip
-FIGURES = ["01-norm-histograms", "02-positions-one-prompt", "04-growth-ratio-one-prompt", "05-bos-and-padding",
-           "06-resid-pre-mid-post", "07-attn-and-mlp-out", "08-attention-weights", "09-mlp-random-inputs",
-           "10-std-and-bounds", "11-mlp-weight-norms", "12-gelu-activation-rate", "13-reading-vs-writing",
-           "14-appendix1-bound", "15-frobenius-claim"]  # fmt: skip
+PROMPTS = [
+    "The cat sat on the mat.",
+    "A much longer prompt, which will need padding for the others in its batch.",
+    "Hi",
+    "def f(x): return x * 2",
+    "Rain is expected tomorrow across the north of the country.",
+]
+FIGURES = [
+    "01-norm-histograms",
+    "02-positions-one-prompt",
+    "04-growth-ratio-one-prompt",
+    "05-bos-and-padding",
+    "06-resid-pre-mid-post",
+    "07-attn-and-mlp-out",
+    "08-attention-weights",
+    "09-mlp-random-inputs",
+    "10-std-and-bounds",
+    "11-mlp-weight-norms",
+    "12-gelu-activation-rate",
+    "13-reading-vs-writing",
+    "14-appendix1-bound",
+    "15-frobenius-claim",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +49,12 @@ def prompts_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(small_checkpoint, prompts_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "report"
-    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts_file), "--out", str(out), "--batch-size", "2"]) == 0
+    assert (
+        growth.main(
+            ["--model", str(small_checkpoint), "--prompts-file", str(prompts_file), "--out", str(out), "--batch-size", "2"]
+        )
+        == 0
+    )
     return out
 
 

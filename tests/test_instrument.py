@@ -21,10 +21,24 @@ def model(small_checkpoint):
 def test_hook_names_are_transformer_lens_names(model):
     names = list(instrument.hook_points(model))
     per_block = [
-        "hook_resid_pre", "ln1.hook_scale", "ln1.hook_normalized", "attn.hook_q", "attn.hook_k", "attn.hook_v",
-        "attn.hook_attn_scores", "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "hook_resid_mid",
-        "ln2.hook_scale", "ln2.hook_normalized", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post",
-    ]  # fmt: skip
+        "hook_resid_pre",
+        "ln1.hook_scale",
+        "ln1.hook_normalized",
+        "attn.hook_q",
+        "attn.hook_k",
+        "attn.hook_v",
+        "attn.hook_attn_scores",
+        "attn.hook_pattern",
+        "attn.hook_z",
+        "hook_attn_out",
+        "hook_resid_mid",
+        "ln2.hook_scale",
+        "ln2.hook_normalized",
+        "mlp.hook_pre",
+        "mlp.hook_post",
+        "hook_mlp_out",
+        "hook_resid_post",
+    ]
     expected = ["hook_embed", "hook_pos_embed"]
     expected += [f"blocks.{l}.{name}" for l in range(model.cfg.n_layers) for name in per_block]
     expected += ["ln_final.hook_scale", "ln_final.hook_normalized"]
@@ -44,8 +58,12 @@ def test_cache_holds_every_tensor_with_its_shape_and_meaning(model):
     future = torch.ones(p, p, dtype=torch.bool).triu(1)  # keys after the query
     assert (pattern[..., future] == 0).all() and torch.isinf(cache["blocks.1.attn.hook_attn_scores"][..., future]).all()
     for l in range(cfg.n_layers):  # the residual additions, read back from the cache
-        torch.testing.assert_close(cache[f"blocks.{l}.hook_resid_mid"], cache[f"blocks.{l}.hook_resid_pre"] + cache[f"blocks.{l}.hook_attn_out"])
-        torch.testing.assert_close(cache[f"blocks.{l}.hook_resid_post"], cache[f"blocks.{l}.hook_resid_mid"] + cache[f"blocks.{l}.hook_mlp_out"])
+        torch.testing.assert_close(
+            cache[f"blocks.{l}.hook_resid_mid"], cache[f"blocks.{l}.hook_resid_pre"] + cache[f"blocks.{l}.hook_attn_out"]
+        )
+        torch.testing.assert_close(
+            cache[f"blocks.{l}.hook_resid_post"], cache[f"blocks.{l}.hook_resid_mid"] + cache[f"blocks.{l}.hook_mlp_out"]
+        )
     with torch.no_grad():
         assert torch.equal(logits, model(TOKENS))
 
@@ -109,7 +127,9 @@ def test_patching_a_residual_from_another_prompt_at_the_last_layer_gives_its_log
 
 
 def test_unembed_false_returns_the_final_residual(model):
-    residual, cache = instrument.run_with_cache(model, TOKENS, names=lambda n: "resid_post" in n or "ln_final" in n, unembed=False)
+    residual, cache = instrument.run_with_cache(
+        model, TOKENS, names=lambda n: "resid_post" in n or "ln_final" in n, unembed=False
+    )
     assert torch.equal(residual, cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"])
     assert not any(name.startswith("ln_final") for name in cache)
 
@@ -136,8 +156,17 @@ def test_every_hook_has_the_shape_the_readme_gives_for_a_batch_of_3():
         torch.nn.init.normal_(param, std=0.1)
     batch, n_pos = 3, 7
     _, cache = instrument.run_with_cache(model, torch.randint(0, cfg.d_vocab, (batch, n_pos)))
-    sizes = {"batch": batch, "pos": n_pos, "query_pos": n_pos, "key_pos": n_pos, "1": 1, "d_model": cfg.d_model,
-             "n_heads": cfg.n_heads, "d_head": cfg.d_head, "d_mlp": cfg.d_mlp}  # fmt: skip
+    sizes = {
+        "batch": batch,
+        "pos": n_pos,
+        "query_pos": n_pos,
+        "key_pos": n_pos,
+        "1": 1,
+        "d_model": cfg.d_model,
+        "n_heads": cfg.n_heads,
+        "d_head": cfg.d_head,
+        "d_mlp": cfg.d_mlp,
+    }
     documented = {name.replace("{l}", str(l)): axes for name, axes in readme_hook_table().items() for l in range(cfg.n_layers)}
     assert documented.keys() == cache.keys()
     for name, axes in documented.items():

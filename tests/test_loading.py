@@ -5,10 +5,10 @@ import shutil
 
 import pytest
 import torch
-from benchmarks.checkpoints import official_state, write_checkpoint
 from safetensors.torch import save_file
 
 import weights
+from benchmarks.checkpoints import official_state, write_checkpoint
 from weights import CheckpointError
 
 
@@ -61,7 +61,9 @@ def test_missing_unexpected_and_misshaped_keys_are_listed_together(checkpoint_co
 def test_truncated_safetensors_names_the_file_and_says_to_delete_it(checkpoint_copy):
     path = checkpoint_copy / "model.safetensors"
     path.write_bytes(path.read_bytes()[:-1000])
-    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt or truncated safetensors file \(truncated.*Delete it"):
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors: corrupt or truncated safetensors file \(truncated.*Delete it"
+    ):
         weights.load(checkpoint_copy)
 
 
@@ -73,7 +75,9 @@ def test_garbage_header_is_reported_as_corrupt(checkpoint_copy):
 
 def test_git_lfs_pointer_is_recognised(checkpoint_copy):
     (checkpoint_copy / "model.safetensors").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707\nsize 548105171\n"
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707\n"
+        "size 548105171\n"
     )
     with pytest.raises(CheckpointError, match="Git LFS pointer .* `git lfs pull`"):
         weights.load(checkpoint_copy)
@@ -92,7 +96,10 @@ def test_pickle_only_checkpoint_is_refused_with_the_reason(checkpoint_copy):
 
 
 def test_unknown_model_name_lists_the_known_ones():
-    with pytest.raises(CheckpointError, match="'gpt3': not a known model name. Known names: gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, bundled"):
+    with pytest.raises(
+        CheckpointError,
+        match="'gpt3': not a known model name. Known names: gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, bundled",
+    ):
         weights.load("gpt3")
 
 

@@ -96,7 +96,9 @@ def test_padding_norms_separate_bos_padding_and_ordinary_positions(processed):
     found = measures.padding_norms(model, prompts, tokenizer.eot, extra=2)  # width 7: 2 and 5 padding positions
     _, cache = instrument.run_with_cache(model, measures.pad_batch(prompts, tokenizer.eot, width=7)[0])
     last = cache[measures.hook_name(model.cfg.n_layers - 1, "resid_post")].norm(dim=-1)  # [2, 7]
-    torch.testing.assert_close(torch.tensor(found["padding"][-1]), torch.cat([last[0, 5:], last[1, 2:]]).mean(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        torch.tensor(found["padding"][-1]), torch.cat([last[0, 5:], last[1, 2:]]).mean(), rtol=1e-5, atol=0
+    )
     assert found["bos"][-1] == pytest.approx(last[:, 0].mean().item(), rel=1e-5)
     assert found["ordinary"][-1] == pytest.approx(torch.cat([last[0, 1:5], last[1, 1:2]]).mean().item(), rel=1e-5)
 

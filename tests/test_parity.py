@@ -6,12 +6,12 @@ position, ‖ours − theirs‖ / ‖theirs‖). Measured maxima are printed at 
 
 import pytest
 import torch
-from benchmarks.checkpoints import write_checkpoint
 from conftest import record
 from transformers import GPT2LMHeadModel
 
 import instrument
 import weights
+from benchmarks.checkpoints import write_checkpoint
 from minigpt import OFFICIAL, generate
 
 TOL = 1e-4

@@ -1,0 +1,282 @@
+"""The study's per-model figures, one function each: the plot call and, beside it, the caption computed
+from the same numbers. Each takes a `growth.ModelStudy` and returns a `Shown` (or None when the figure
+cannot be drawn); `FIGURES` lists them in the report's order. Figure 3 compares models and is drawn by
+`growth.write_outputs`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from analysis import measures, plots
+from analysis.measures import STREAMS
+
+if TYPE_CHECKING:
+    from analysis.growth import ModelStudy
+
+
+@dataclass
+class Shown:
+    stem: str  # file name without suffix, numbered as in the study
+    title: str  # the report's heading
+    figure: Figure
+    caption: str  # what the figure shows, in numbers
+
+
+def fit_layers(r: ModelStudy) -> slice:
+    return slice(r.growth["first_layer"], r.growth["last_layer"] + 1)
+
+
+def fit_span(r: ModelStudy) -> str:
+    return f"layers {r.growth['first_layer']}–{r.growth['last_layer']}"
+
+
+def fitted_rate(r: ModelStudy, values) -> float:
+    """The least-squares growth rate of per-layer values over the study's fit layers."""
+    return measures.growth_rate(values, r.growth["first_layer"], r.growth["last_layer"])["fit_rate"]
+
+
+def geometric_mean(r: ModelStudy, ratios: np.ndarray) -> float:
+    """The geometric mean of per-layer ratios over the study's fit layers."""
+    return float(np.exp(np.log(ratios[fit_layers(r)]).mean()))
+
+
+def change(values: np.ndarray) -> str:
+    """How much a per-layer quantity changes from the first layer to the last, as a factor."""
+    return f"×{values[-1] / values[0]:.2f}"
+
+
+def norm_histograms(r: ModelStudy) -> Shown:
+    pooled = r.act.pooled("resid_post")  # [n_layers, n_vectors]
+    L = r.cfg.n_layers
+    shown = sorted({round(float(x)) for x in np.linspace(0, L - 1, min(8, L))})
+    figure = plots.log_norm_histograms({layer: pooled[layer] for layer in shown}, r.slug)
+    first, last = shown[0], shown[-1]
+    caption = (
+        f"Median ‖resid_post‖ goes from {np.median(pooled[first]):.3g} at layer {first} to "
+        f"{np.median(pooled[last]):.3g} at layer {last} ({pooled.shape[1]} vectors per layer)."
+    )
+    return Shown("01-norm-histograms", "Distribution of residual norms", figure, caption)
+
+
+def positions_one_prompt(r: ModelStudy) -> Shown:
+    i = r.example
+    norms = np.vstack([r.act.norms["resid_pre"][i][:1], r.act.norms["resid_post"][i]])  # [n_layers + 1, n_pos]
+    bos_text = r.tokenizer.decode([r.example_tokens[0]])
+    figure = plots.positions_by_layer(norms, [bos_text], r.slug)
+    first_words = r.tokenizer.decode(r.example_tokens[1:9])
+    caption = (
+        f"Prompt {i + 1} ({first_words!r}…, {norms.shape[1]} tokens). After the last block the BOS residual has "
+        f"norm {norms[-1, 0]:.3g}; the other positions have median {np.median(norms[-1, 1:]):.3g}."
+    )
+    return Shown("02-positions-one-prompt", "Every position of one prompt", figure, caption)
+
+
+def growth_ratio_one_prompt(r: ModelStudy) -> Shown:
+    i = r.example
+    ratios = r.act.norms["resid_post"][i] / r.act.norms["resid_pre"][i]  # [n_layers, n_pos]
+    figure = plots.position_growth_ratios(ratios, r.slug)
+    in_fit = ratios[fit_layers(r)]
+    caption = (
+        f"Same prompt. Over {fit_span(r)} the median ratio ‖x_l‖/‖x_(l−1)‖ of non-BOS positions is "
+        f"{np.median(in_fit[:, 1:]):.3f}; at BOS it is {np.median(in_fit[:, 0]):.3f}."
+    )
+    return Shown("04-growth-ratio-one-prompt", "Per-layer growth ratio of each position", figure, caption)
+
+
+def bos_and_padding(r: ModelStudy) -> Shown | None:
+    p = r.padding
+    if p is None:  # every prompt fills the context: no room for padding
+        return None
+    series = {
+        "BOS (position 0)": {"y": p["bos"], "color": plots.BOS_COLOUR},
+        "padding (<|endoftext|> after the prompt)": {"y": p["padding"], "color": "tab:orange"},
+        "ordinary positions": {"y": p["ordinary"], "color": "tab:blue"},
+    }
+    title = f"{r.slug}: BOS, padding and ordinary positions"
+    figure = plots.layer_lines(title, "mean ‖resid_post‖ (log scale)", series)
+    caption = (
+        f"{len(r.padding_prompts)} prompts of different lengths, right-padded with <|endoftext|>. At the last layer: "
+        f"BOS {p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}."
+    )
+    return Shown("05-bos-and-padding", "BOS and padding", figure, caption)
+
+
+def resid_pre_mid_post(r: ModelStudy) -> Shown:
+    mean = r.mean
+    figure = plots.half_layer_residuals(mean, r.slug)
+    caption = (
+        f"Over {fit_span(r)}, adding attn_out multiplies the mean norm by "
+        f"{geometric_mean(r, mean['resid_mid'] / mean['resid_pre']):.3f} on average (geometric mean) and adding "
+        f"mlp_out by {geometric_mean(r, mean['resid_post'] / mean['resid_mid']):.3f}."
+    )
+    return Shown("06-resid-pre-mid-post", "resid_pre, resid_mid and resid_post", figure, caption)
+
+
+def attn_and_mlp_out(r: ModelStudy) -> Shown:
+    mean = r.mean
+    series = {
+        "attn_out": {"y": mean["attn_out"]},
+        "mlp_out": {"y": mean["mlp_out"]},
+        "resid_post (for scale)": {"y": mean["resid_post"], "color": "grey", "linestyle": "--"},
+    }
+    figure = plots.layer_lines(f"{r.slug}: attention and MLP outputs", "mean L2 norm, BOS excluded (log scale)", series)
+    caption = (
+        f"Over {fit_span(r)}: attn_out grows ×{fitted_rate(r, mean['attn_out']):.3f} per layer and mlp_out "
+        f"×{fitted_rate(r, mean['mlp_out']):.3f} (least-squares fits), against ×{r.growth['fit_rate']:.3f} for the residual."
+    )
+    return Shown("07-attn-and-mlp-out", "Attention and MLP outputs", figure, caption)
+
+
+def attention_weights(r: ModelStudy) -> Shown:
+    w = r.weight_stats
+    W_OV = w["W_OV_frobenius"]  # [n_layers, n_heads]
+    figure = plots.attention_weights(W_OV, w["b_O_norm"], r.mean["attn_out"], w["ov_random_norm"], r.slug)
+    caption = (
+        f"Mean ‖W_OV‖_F over heads goes from {W_OV[0].mean():.3g} (layer 0) to {W_OV[-1].mean():.3g} "
+        f"(layer {r.cfg.n_layers - 1}); fitted growth over {fit_span(r)}: ×{fitted_rate(r, W_OV.mean(1)):.3f} per layer."
+    )
+    return Shown("08-attention-weights", "Attention weights: W_OV and b_O", figure, caption)
+
+
+def mlp_random_inputs(r: ModelStudy) -> Shown:
+    random_out, actual_out = r.weight_stats["mlp_random_norm"], r.mean["mlp_out"]
+    series = {"MLP(x), x random, mean 0, variance 1": {"y": random_out}, "actual mlp_out": {"y": actual_out}}
+    figure = plots.layer_lines(f"{r.slug}: MLP output on random normalised inputs", "mean L2 norm (log scale)", series)
+    caption = (
+        f"Fitted growth over {fit_span(r)}: ×{fitted_rate(r, random_out):.3f} per layer on random inputs, "
+        f"×{fitted_rate(r, actual_out):.3f} for the actual output."
+    )
+    return Shown("09-mlp-random-inputs", "MLP on random inputs", figure, caption)
+
+
+def std_and_bounds(r: ModelStudy) -> Shown:
+    stds = {s: r.act.rms_norm(s) / math.sqrt(r.cfg.d_model) for s in STREAMS}  # [n_layers] each
+    rate = r.growth["rate"]
+    figure = plots.std_growth(stds, rate, r.slug)
+    uncorrelated = np.sqrt(stds["resid_mid"] ** 2 + stds["mlp_out"] ** 2)
+    above = np.mean(stds["resid_post"] >= uncorrelated * 0.999)
+    caption = (
+        f"Each curve is divided by {rate:.3f}^l, the residual's growth rate. resid_post lies between the "
+        f"uncorrelated and fully correlated bounds at {above:.0%} of layers."
+    )
+    return Shown("10-std-and-bounds", "Standard deviations and the addition bounds", figure, caption)
+
+
+def mlp_weight_norms(r: ModelStudy) -> Shown:
+    w = r.weight_stats
+    series = {
+        "‖W_in‖_F": {"y": w["W_in_norm"]},
+        "‖b_in‖": {"y": w["b_in_norm"]},
+        "‖W_out‖_F": {"y": w["W_out_norm"]},
+        "‖b_out‖": {"y": w["b_out_norm"]},
+    }
+    figure = plots.layer_lines(f"{r.slug}: MLP weight norms", "L2 / Frobenius norm (log scale)", series)
+    caption = (
+        f"‖W_out‖_F changes {change(w['W_out_norm'])} from layer 0 to layer {r.cfg.n_layers - 1}, "
+        f"while mean ‖mlp_out‖ changes {change(r.mean['mlp_out'])}."
+    )
+    return Shown("11-mlp-weight-norms", "MLP weight norms", figure, caption)
+
+
+def gelu_activation_rate(r: ModelStudy) -> Shown:
+    w = r.weight_stats
+    rates = {
+        "actual run": r.act.active_fraction(),
+        "random normalised inputs": w["active_random"],
+        "resid_mid from positions 1–6 only": w["active_early_positions"],
+        "resid_mid from a random other layer": w["active_other_layer"],
+    }
+    title = f"{r.slug}: fraction of MLP neurons with positive pre-activation"
+    figure = plots.layer_lines(title, "fraction of pre-activations > 0", {k: {"y": v} for k, v in rates.items()}, log=False)
+    actual, random = rates["actual run"], w["active_random"]
+    caption = (
+        f"In the actual run the fraction of positive pre-activations is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
+        f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}."
+    )
+    return Shown("12-gelu-activation-rate", "GELU activation rate", figure, caption)
+
+
+def reading_vs_writing(r: ModelStudy) -> Shown:
+    w = r.weight_stats
+    series = {
+        "‖W_Q‖ (reads)": {"y": w["W_Q_norm"]},
+        "‖W_K‖ (reads)": {"y": w["W_K_norm"]},
+        "‖W_V‖ (reads)": {"y": w["W_V_norm"]},
+        "‖W_in‖ (reads)": {"y": w["W_in_norm"]},
+        "‖W_O‖ (writes)": {"y": w["W_O_norm"], "linestyle": "--"},
+        "‖W_out‖ (writes)": {"y": w["W_out_norm"], "linestyle": "--"},
+    }
+    title = f"{r.slug}: weights that read from and write to the residual"
+    figure = plots.layer_lines(title, "Frobenius norm (log scale)", series)
+    caption = (
+        f"From layer 0 to {r.cfg.n_layers - 1}: ‖W_O‖ {change(w['W_O_norm'])}, ‖W_out‖ {change(w['W_out_norm'])}, "
+        f"‖W_V‖ {change(w['W_V_norm'])}, ‖W_in‖ {change(w['W_in_norm'])}."
+    )
+    return Shown("13-reading-vs-writing", "Reading and writing weights", figure, caption)
+
+
+def appendix1_bound(r: ModelStudy) -> Shown:
+    a = r.appendix
+    series = {
+        "g_l − 1 = ‖resid_post‖/‖resid_pre‖ − 1": {"y": a["growth_minus_1"]},
+        "(‖attn_out‖ + ‖mlp_out‖) / ‖resid_pre‖": {"y": a["bound"], "linestyle": "--"},
+    }
+    title = f"{r.slug}: growth is bounded by what the sublayers add (Appendix 1)"
+    figure = plots.layer_lines(title, "mean over vectors", series, log=False)
+    if a["violations"] == 0:
+        verdict = "No vector violates it."
+    else:
+        verdict = (
+            f"**{a['violations']} vectors violate it (largest excess {a['worst_excess']:.3g}): "
+            "this is a bug in the measurements.**"
+        )
+    caption = f"Per vector, g_l − 1 ≤ (‖attn_out‖ + ‖mlp_out‖)/‖resid_pre‖ must hold. {verdict}"
+    return Shown("14-appendix1-bound", "Appendix 1: the triangle-inequality bound", figure, caption)
+
+
+def frobenius_claim(r: ModelStudy) -> Shown:
+    w = r.weight_stats
+    figure = plots.frobenius_claim(w["W_OV_frobenius"], w["W_OV_mean_Wx"], w["W_in_norm"], w["W_in_mean_Wx"], r.slug)
+    ov_ratio = w["W_OV_mean_Wx"] / w["W_OV_frobenius"]  # [n_layers, n_heads]
+    in_ratio = w["W_in_mean_Wx"] / w["W_in_norm"]  # [n_layers]
+    caption = (
+        f"mean ‖W x‖ / ‖W‖_F is {ov_ratio.min():.3f}–{ov_ratio.max():.3f} over W_OV heads and "
+        f"{in_ratio.min():.3f}–{in_ratio.max():.3f} over W_in (E‖Wx‖² = ‖W‖_F² exactly)."
+    )
+    return Shown("15-frobenius-claim", "Footnote 5: ‖W x‖ on random inputs and ‖W‖_F", figure, caption)
+
+
+FIGURES = [
+    norm_histograms,
+    positions_one_prompt,
+    growth_ratio_one_prompt,
+    bos_and_padding,
+    resid_pre_mid_post,
+    attn_and_mlp_out,
+    attention_weights,
+    mlp_random_inputs,
+    std_and_bounds,
+    mlp_weight_norms,
+    gelu_activation_rate,
+    reading_vs_writing,
+    appendix1_bound,
+    frobenius_claim,
+]
+
+
+def write(r: ModelStudy, directory: Path) -> list[Shown]:
+    """Draw and save one model's figures (PNG and SVG) into directory; return them for the report."""
+    written = []
+    for make in FIGURES:
+        shown = make(r)
+        if shown is not None:
+            plots.save(shown.figure, directory, shown.stem)
+            written.append(shown)
+    return written
