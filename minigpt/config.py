@@ -16,9 +16,7 @@ class Config:
 
     def __post_init__(self):
         if self.n_heads * self.d_head != self.d_model:
-            raise ValueError(
-                f"n_heads * d_head must equal d_model, found {self.n_heads} * {self.d_head} != {self.d_model}"
-            )
+            raise ValueError(f"n_heads * d_head must equal d_model, found {self.n_heads} * {self.d_head} != {self.d_model}")
 
     @classmethod
     def sized(cls, n_layers: int, d_model: int, n_heads: int, **rest) -> "Config":

@@ -74,8 +74,11 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     provenance = {"sources": {}, "splits": {}}
     for name, documents in sources.items():
-        provenance["sources"][name] = {"debian_version": debian_version(name), "documents": len(documents),
-                                       "characters": sum(map(len, documents))}  # fmt: skip
+        provenance["sources"][name] = {
+            "debian_version": debian_version(name),
+            "documents": len(documents),
+            "characters": sum(map(len, documents)),
+        }
     for split, tokens in splits.items():
         data = np.array(tokens, dtype=np.uint16)
         (args.out / f"{split}.bin").write_bytes(data.tobytes())

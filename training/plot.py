@@ -1,6 +1,6 @@
 """The bundled model's training and validation loss curves, from its training_log.json.
 
-    python -m training.plot                      # writes docs/bundled-training-loss.png
+python -m training.plot                      # writes docs/bundled-training-loss.png
 """
 
 import argparse
@@ -28,12 +28,23 @@ def loss_curves(log: dict):
     ax.plot(steps[window - 1 :] * tokens_per_step / 1e6, smooth, color="tab:blue", label=f"training loss ({window}-step mean)")
     val_steps = np.array(log["val_step"]) + 1
     ax.plot(val_steps * tokens_per_step / 1e6, log["val_loss"], "o-", color="tab:orange", markersize=4, label="validation loss")
-    ax.axhline(log["unigram_val_loss"], color="grey", linestyle="--", label=f"unigram baseline on validation ({log['unigram_val_loss']:.2f})")
-    ax.set(xlabel="training tokens (millions)", ylabel="cross-entropy (nats per token)", ylim=(min(smooth.min(), min(log["val_loss"])) - 0.3, 8))
+    ax.axhline(
+        log["unigram_val_loss"],
+        color="grey",
+        linestyle="--",
+        label=f"unigram baseline on validation ({log['unigram_val_loss']:.2f})",
+    )
+    ax.set(
+        xlabel="training tokens (millions)",
+        ylabel="cross-entropy (nats per token)",
+        ylim=(min(smooth.min(), min(log["val_loss"])) - 0.3, 8),
+    )
     ax.grid(True, alpha=0.3)
     m = log["model"]
-    fig.suptitle(f"Bundled model ({m['n_layers']} layers, d_model {m['d_model']}): loss during training, "
-                 f"{log['seconds'] / 60:.0f} min on {log['threads']} CPU threads")  # fmt: skip
+    fig.suptitle(
+        f"Bundled model ({m['n_layers']} layers, d_model {m['d_model']}): loss during training, "
+        f"{log['seconds'] / 60:.0f} min on {log['threads']} CPU threads"
+    )
     fig.legend(loc="outside right center", fontsize="small")
     return fig
 

@@ -81,8 +81,10 @@ def next_token_loss(model: GPT2, windows: torch.Tensor, bf16: bool) -> torch.Ten
 def validation_loss(model: GPT2, tokens: np.ndarray, cfg: TrainConfig) -> float:
     """Mean loss on a fixed sample of validation windows (the same windows at every evaluation)."""
     generator = torch.Generator().manual_seed(0)
-    losses = [next_token_loss(model, random_windows(tokens, cfg.batch_size, cfg.seq_len, generator), cfg.bf16).item()
-              for _ in range(cfg.eval_batches)]  # fmt: skip
+    losses = [
+        next_token_loss(model, random_windows(tokens, cfg.batch_size, cfg.seq_len, generator), cfg.bf16).item()
+        for _ in range(cfg.eval_batches)
+    ]
     return sum(losses) / len(losses)
 
 
@@ -103,7 +105,9 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: TrainConfig, progress=True) -> dict:
     """Train in place; return the history {"step", "train_loss", "val_step", "val_loss", "seconds"}."""
     if len(train_tokens) <= cfg.seq_len + 1 or len(val_tokens) <= cfg.seq_len + 1:
-        raise ValueError(f"need more than {cfg.seq_len + 1} tokens in each split, found {len(train_tokens)} and {len(val_tokens)}")
+        raise ValueError(
+            f"need more than {cfg.seq_len + 1} tokens in each split, found {len(train_tokens)} and {len(val_tokens)}"
+        )
     model.train()
     for param in model.parameters():
         param.requires_grad_(True)
@@ -111,8 +115,9 @@ def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: Tr
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
-    )  # fmt: skip
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     history = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
     start = time.time()
@@ -131,8 +136,12 @@ def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: Tr
         if progress:
             rate = (step + 1) * tokens_per_step / elapsed
             eta = (cfg.steps - step - 1) * tokens_per_step / rate
-            print(f"\rstep {step + 1}/{cfg.steps}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
-                  end="", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"\rstep {step + 1}/{cfg.steps}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             model.eval()
             history["val_step"].append(step)
@@ -165,8 +174,10 @@ def main(argv=None) -> None:
     splits = {name: np.fromfile(args.data / f"{name}.bin", dtype=np.uint16) for name in ("train", "val")}
     model = init_weights(GPT2(model_config), train_config.seed)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"{n_params:,} parameters; {len(splits['train']):,} training and {len(splits['val']):,} validation tokens",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{n_params:,} parameters; {len(splits['train']):,} training and {len(splits['val']):,} validation tokens",
+        file=sys.stderr,
+    )
     history = train(model, splits["train"], splits["val"], train_config)
 
     weights.save(model, args.out, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt", dtype=torch.bfloat16)
@@ -183,8 +194,11 @@ def main(argv=None) -> None:
         **history,
     }
     (args.out / "training_log.json").write_text(json.dumps(log) + "\n")
-    print(f"wrote {args.out}: validation loss {history['val_loss'][-1]:.3f} (unigram baseline {log['unigram_val_loss']:.3f}), "
-          f"{history['seconds'] / 60:.1f} min", file=sys.stderr)  # fmt: skip
+    print(
+        f"wrote {args.out}: validation loss {history['val_loss'][-1]:.3f} (unigram baseline {log['unigram_val_loss']:.3f}), "
+        f"{history['seconds'] / 60:.1f} min",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

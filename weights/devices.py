@@ -12,7 +12,7 @@ def available() -> list[str]:
 
 
 def resolve(device: str | torch.device = "auto") -> torch.device:
-    """"auto" → the first of CUDA, MPS, CPU that this machine has; any other name is checked to exist here.
+    """ "auto" → the first of CUDA, MPS, CPU that this machine has; any other name is checked to exist here.
 
     torch itself accepts "cuda" on a machine without a GPU and fails only later, deep inside the first
     tensor copy; this fails at once, in one line naming what is available.
@@ -29,9 +29,13 @@ def resolve(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device {str(device)!r}: this machine has no CUDA GPU (or torch was built without CUDA); available: {here}")
+            raise ValueError(
+                f"device {str(device)!r}: this machine has no CUDA GPU (or torch was built without CUDA); available: {here}"
+            )
         if device.index is not None and device.index >= count:
-            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; available: {here}")
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}; available: {here}"
+            )
         return device
     if device.type == "mps" and torch.backends.mps.is_available():
         return device

@@ -46,7 +46,9 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
     if name not in REPOS and not is_hub_id:
         known = ", ".join([*REPOS, BUNDLED_NAME])
         what = "no such directory" if looks_like_path or "/" in name else "not a known model name"
-        raise CheckpointError(f"{name!r}: {what}. Known names: {known}; or a hub id such as openai-community/gpt2; or a local directory")
+        raise CheckpointError(
+            f"{name!r}: {what}. Known names: {known}; or a hub id such as openai-community/gpt2; or a local directory"
+        )
     repo = REPOS.get(name, name)
     folder = _download(repo, revision)
     source = {"name": name, "repo": repo, "revision": folder.name, "path": str(folder)}
@@ -64,7 +66,6 @@ def _download(repo: str, revision: str | None) -> Path:
     named by the resolved commit. When the hub cannot be reached, the cache answers for what it holds."""
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
-
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
     # huggingface_hub's own progress bars are for terminals; in a log they are lines of noise.
@@ -79,7 +80,9 @@ def _download(repo: str, revision: str | None) -> Path:
         if isinstance(error, RepositoryNotFoundError) and refs is None:
             raise CheckpointError(f"{repo}: no such repository on the Hugging Face hub (or it is private)") from None
         known = f"; it has branches {', '.join(refs['branches'])} and tags {', '.join(refs['tags']) or '(none)'}" if refs else ""
-        raise CheckpointError(f"{repo}: the hub has no revision {revision!r} (a branch, tag or commit of that repository){known}") from None
+        raise CheckpointError(
+            f"{repo}: the hub has no revision {revision!r} (a branch, tag or commit of that repository){known}"
+        ) from None
     except LocalEntryNotFoundError:  # raised both offline and when the hub does not answer
         at = f" at revision {revision!r}" if revision else ""
         raise CheckpointError(
