@@ -2,11 +2,13 @@
 anything about a model. Legends sit outside the axes so they never hide data, except figure 15's, which
 sits in the corner its points leave empty (they lie on the diagonal)."""
 
+import sys
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only: no display is needed, or present on a server
+if "ipykernel" not in sys.modules:  # a notebook keeps its inline backend
+    matplotlib.use("Agg")  # files only: no display is needed, or present on a server
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
