@@ -15,8 +15,6 @@ from nbclient import NotebookClient
 
 from lessons import build, check
 
-torch.set_grad_enabled(False)
-
 
 # ---------------------------------------------------------------------------------------------
 # Wrong implementations, as a student might write them
