@@ -53,21 +53,21 @@ def change(values: np.ndarray) -> str:
 
 
 def norm_histograms(r: ModelStudy) -> Shown:
-    pooled = r.act.pooled("resid_post")  # [n_layers, n_vectors]
-    L = r.cfg.n_layers
+    L, act = r.cfg.n_layers, r.act
     shown = sorted({round(float(x)) for x in np.linspace(0, L - 1, min(8, L))})
-    figure = plots.log_norm_histograms({layer: pooled[layer] for layer in shown}, r.slug)
+    figure = plots.log_norm_histograms(measures.HISTOGRAM_EDGES, {layer: act.histogram[layer] for layer in shown}, r.slug)
     first, last = shown[0], shown[-1]
     caption = (
-        f"Median ‖resid_post‖ goes from {np.median(pooled[first]):.3g} at layer {first} to "
-        f"{np.median(pooled[last]):.3g} at layer {last} ({pooled.shape[1]} vectors per layer)."
+        f"Median ‖resid_post‖ goes from {act.median_norm(first):.3g} at layer {first} to "
+        f"{act.median_norm(last):.3g} at layer {last} ({act.count} vectors per layer; medians read from the "
+        "histogram's bins of 0.005 in log10)."
     )
     return Shown("01-norm-histograms", "Distribution of residual norms", figure, caption)
 
 
 def positions_one_prompt(r: ModelStudy) -> Shown:
-    i = r.example
-    norms = np.vstack([r.act.norms["resid_pre"][i][:1], r.act.norms["resid_post"][i]])  # [n_layers + 1, n_pos]
+    i, example = r.example, r.act.example
+    norms = np.vstack([example["resid_pre"][:1], example["resid_post"]])  # [n_layers + 1, n_pos]
     bos_text = r.tokenizer.decode([r.example_tokens[0]])
     figure = plots.positions_by_layer(norms, [bos_text], r.slug)
     first_words = r.tokenizer.decode(r.example_tokens[1:9])
@@ -79,8 +79,7 @@ def positions_one_prompt(r: ModelStudy) -> Shown:
 
 
 def growth_ratio_one_prompt(r: ModelStudy) -> Shown:
-    i = r.example
-    ratios = r.act.norms["resid_post"][i] / r.act.norms["resid_pre"][i]  # [n_layers, n_pos]
+    ratios = r.act.example["resid_post"] / r.act.example["resid_pre"]  # [n_layers, n_pos]
     figure = plots.position_growth_ratios(ratios, r.slug)
     in_fit = ratios[fit_layers(r)]
     caption = (
@@ -196,9 +195,15 @@ def gelu_activation_rate(r: ModelStudy) -> Shown:
     title = f"{r.slug}: fraction of MLP neurons with positive pre-activation"
     figure = plots.layer_lines(title, "fraction of pre-activations > 0", {k: {"y": v} for k, v in rates.items()}, log=False)
     actual, random = rates["actual run"], w["active_random"]
+    act = r.act
+    if act.early_seen <= act.reservoir:
+        sample = f"all {act.early_seen} resid_mid vectors at positions 1–6"
+    else:
+        sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} resid_mid vectors at positions 1–6"
     caption = (
         f"In the actual run the fraction of positive pre-activations is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
-        f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}."
+        f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}. The two resampled "
+        f"controls feed each layer's MLP {sample} (at most {act.reservoir} are kept per layer)."
     )
     return Shown("12-gelu-activation-rate", "GELU activation rate", figure, caption)
 

@@ -79,20 +79,75 @@ class Progress:
 # Inputs
 
 
-def read_prompts(path: Path) -> tuple[list[str], list[int]]:
-    """The non-empty lines of a UTF-8 file, and their line numbers."""
+@dataclass
+class Prompts:
+    """The prompts as read: their texts, the line each came from, and how they were chosen."""
+
+    path: Path
+    texts: list[str]
+    lines: list[int]  # the line number of each text in the file
+    available: int  # how many non-empty prompts the file holds
+    seed: int | None = None  # the seed of the sample --max-prompts took, if it took one
+
+
+JSON_LINES = (".jsonl", ".ndjson")
+
+
+def read_prompts(path: Path, max_prompts: int | None = None, seed: int = 0) -> Prompts:
+    """The prompts in a UTF-8 file: one per non-empty line, or, for .jsonl/.ndjson, the "text" of each line's
+    JSON object. With max_prompts, a uniform sample of that many (reservoir sampling, seeded) taken while
+    reading, so a corpus of any size is never held whole; the sample keeps the file's order."""
+    rng = np.random.default_rng(seed)
+    kept: list[tuple[int, str]] = []
+    available = 0
+    for number, text in _records(path):
+        available += 1
+        if max_prompts is None or len(kept) < max_prompts:
+            kept.append((number, text))
+        elif (slot := int(rng.integers(0, available))) < max_prompts:
+            kept[slot] = (number, text)
+    if not kept:
+        what = "object has an empty text" if path.suffix in JSON_LINES else "line is empty"
+        raise UsageError(f"prompts file {path} has no prompts: every {what} (write one prompt per line)")
+    kept.sort()
+    sampled = max_prompts is not None and available > max_prompts
+    return Prompts(path, [text for _, text in kept], [number for number, _ in kept], available, seed if sampled else None)
+
+
+def _records(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, prompt) for each non-empty prompt of the file, read a line at a time."""
+    json_lines = path.suffix in JSON_LINES
+    offset = 0
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise UsageError(
+                        f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
+                        f"(line {number})"
+                    ) from None
+                offset += len(raw)
+                if not line.strip():
+                    continue
+                text = _json_text(path, number, line) if json_lines else line.strip()
+                if text.strip():
+                    yield number, text
     except FileNotFoundError:
         raise UsageError(f"prompts file {path} does not exist") from None
-    except UnicodeDecodeError as error:
-        raise UsageError(
-            f"prompts file {path} is not UTF-8: byte 0x{error.object[error.start]:02x} at offset {error.start}"
-        ) from None
-    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines:
-        raise UsageError(f"prompts file {path} has no prompts: every line is empty (write one prompt per line)")
-    return [line for _, line in lines], [number for number, _ in lines]
+
+
+def _json_text(path: Path, number: int, line: str) -> str:
+    """The "text" of one JSON Lines record, or a UsageError naming the line and what is wrong with it."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UsageError(f"prompts file {path}, line {number}: not JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        found = 'an object without a string "text"' if isinstance(record, dict) else f"a {type(record).__name__}"
+        raise UsageError(f'prompts file {path}, line {number}: {found}; each line must be an object like {{"text": "..."}}')
+    return record["text"]
 
 
 def parse_fit_layers(text: str | None) -> tuple[int, int] | None:
@@ -139,10 +194,10 @@ class ModelStudy:
     cfg: Config
     source: dict  # repo, revision, path, dtype (weights.load)
     tokenizer: Tokenizer
-    act: measures.Activations  # per-position norms from the forward passes
+    act: measures.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, a sample
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
     growth: dict  # measures.growth_rate of resid_post
-    appendix: dict  # measures.appendix1_check
+    appendix: dict  # NormStats.appendix1
     weight_stats: dict[str, np.ndarray]  # measures.weight_measures and the resampled activation rates
     padding: dict[str, np.ndarray] | None  # measures.padding_norms (None if no room for padding)
     padding_prompts: list[int]  # which prompts formed the padding batch
@@ -150,17 +205,25 @@ class ModelStudy:
     example_tokens: list[int]
 
 
-def check_inputs(
-    choice: ModelChoice, cfg: Config, prompts: list[list[int]], prompt_lines: list[int], prompts_file: Path, fit_layers, tokenizer
-) -> tuple[int, int]:
-    """Check the prompts and fit layers against the model's config.json before anything heavy is loaded;
-    return the fit layers."""
-    for i, tokens in enumerate(prompts):
+def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, choice: ModelChoice, truncate: bool) -> tuple[list, int]:
+    """Each prompt as token ids with BOS first (compact int32 arrays), and how many were cut to the model's
+    context. Without truncate, a prompt longer than the context is an error naming it."""
+    tokenized, truncated = [], 0
+    for i, text in enumerate(prompts.texts):
+        tokens = np.array([tokenizer.eot, *tokenizer.encode(text)], dtype=np.int32)
         if len(tokens) > cfg.n_ctx:
-            raise UsageError(
-                f"prompt {i + 1} (line {prompt_lines[i]} of {prompts_file}: {tokenizer.decode(tokens[1:8])!r}…) has "
-                f"{len(tokens)} tokens with BOS; {choice.name} accepts at most {cfg.n_ctx}"
-            )
+            if not truncate:
+                raise UsageError(
+                    f"prompt {i + 1} (line {prompts.lines[i]} of {prompts.path}: {tokenizer.decode(tokens[1:8])!r}…) has "
+                    f"{len(tokens)} tokens with BOS; {choice.name} accepts at most {cfg.n_ctx} (--truncate cuts longer ones)"
+                )
+            tokens, truncated = tokens[: cfg.n_ctx], truncated + 1
+        tokenized.append(tokens)
+    return tokenized, truncated
+
+
+def check_inputs(choice: ModelChoice, cfg: Config, fit_layers) -> tuple[int, int]:
+    """Check the fit layers against the model's config.json before anything heavy is loaded; return them."""
     if cfg.n_layers < 2:
         raise UsageError(f"{choice.name} has {cfg.n_layers} layer; a growth rate needs at least 2")
     first, last = fit_layers or measures.default_fit_layers(cfg.n_layers)
@@ -180,8 +243,13 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     first, last = fit_layers
     n_tokens = sum(map(len, prompts))
     log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
+    # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
+    example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
+    started = time.perf_counter()
     with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
-        act = measures.collect(model, prompts, args.batch_size, tokenizer.eot, on_batch=advance)
+        act = measures.collect(model, prompts, args.batch_size, tokenizer.eot, example=example, on_batch=advance)
+    seconds = time.perf_counter() - started
+    log(f"{choice.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
     log(f"{choice.name}: BOS and padding batch")
     by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     picks = sorted({by_length[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
@@ -192,9 +260,7 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     weight_stats |= measures.resampled_active_fractions(model, act.early_resid_mid)
     mean = {s: act.mean_norm(s) for s in STREAMS}
     growth = measures.growth_rate(mean["resid_post"], first, last)
-    appendix = measures.appendix1_check(act)
-    # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
-    example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
+    appendix = act.appendix1()
     return ModelStudy(
         name=choice.name,
         slug=slug(choice.name),
@@ -244,14 +310,29 @@ def growth_sentence(name: str, g: dict) -> str:
     return text
 
 
-def write_report(
-    results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, shown: dict
-) -> None:
+@dataclass
+class Inputs:
+    """What went into the forward passes, as the report and summary.json state it."""
+
+    prompts: Prompts
+    n_tokens: int  # with one BOS per prompt, as the first model tokenizes them
+    truncated: int  # prompts cut to the first model's context
+    n_ctx: int
+
+    def sentence(self) -> str:
+        p = self.prompts
+        how = f" (a uniform sample, seed {p.seed}, of the {p.available} it holds)" if p.seed is not None else ""
+        cut = f"; {self.truncated} cut to the model's context of {self.n_ctx} tokens (--truncate)" if self.truncated else ""
+        tokens = f"{self.n_tokens} tokens including one BOS (<|endoftext|>) per prompt"
+        return f"{len(p.texts)} prompts from {p.path}{how}, {tokens}{cut}."
+
+
+def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, shown: dict) -> None:
     lines = [
         "# Residual stream norms grow exponentially over the forward pass: reproduction",
         "",
-        f"{n_prompts} prompts from {prompts_file}, {n_tokens} tokens including one BOS (<|endoftext|>) per prompt. "
-        "Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, writing weights centred).",
+        f"{inputs.sentence()} Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, "
+        "writing weights centred).",
         "",
     ]
     for r in results:
@@ -276,7 +357,7 @@ def write_report(
         path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def summary(results: list[ModelStudy], n_prompts: int, n_tokens: int) -> dict:
+def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
     models = {}
     for r in results:
         a = r.appendix
@@ -292,7 +373,17 @@ def summary(results: list[ModelStudy], n_prompts: int, n_tokens: int) -> dict:
             "appendix1": {"violations": a["violations"], "worst_excess": a["worst_excess"]},
             "padding": None if r.padding is None else {k: v.tolist() for k, v in r.padding.items()},
         }
-    return {"models": models, "prompts": n_prompts, "tokens": n_tokens, "tokens_averaged": n_tokens - n_prompts}
+    n_prompts = len(inputs.prompts.texts)
+    return {
+        "models": models,
+        "prompts": n_prompts,
+        "tokens": inputs.n_tokens,
+        "tokens_averaged": inputs.n_tokens - n_prompts,
+        "prompts_file": str(inputs.prompts.path),
+        "prompts_available": inputs.prompts.available,
+        "sample_seed": inputs.prompts.seed,
+        "truncated": inputs.truncated,
+    }
 
 
 def layer_rows(r: ModelStudy) -> list[dict]:
@@ -312,9 +403,7 @@ def layer_rows(r: ModelStudy) -> list[dict]:
     return [{"model": r.name, "layer": l} | {k: float(v[l]) for k, v in columns.items()} for l in range(r.cfg.n_layers)]
 
 
-def write_outputs(
-    results: list[ModelStudy], directory: Path, prompts_file: Path, n_prompts: int, n_tokens: int, log: Progress
-) -> None:
+def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, log: Progress) -> None:
     shown = {}
     for r in results:
         log(f"{r.name}: figures")
@@ -327,13 +416,13 @@ def write_outputs(
         "03-mean-norm-by-model",
     )
     with outdir.writing(directory / "summary.json") as path:
-        path.write_text(json.dumps(summary(results, n_prompts, n_tokens), indent=2) + "\n")
+        path.write_text(json.dumps(summary(results, inputs), indent=2) + "\n")
     rows = [row for r in results for row in layer_rows(r)]
     with outdir.writing(directory / "layers.csv") as path, open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
         writer.writeheader()
         writer.writerows(rows)
-    write_report(results, directory, prompts_file, n_prompts, n_tokens, shown)
+    write_report(results, directory, inputs, shown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +441,13 @@ def parse_args(argv):
         "--revision", help="branch, tag or commit of the hub models (default: main); summary.json records the commit"
     )
     parser.add_argument(
-        "--prompts-file", type=Path, help="one prompt per non-empty line, UTF-8 (default: the ~60 shipped prompts)"
+        "--prompts-file",
+        type=Path,
+        help='one prompt per non-empty line, UTF-8, or .jsonl with a "text" per line (default: the ~60 shipped prompts)',
+    )
+    parser.add_argument("--max-prompts", type=int, help="use a uniform sample (seed 0) of this many prompts from the file")
+    parser.add_argument(
+        "--truncate", action="store_true", help="cut prompts longer than the model's context instead of refusing them"
     )
     parser.add_argument(
         "--out",
@@ -381,7 +476,8 @@ class Plan:
     choice: ModelChoice
     directory: Path
     source: dict
-    prompts: list[list[int]]
+    prompts: list[np.ndarray]  # token ids, BOS first
+    truncated: int
     fit_layers: tuple[int, int]
 
 
@@ -395,8 +491,9 @@ def run(args, log: Progress) -> Path:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
         raise UsageError(f"--device: {error}") from None
-    prompts_file = args.prompts_file or DEFAULT_PROMPTS
-    texts, line_numbers = read_prompts(prompts_file)
+    if args.max_prompts is not None and args.max_prompts < 1:
+        raise UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
+    prompts_in = read_prompts(args.prompts_file or DEFAULT_PROMPTS, args.max_prompts)
     if args.model:
         choices = [ModelChoice(name, name) for name in args.model]
         if args.revision:
@@ -415,9 +512,11 @@ def run(args, log: Progress) -> Path:
     for choice in choices:
         directory, source = weights.locate(choice.name, args.revision)  # downloads, if needed, before any check
         tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
-        prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]
-        layers = check_inputs(choice, cfg, prompts, line_numbers, prompts_file, fit_layers, tokenizer)
-        plans.append(Plan(choice, directory, source, prompts, layers))
+        prompts, truncated = tokenize(prompts_in, tokenizer, cfg, choice, args.truncate)
+        plans.append(Plan(choice, directory, source, prompts, truncated, check_inputs(choice, cfg, fit_layers)))
+    first = plans[0]
+    inputs = Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, weights.read_config(first.directory).n_ctx)
+    log(inputs.sentence())
     results = [analyse(plan, args, device, log) for plan in plans]
     for r in results:
         if r.appendix["violations"]:
@@ -430,7 +529,7 @@ def run(args, log: Progress) -> Path:
             )
     folder = outdir.ReportFolder(out)
     with folder as scratch:
-        write_outputs(results, scratch, prompts_file, len(texts), sum(map(len, plans[0].prompts)), log)
+        write_outputs(results, scratch, inputs, log)
         folder.publish()
     for r in results:
         log(growth_sentence(r.slug, r.growth))

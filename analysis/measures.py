@@ -5,8 +5,6 @@ averages exclude position 0 and padding and pool all remaining (prompt, position
 norms of the processed model's vectors (zero-mean residual stream, so norm = std·√d_model).
 """
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
@@ -71,35 +69,199 @@ def growth_rate(mean_norms, first: int, last: int) -> dict:
 # What the forward pass gives: per-position norms, reduced as the model runs
 
 
-@dataclass
-class Activations:
-    """Per-position numbers from running the model on prompts, with BOS at position 0 of each.
+# What the forward passes leave behind: statistics of a fixed size, however many prompts run
 
-    norms[stream]: one array per prompt, [n_layers, n_pos], the L2 norm of that vector.
-    active[i]: [n_layers, n_pos], the fraction of the d_mlp pre-activations that are > 0.
-    early_resid_mid: [n_layers, n_samples, d_model], resid_mid vectors at positions 1–6 of the prompts.
+HISTOGRAM_EDGES = np.linspace(-2.0, 5.0, 1401)  # log10 ‖resid_post‖ from 0.01 to 100,000, bins of 0.005 decade (1.2%)
+EARLY_POSITIONS = 6  # figure 12's controls read resid_mid at positions 1..6
+RESERVOIR = 1024  # at most this many of those vectors are kept per layer: a uniform, seeded sample
+APPENDIX1_TOLERANCE = 1e-4  # relative slack for float rounding in the Appendix 1 check
+
+
+class NormStats:
+    """What the study keeps from the forward passes: a size fixed by the model, not by the number of prompts.
+
+    Sums over the vectors the study averages (every prompt's positions 1 onwards: not BOS, not padding),
+    per layer l, and per stream s of STREAMS where named so:
+        count                       how many such vectors
+        norm_sum[s], norm_sq_sum[s] Σ ‖x‖ and Σ ‖x‖²   (mean_norm, rms_norm)
+        active_sum                  Σ fraction of the MLP's pre-activations > 0
+        growth_sum, bound_sum       Σ (‖resid_post‖/‖resid_pre‖ − 1) and Σ (‖attn_out‖ + ‖mlp_out‖)/‖resid_pre‖
+        violations                  vectors breaking Appendix 1's bound beyond float rounding
+        histogram                   counts of log10 ‖resid_post‖ on the fixed bins HISTOGRAM_EDGES (figure 1)
+    and at position 0: n_prompts, bos_sum[s]. Each of these merges across shards by addition, and
+    worst_excess (the largest growth − bound) by maximum: a study sharded over prompts on many machines
+    is a map and a sum (`merge`).
+
+    Two samples of fixed size are kept as well, and do not merge by addition:
+        example   every stream's per-position norms of one chosen prompt (figures 2 and 4)
+        early     resid_mid at positions 1..6, a uniform sample of at most `reservoir` per layer (reservoir
+                  sampling, seeded), the same (prompt, position) slots at every layer (figure 12). Merging
+                  two such samples would mean resampling them in proportion to what each saw.
     """
 
-    norms: dict[str, list[np.ndarray]] = field(default_factory=lambda: {s: [] for s in STREAMS})
-    active: list[np.ndarray] = field(default_factory=list)
-    early_resid_mid: torch.Tensor | None = None
+    def __init__(self, n_layers: int, *, reservoir: int = RESERVOIR, seed: int = 0):
+        zeros = lambda: np.zeros(n_layers)  # noqa: E731
+        self.n_layers, self.reservoir = n_layers, reservoir
+        self.count = self.n_prompts = self.violations = 0
+        self.norm_sum = {s: zeros() for s in STREAMS}
+        self.norm_sq_sum = {s: zeros() for s in STREAMS}
+        self.bos_sum = {s: zeros() for s in STREAMS}
+        self.active_sum, self.growth_sum, self.bound_sum = zeros(), zeros(), zeros()
+        self.worst_excess = -np.inf
+        self.histogram = np.zeros((n_layers, len(HISTOGRAM_EDGES) - 1), dtype=np.int64)
+        self.example: dict[str, np.ndarray] | None = None  # {stream: [n_layers, n_pos]}
+        self.early_seen = 0  # how many early vectors went past; early_resid_mid holds a sample of them
+        self._early: torch.Tensor | None = None  # [n_layers, capacity, d_model], filled to min(early_seen, reservoir)
+        self._rng = np.random.default_rng(seed)
 
-    def pooled(self, stream: str) -> np.ndarray:
-        """[n_layers, n_vectors]: every (prompt, position >= 1) pair, BOS excluded."""
-        return np.concatenate([norms[:, 1:] for norms in self.norms[stream]], axis=1)
+    # -- reading --
 
     def mean_norm(self, stream: str) -> np.ndarray:
-        return self.pooled(stream).mean(axis=1)
+        return self.norm_sum[stream] / self.count
 
     def rms_norm(self, stream: str) -> np.ndarray:
         """sqrt(mean ‖x‖²) per layer; divided by √d_model, the standard deviation of all components."""
-        return np.sqrt((self.pooled(stream) ** 2).mean(axis=1))
+        return np.sqrt(self.norm_sq_sum[stream] / self.count)
 
     def bos_norm(self, stream: str) -> np.ndarray:
-        return np.mean([norms[:, 0] for norms in self.norms[stream]], axis=0)
+        return self.bos_sum[stream] / self.n_prompts
 
     def active_fraction(self) -> np.ndarray:
-        return np.concatenate([active[:, 1:] for active in self.active], axis=1).mean(axis=1)
+        return self.active_sum / self.count
+
+    def appendix1(self) -> dict:
+        """Appendix 1's bound: per vector, ‖x_post‖/‖x_pre‖ − 1 ≤ (‖attn_out‖ + ‖mlp_out‖)/‖x_pre‖, by the
+        triangle inequality, since x_post = x_pre + attn_out + mlp_out. The means per layer of both sides,
+        and the vectors that break it beyond float rounding, which would mean the measurements are wrong."""
+        return {
+            "growth_minus_1": self.growth_sum / self.count,
+            "bound": self.bound_sum / self.count,
+            "violations": self.violations,
+            "worst_excess": float(self.worst_excess),
+        }
+
+    def median_norm(self, layer: int) -> float:
+        """The median ‖resid_post‖ at layer, read from the histogram (interpolated within a 1.2%-wide bin)."""
+        counts = self.histogram[layer]
+        cumulative = np.cumsum(counts)
+        half = cumulative[-1] / 2
+        i = int(np.searchsorted(cumulative, half))
+        below = cumulative[i - 1] if i else 0
+        fraction = (half - below) / counts[i]
+        return float(10 ** (HISTOGRAM_EDGES[i] + fraction * (HISTOGRAM_EDGES[i + 1] - HISTOGRAM_EDGES[i])))
+
+    @property
+    def early_resid_mid(self) -> torch.Tensor:
+        """[n_layers, n_kept, d_model]: the sample of resid_mid vectors at positions 1..6."""
+        return self._early[:, : min(self.early_seen, self.reservoir)]
+
+    def nbytes(self) -> int:
+        """Bytes held: what a memory test counts (the example prompt is one prompt's worth)."""
+        arrays = [self.histogram, self.active_sum, self.growth_sum, self.bound_sum]
+        arrays += [*self.norm_sum.values(), *self.norm_sq_sum.values(), *self.bos_sum.values()]
+        arrays += list(self.example.values()) if self.example else []
+        early = 0 if self._early is None else self._early.numel() * self._early.element_size()
+        return sum(a.nbytes for a in arrays) + early
+
+    # -- adding --
+
+    def add(
+        self,
+        norms: dict[str, torch.Tensor],
+        active: torch.Tensor,
+        lengths: list[int],
+        early: torch.Tensor | None = None,
+        example_row: int | None = None,
+    ) -> None:
+        """One batch: norms[s] and active are [n_layers, batch, pos] (right-padded to pos), lengths the true
+        lengths with BOS; early, if given, is resid_mid at positions 1..6, [n_layers, batch, ≤6, d_model]."""
+        width = active.shape[-1]
+        lengths_t = torch.tensor(lengths)
+        positions = torch.arange(width)
+        averaged = (positions[None, :] >= 1) & (positions[None, :] < lengths_t[:, None])  # [batch, pos]
+        self.count += int(averaged.sum())
+        self.n_prompts += len(lengths)
+        for s in STREAMS:
+            x = norms[s].float()
+            self.norm_sum[s] += _masked_sum(x, averaged)
+            self.norm_sq_sum[s] += _masked_sum(x * x, averaged)
+            self.bos_sum[s] += x[:, :, 0].double().sum(1).numpy()
+        self.active_sum += _masked_sum(active.float(), averaged)
+        # Appendix 1, per vector, in float32 as the norms are
+        pre, post = norms["resid_pre"].float(), norms["resid_post"].float()
+        growth = post / pre - 1
+        bound = (norms["attn_out"].float() + norms["mlp_out"].float()) / pre
+        self.growth_sum += _masked_sum(growth, averaged)
+        self.bound_sum += _masked_sum(bound, averaged)
+        broken = (growth > bound + APPENDIX1_TOLERANCE * (1 + bound.abs())) & averaged
+        self.violations += int(broken.sum())
+        if averaged.any():
+            self.worst_excess = max(self.worst_excess, float((growth - bound)[:, averaged].max()))
+        # Figure 1's histogram of log10 ‖resid_post‖, on fixed bins (values outside go to the end bins)
+        n_bins = len(HISTOGRAM_EDGES) - 1
+        bins = torch.bucketize(post.log10(), torch.as_tensor(HISTOGRAM_EDGES, dtype=torch.float32)).sub_(1).clamp_(0, n_bins - 1)
+        layer_offset = torch.arange(self.n_layers)[:, None, None] * n_bins
+        self.histogram += (
+            torch.bincount((bins + layer_offset)[:, averaged].flatten(), minlength=self.n_layers * n_bins)
+            .view(self.n_layers, n_bins)
+            .numpy()
+        )
+        if example_row is not None:
+            n = lengths[example_row]
+            self.example = {s: norms[s][:, example_row, :n].float().numpy().copy() for s in STREAMS}
+        if early is not None:
+            self._sample_early(early, lengths)
+
+    def _sample_early(self, early: torch.Tensor, lengths: list[int]) -> None:
+        """Reservoir sampling (Vitter's algorithm R) of the (prompt, position) slots at positions 1..6."""
+        for row, n in enumerate(lengths):
+            for position in range(min(EARLY_POSITIONS, n - 1)):
+                if self.early_seen < self.reservoir:
+                    slot = self.early_seen
+                else:
+                    slot = int(self._rng.integers(0, self.early_seen + 1))  # keep it with probability reservoir/seen
+                self.early_seen += 1
+                if slot < self.reservoir:
+                    self._early_slot(slot, early.shape)[:] = early[:, row, position]
+
+    def _early_slot(self, slot: int, shape: torch.Size) -> torch.Tensor:
+        """The storage of one sampled slot, [n_layers, d_model]; capacity doubles up to the reservoir size."""
+        if self._early is None or slot >= self._early.shape[1]:
+            capacity = min(self.reservoir, max(64, 2 * (0 if self._early is None else self._early.shape[1])))
+            grown = torch.empty(shape[0], capacity, shape[-1])
+            if self._early is not None:
+                grown[:, : self._early.shape[1]] = self._early
+            self._early = grown
+        return self._early[:, slot]
+
+    def merge(self, other: "NormStats") -> "NormStats":
+        """Add another shard's sums (its prompts distinct from ours); the samples stay ours."""
+        self.count += other.count
+        self.n_prompts += other.n_prompts
+        self.violations += other.violations
+        for mine, theirs in (
+            (self.norm_sum, other.norm_sum),
+            (self.norm_sq_sum, other.norm_sq_sum),
+            (self.bos_sum, other.bos_sum),
+        ):
+            for s in STREAMS:
+                mine[s] += theirs[s]
+        self.active_sum += other.active_sum
+        self.growth_sum += other.growth_sum
+        self.bound_sum += other.bound_sum
+        self.histogram += other.histogram
+        self.worst_excess = max(self.worst_excess, other.worst_excess)
+        return self
+
+
+def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """[n_layers] float64: Σ of x [n_layers, batch, pos] over the positions where mask [batch, pos] holds."""
+    return x[:, mask].double().sum(1).numpy()
+
+
+def pooled_mean(norms: list[np.ndarray]) -> np.ndarray:
+    """[n_layers]: the mean over every (prompt, position ≥ 1) pair of per-prompt norms [n_layers, n_pos] (BOS excluded)."""
+    return np.concatenate([n[:, 1:] for n in norms], axis=1).mean(axis=1)
 
 
 def pad_batch(prompts: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -129,48 +291,51 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     return cache
 
 
-def collect(model: GPT2, prompts: list[list[int]], batch_size: int, pad: int, n_early: int = 6, on_batch=None) -> Activations:
-    """Run every prompt (BOS already prepended) and gather per-position norms; batches group similar lengths.
-    on_batch(n), if given, is called after each batch with the number of prompts it held."""
+def collect(
+    model: GPT2,
+    prompts: list,
+    batch_size: int,
+    pad: int,
+    *,
+    example: int | None = None,
+    reservoir: int = RESERVOIR,
+    seed: int = 0,
+    on_batch=None,
+) -> NormStats:
+    """Run every prompt (token ids, BOS first) in batches of similar length and keep NormStats.
+
+    example: the index of the prompt whose per-position norms figures 2 and 4 show. on_batch(n), if
+    given, is called after each batch with the number of prompts it held.
+    """
     L = model.cfg.n_layers
-    result = Activations()
+    stats = NormStats(L, reservoir=reservoir, seed=seed)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    per_prompt: dict[int, dict] = {}
-    early: list[torch.Tensor] = []
     early_names = [hook_name(l, "resid_mid") for l in range(L)]
     for start in range(0, len(order), batch_size):
         chosen = order[start : start + batch_size]
         tokens, lengths = pad_batch([prompts[i] for i in chosen], pad)
+        early = [None] * L
 
-        def keep_early(resid_mid: torch.Tensor, name: str, lengths=lengths) -> None:
-            early.append((name, resid_mid[:, 1 : n_early + 1].to(torch.float32, copy=True), lengths))
+        def keep_early(resid_mid: torch.Tensor, name: str, early=early) -> None:  # [batch, pos, d_model]
+            early[int(name.split(".")[1])] = resid_mid[:, 1 : EARLY_POSITIONS + 1].float()
 
         with instrument.hooks(model, dict.fromkeys(early_names, keep_early)):
             cache = per_position_norms(model, tokens)
-        for row, i in enumerate(chosen):
-            n = lengths[row]
-            per_prompt[i] = {
-                "norms": {s: np.stack([cache[hook_name(l, s)][row, :n].cpu().numpy() for l in range(L)]) for s in STREAMS},
-                "active": np.stack([cache[f"blocks.{l}.mlp.hook_pre"][row, :n].cpu().numpy() for l in range(L)]),
-            }
+        norms = {s: torch.stack([cache[hook_name(l, s)] for l in range(L)]).cpu() for s in STREAMS}  # [L, batch, pos]
+        active = torch.stack([cache[f"blocks.{l}.mlp.hook_pre"] for l in range(L)]).cpu()
+        row = chosen.index(example) if example in chosen else None
+        stats.add(norms, active, lengths, torch.stack(early).cpu(), example_row=row)
         if on_batch:
             on_batch(len(chosen))
-    for i in range(len(prompts)):
-        for s in STREAMS:
-            result.norms[s].append(per_prompt[i]["norms"][s])
-        result.active.append(per_prompt[i]["active"])
-    result.early_resid_mid = _early_vectors(early, L, n_early)
-    return result
+    return stats
 
 
-def _early_vectors(captured, n_layers: int, n_early: int) -> torch.Tensor:
-    """[n_layers, n_samples, d_model]: resid_mid at positions 1..n_early of every prompt (not padding)."""
-    by_layer: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
-    for name, vectors, lengths in captured:
-        layer = int(name.split(".")[1])
-        for row, n in enumerate(lengths):
-            by_layer[layer].append(vectors[row, : max(0, min(n_early, n - 1))])
-    return torch.stack([torch.cat(vectors) for vectors in by_layer])
+def norms_per_prompt(model: GPT2, prompts: list[list[int]], pad: int, stream: str = "resid_post") -> list[np.ndarray]:
+    """[n_layers, n_pos] per prompt: every position's norm (for a few prompts; `collect` for many)."""
+    tokens, lengths = pad_batch(prompts, pad)
+    cache = per_position_norms(model, tokens)
+    norms = torch.stack([cache[hook_name(l, stream)] for l in range(model.cfg.n_layers)]).cpu().numpy()  # [L, b, p]
+    return [norms[:, row, :n] for row, n in enumerate(lengths)]
 
 
 def padding_norms(
@@ -190,27 +355,6 @@ def padding_norms(
     if not is_pad.any():
         raise ValueError(f"no room for padding: every prompt is {longest} tokens, the model's whole context")
     return {"bos": norms[:, :, 0].mean(1), "padding": norms[:, is_pad].mean(1), "ordinary": norms[:, ordinary].mean(1)}
-
-
-# ---------------------------------------------------------------------------------------------
-# The Appendix 1 bound
-
-
-def appendix1_check(act: Activations, tolerance: float = 1e-4) -> dict:
-    """Per vector: ‖x_post‖/‖x_pre‖ − 1 ≤ (‖attn_out‖ + ‖mlp_out‖)/‖x_pre‖, by the triangle inequality,
-    since x_post = x_pre + attn_out + mlp_out. Averages per layer of both sides, and every violation
-    beyond a relative `tolerance` (float rounding), which would mean the measurements are wrong."""
-    pre, post = act.pooled("resid_pre"), act.pooled("resid_post")
-    attn, mlp = act.pooled("attn_out"), act.pooled("mlp_out")
-    growth = post / pre - 1
-    bound = (attn + mlp) / pre
-    violated = growth > bound + tolerance * (1 + np.abs(bound))
-    return {
-        "growth_minus_1": growth.mean(axis=1),
-        "bound": bound.mean(axis=1),
-        "violations": int(violated.sum()),
-        "worst_excess": float((growth - bound).max()),
-    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -63,21 +63,32 @@ def layer_lines(title: str, ylabel: str, series: dict[str, dict], log: bool = Tr
     return fig
 
 
-def log_norm_histograms(norms_by_layer: dict[int, np.ndarray], model: str) -> Figure:
-    """Figure 1: overlaid histograms of log10 ‖resid_post‖ at several layers."""
+def log_norm_histograms(edges: np.ndarray, counts_by_layer: dict[int, np.ndarray], model: str, n_bins: int = 60) -> Figure:
+    """Figure 1: overlaid histograms of log10 ‖resid_post‖ at several layers.
+
+    edges: fine bin edges in log10; counts_by_layer: {layer: counts on those bins}. Neighbouring fine bins
+    are summed into about n_bins bins spanning the occupied range.
+    """
     fig, ax = _figure(
         f"{model}: distribution of residual norms by layer (BOS excluded)",
         "log10 of L2 norm of resid_post",
         "number of vectors",
         log=False,
     )
-    all_logs = np.log10(np.concatenate(list(norms_by_layer.values())))
-    bins = np.linspace(all_logs.min(), all_logs.max(), 60)
-    colours = plt.cm.viridis(np.linspace(0, 0.95, len(norms_by_layer)))
-    for colour, (layer, norms) in zip(colours, norms_by_layer.items()):
-        ax.hist(
-            np.log10(norms), bins=bins, histtype="stepfilled", alpha=0.35, color=colour, edgecolor=colour, label=f"layer {layer}"
-        )
+    occupied = np.flatnonzero(np.sum(list(counts_by_layer.values()), axis=0))
+    first, last = occupied[0], occupied[-1] + 1
+    width = max(1, -(-(last - first) // n_bins))  # fine bins per drawn bin, rounded up
+    span = -(-(last - first) // width) * width  # a whole number of drawn bins
+    first = min(first, len(edges) - 1 - span)  # at the top end of the range, reach down instead
+    last = first + span
+    coarse_edges = edges[first : last + 1 : width]
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(counts_by_layer)))
+    for colour, (layer, counts) in zip(colours, counts_by_layer.items()):
+        fine = np.zeros(last - first)
+        available = counts[first:last]
+        fine[: len(available)] = available
+        ax.stairs(fine.reshape(-1, width).sum(1), coarse_edges, fill=True, alpha=0.35, color=colour, label=f"layer {layer}")
+        ax.stairs(fine.reshape(-1, width).sum(1), coarse_edges, color=colour)
     _legend(fig, title="resid_post at")
     return fig
 

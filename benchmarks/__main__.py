@@ -8,7 +8,9 @@ Builds random-weight checkpoints in the official layout (kept in --workdir for t
 1. forward throughput at gpt2 shape (batch 8 × 128) and gpt2-xl shape (4 × 64), contenders alternating,
    warm-up first, median of --repeats, also as a fraction of this machine's fp32 matmul peak;
 2. load (+ process) of the gpt2-xl-shaped checkpoint, each contender in a fresh process: time and peak RSS;
-3. `python -m analysis.growth` end to end on the gpt2-xl-shaped checkpoint: time and peak RSS.
+3. `python -m analysis.growth` end to end on the gpt2-xl-shaped checkpoint: time and peak RSS;
+4. the study over 61, 1,000 and 20,000 prompts (JSON Lines) on the bundled model and a gpt2-medium-shaped
+   checkpoint, each in a fresh process: peak RSS and the forward passes' tokens/s.
 Prints every ratio and writes the tables to --out (BENCHMARKS.md).
 """
 
@@ -17,6 +19,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +44,11 @@ GOALS = {
     "load_vs_raw": 3.0,
     "study_rss": 1.3,
     "study_seconds": 240,
+    "corpus_rss": 1.15,
+    "corpus_speed": 0.9,
 }
+CORPUS_SIZES = (61, 1000, 20000)  # prompts: the default 61, then the same cycled
+CORPUS_SHAPE = ("gpt2-medium", (24, 1024, 16, 0, 0))  # the second shape of the corpus section, beside the bundled model
 
 
 def log(message: str) -> None:
@@ -61,7 +68,12 @@ def probe(contender: str, directory: Path) -> dict:
     result = subprocess.run([sys.executable, "-m", "benchmarks.probe", contender, str(directory)], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"probe {contender} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    # The study logs its forward passes' throughput: "<model>: N tokens in T s, R tokens/s"
+    rates = re.findall(r": (\d+) tokens in [\d.]+ s, (\d+) tokens/s", result.stdout)
+    if rates:
+        found |= {"tokens": int(rates[-1][0]), "tokens_per_s": float(rates[-1][1])}
+    return found
 
 
 def warm_page_cache(path: Path) -> None:
@@ -104,7 +116,9 @@ def main(argv=None) -> int:
         "--workdir", type=Path, default=Path.home() / ".cache" / "minigpt-bench", help="where the checkpoints are kept"
     )
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
-    parser.add_argument("--skip", action="append", default=[], choices=["forward", "load", "study"], help="leave a part out")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["forward", "load", "study", "corpus"], help="leave a part out"
+    )
     args = parser.parse_args(argv)
     shapes = QUICK_SHAPES if args.quick else SHAPES
     repeats = args.repeats or (2 if args.quick else 7)
@@ -240,6 +254,46 @@ def main(argv=None) -> int:
         verdicts.append(
             ("study peak RSS ≤ 1.3× file", large_name, f"{study['peak_ratio']:.2f}×", study["peak_ratio"] <= GOALS["study_rss"])
         )
+
+    if "corpus" not in args.skip:
+        import weights
+
+        sizes = (61, 200) if args.quick else CORPUS_SIZES
+        name, shape = CORPUS_SHAPE if not args.quick else ("toy", (3, 96, 4, 0, 0))
+        lines += [
+            "## 4. The study over a corpus: memory and speed against the number of prompts",
+            "",
+            "`python -m analysis.growth --prompts-file corpus.jsonl` with the default prompts cycled, each size in a fresh "
+            "process. Peak RSS includes the imports; tokens/s is the forward passes' own rate, as the study logs it.",
+            "",
+            "| model | prompts | tokens | tokens/s | peak RSS | × peak at 61 prompts |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for label, directory in (("bundled", weights.BUNDLED_DIR), (f"{name} shape", checkpoint(args.workdir, shape))):
+            runs = {}
+            for n in sizes:
+                log(f"the study over {n} prompts, {label}")
+                runs[n] = probe(f"corpus-{n}", directory)
+                log(f"  {runs[n]['tokens']} tokens, {runs[n]['tokens_per_s']:.0f} tokens/s, peak RSS {gib(runs[n]['peak_rss'])}")
+            small, middle, large = (runs[n] for n in sizes[:1] + sizes[-2:])
+            for n, r in runs.items():
+                lines.append(
+                    f"| {label} | {n:,} | {r['tokens']:,} | {r['tokens_per_s']:,.0f} | {gib(r['peak_rss'])} | "
+                    f"{r['peak_rss'] / small['peak_rss']:.2f} |"
+                )
+            rss, speed = large["peak_rss"] / small["peak_rss"], large["tokens_per_s"] / middle["tokens_per_s"]
+            verdicts.append(
+                (f"peak RSS at {sizes[-1]:,} ≤ 1.15× at {sizes[0]} prompts", label, f"{rss:.2f}×", rss <= GOALS["corpus_rss"])
+            )
+            verdicts.append(
+                (
+                    f"tokens/s at {sizes[-1]:,} ≥ 0.9× at {sizes[-2]:,} prompts",
+                    label,
+                    f"{speed:.2f}×",
+                    speed >= GOALS["corpus_speed"],
+                )
+            )
+        lines.append("")
 
     if args.quick:  # toy shapes say nothing about the goals, which are set at the real shapes
         lines += ["Toy shapes (--quick): a smoke test; the goals are judged only at the real shapes."]

@@ -6,7 +6,8 @@ Contenders: raw (read every tensor of model.safetensors, nothing else), minigpt 
 process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained, which memory-maps the
 file and reads a weight when first used), hf-read (the same, then every weight used once),
 tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights),
-study (`python -m analysis.growth` on that checkpoint with the default prompts, run in this process).
+study (`python -m analysis.growth` on that checkpoint with the default prompts, run in this process),
+corpus-N (the same over N one-line prompts in a JSON Lines file: the default prompts, cycled).
 Peak RSS is this process's high-water mark, imports included, read from VmHWM in /proc/self/status:
 ru_maxrss would not do, since Linux carries the parent's high-water mark across fork and exec.
 """
@@ -44,6 +45,16 @@ def load(contender: str, directory: Path):
             if growth.main(["--model", str(directory), "--out", f"{out}/report"]) != 0:
                 raise SystemExit("the study failed")
         return None
+    if contender.startswith("corpus-"):  # corpus-N: the study over N one-line prompts (the default ones, cycled)
+        import tempfile
+
+        from analysis import growth
+
+        with tempfile.TemporaryDirectory() as scratch:
+            corpus = write_corpus(Path(scratch) / "corpus.jsonl", int(contender.removeprefix("corpus-")))
+            if growth.main(["--model", str(directory), "--prompts-file", str(corpus), "--out", f"{scratch}/report"]) != 0:
+                raise SystemExit("the study failed")
+        return None
     if contender == "tl":
         from transformer_lens.model_bridge import TransformerBridge
 
@@ -53,13 +64,24 @@ def load(contender: str, directory: Path):
     raise SystemExit(f"unknown contender {contender!r}")
 
 
+def write_corpus(path: Path, n: int) -> Path:
+    """n prompts as JSON Lines: the study's default prompts, cycled (the first 61 are exactly those)."""
+    import json
+
+    from analysis.growth import DEFAULT_PROMPTS, read_prompts
+
+    texts = read_prompts(DEFAULT_PROMPTS).texts
+    path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
 def import_baseline(contender: str) -> None:
     """Import what the contender needs before timing, so that the time measures loading, not imports."""
     import torch  # noqa: F401
 
     if contender in ("hf", "hf-read"):
         import transformers  # noqa: F401
-    elif contender == "study":
+    elif contender == "study" or contender.startswith("corpus-"):
         import analysis.growth  # noqa: F401
     elif contender == "tl":
         import transformer_lens  # noqa: F401

@@ -467,9 +467,7 @@ def mean_norm_without_bos(fn: Callable) -> None:
     """fn(norms: list of [n_layers, n_pos] arrays, one per prompt, BOS at position 0) → [n_layers]."""
     __tracebackhide__ = True
     norms = _norms_per_prompt()
-    act = measures.Activations()
-    act.norms["resid_post"] = norms
-    expected = torch.as_tensor(act.mean_norm("resid_post"))
+    expected = torch.as_tensor(measures.pooled_mean(norms))
     mistakes = {
         "BOS is included: leave out position 0 of every prompt": np.concatenate(norms, axis=1).mean(1),
         "a mean of the prompts' means: pool every (prompt, position) pair, so each vector counts once": np.mean(
@@ -482,7 +480,7 @@ def mean_norm_without_bos(fn: Callable) -> None:
     difference = compare(
         "mean_norm_without_bos", fn(norms), expected, {k: torch.as_tensor(v) for k, v in mistakes.items()}, rtol=1e-9
     )
-    passed("mean_norm_without_bos", "(measures.Activations.mean_norm) on three prompts of random norms", difference)
+    passed("mean_norm_without_bos", "(measures.pooled_mean) on three prompts of random norms", difference)
 
 
 def _growth_inputs() -> np.ndarray:

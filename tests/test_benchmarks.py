@@ -24,6 +24,8 @@ def test_benchmark_runs_at_toy_size(tmp_path):
         "raw safetensors read",
         "HF GPT2LMHeadModel.from_pretrained",
         "The study end to end",
+        "The study over a corpus",
+        "| bundled | 200 | 4,927 |",
     ]:
         assert row in table, row
     assert "fp32 matmul peak measured in this run" in table

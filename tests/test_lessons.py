@@ -15,7 +15,6 @@ from nbclient import NotebookClient
 
 from lessons import build, check
 
-
 # ---------------------------------------------------------------------------------------------
 # Wrong implementations, as a student might write them
 

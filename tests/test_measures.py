@@ -54,19 +54,23 @@ def test_random_normalised_vectors_have_mean_0_and_variance_1():
     torch.testing.assert_close(x.pow(2).mean(-1), torch.ones(100))
 
 
+def stats_of_vectors(streams: dict[str, np.ndarray]) -> measures.NormStats:
+    """NormStats of one batch given the vectors themselves, {stream: [n_layers, batch, pos, d_model]}."""
+    L, batch, n_pos, _ = streams["resid_pre"].shape
+    stats = measures.NormStats(L)
+    norms = {s: torch.as_tensor(np.linalg.norm(v, axis=-1), dtype=torch.float32) for s, v in streams.items()}
+    stats.add(norms, torch.zeros(L, batch, n_pos), [n_pos] * batch)
+    return stats
+
+
 def test_appendix1_holds_on_consistent_vectors_and_flags_a_broken_one():
     rng = np.random.default_rng(0)
-    pre, attn, mlp = rng.normal(size=(3, 2, 4, 7, 16))  # [layer, prompt... ] built per prompt below
-    act = measures.Activations()
-    for i in range(2):
-        x_pre, a, m = pre[i], attn[i], mlp[i]  # [L=4, pos=7, d=16]
-        x_mid, x_post = x_pre + a, x_pre + a + m
-        for stream, v in zip(measures.STREAMS, (x_pre, a, x_mid, m, x_post)):
-            act.norms[stream].append(np.linalg.norm(v, axis=-1))
-    check = measures.appendix1_check(act)
+    pre, attn, mlp = rng.normal(size=(3, 4, 2, 7, 16))  # [n_layers, batch, pos, d_model] each
+    streams = {"resid_pre": pre, "attn_out": attn, "resid_mid": pre + attn, "mlp_out": mlp, "resid_post": pre + attn + mlp}
+    check = stats_of_vectors(streams).appendix1()
     assert check["violations"] == 0 and np.all(check["growth_minus_1"] <= check["bound"])
-    act.norms["resid_post"][0][2, 3] *= 10  # a resid_post norm no sum of those vectors can reach
-    assert measures.appendix1_check(act)["violations"] == 1
+    streams["resid_post"][2, 0, 3] *= 10  # a resid_post norm no sum of those vectors can reach
+    assert stats_of_vectors(streams).appendix1()["violations"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -75,19 +79,80 @@ def processed(small_checkpoint):
 
 
 def test_batched_collection_equals_one_prompt_at_a_time(processed):
-    """Right padding cannot change the real positions (attention is causal), so batching is invisible."""
+    """Right padding cannot change the real positions (attention is causal), so batching is invisible:
+    every statistic of a batched run equals the one computed from each prompt run alone."""
     model, tokenizer = processed
+    L = model.cfg.n_layers
     prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in ["Hello there", "A longer prompt than the first one", "x"]]
-    act = measures.collect(model, prompts, batch_size=3, pad=tokenizer.eot)
-    for i, prompt in enumerate(prompts):
+    stats = measures.collect(model, prompts, batch_size=3, pad=tokenizer.eot, example=1)
+    alone = {s: [] for s in (*measures.STREAMS, "active")}
+    early = []
+    for prompt in prompts:
         _, cache = instrument.run_with_cache(model, torch.tensor([prompt]))
         for stream in measures.STREAMS:
-            alone = torch.stack([cache[measures.hook_name(l, stream)][0].norm(dim=-1) for l in range(model.cfg.n_layers)])
-            np.testing.assert_allclose(act.norms[stream][i], alone.numpy(), rtol=1e-5)
-        active = torch.stack([(cache[f"blocks.{l}.mlp.hook_pre"][0] > 0).float().mean(-1) for l in range(model.cfg.n_layers)])
-        np.testing.assert_allclose(act.active[i], active.numpy(), rtol=1e-6)
-    # positions 1..6 of every prompt, or fewer for short prompts: 2 + 6 + 1 vectors per layer
-    assert act.early_resid_mid.shape == (model.cfg.n_layers, 9, model.cfg.d_model)
+            alone[stream].append(torch.stack([cache[measures.hook_name(l, stream)][0].norm(dim=-1) for l in range(L)]).numpy())
+        alone["active"].append(
+            torch.stack([(cache[f"blocks.{l}.mlp.hook_pre"][0] > 0).float().mean(-1) for l in range(L)]).numpy()
+        )
+        early.append(torch.stack([cache[measures.hook_name(l, "resid_mid")][0, 1:7] for l in range(L)]))
+    for stream in measures.STREAMS:
+        np.testing.assert_allclose(stats.mean_norm(stream), measures.pooled_mean(alone[stream]), rtol=1e-5)
+        pooled = np.concatenate([n[:, 1:] for n in alone[stream]], axis=1)
+        np.testing.assert_allclose(stats.rms_norm(stream), np.sqrt((pooled**2).mean(1)), rtol=1e-5)
+        np.testing.assert_allclose(stats.bos_norm(stream), np.mean([n[:, 0] for n in alone[stream]], axis=0), rtol=1e-5)
+        np.testing.assert_allclose(stats.example[stream], alone[stream][1], rtol=1e-5)
+    np.testing.assert_allclose(stats.active_fraction(), measures.pooled_mean(alone["active"]), rtol=1e-6)
+    assert stats.count == sum(len(p) - 1 for p in prompts) and stats.n_prompts == 3
+    assert int(stats.histogram.sum()) == L * stats.count
+    # positions 1..6 of every prompt, or fewer for short prompts: 2 + 6 + 1 vectors per layer, all kept
+    expected_early = torch.cat([early[2], early[0], early[1]], dim=1)  # in the order run: shortest first
+    torch.testing.assert_close(stats.early_resid_mid, expected_early, rtol=1e-5, atol=1e-6)
+
+
+def test_kept_state_has_a_fixed_size_however_many_prompts_run(processed):
+    """The memory bound, counted in bytes: 40 prompts and 400 leave statistics of the same size."""
+    model, tokenizer = processed
+
+    def stream(n):  # the same first prompts each time, so the example prompt is the same one
+        rng = np.random.default_rng(0)
+        return [[tokenizer.eot, *rng.integers(0, 50000, size=rng.integers(3, 20)).tolist()] for _ in range(n)]
+
+    few = measures.collect(model, stream(40), batch_size=8, pad=tokenizer.eot, example=0, reservoir=64)
+    many = measures.collect(model, stream(400), batch_size=8, pad=tokenizer.eot, example=0, reservoir=64)
+    assert few.early_seen > 64 and many.early_seen > 10 * 64  # both reservoirs full: a sample, not everything
+    assert few.nbytes() == many.nbytes() and many.early_resid_mid.shape[1] == 64
+    assert many.count > 9 * few.count
+
+
+def test_statistics_of_two_shards_merge_by_addition(processed):
+    model, tokenizer = processed
+    prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in ["One prompt", "and another, longer one", "a third", "four"]]
+    # batch size 1: each prompt's arithmetic is then the same in the whole run and in its shard
+    whole = measures.collect(model, prompts, batch_size=1, pad=tokenizer.eot)
+    merged = measures.collect(model, prompts[:2], batch_size=1, pad=tokenizer.eot)
+    merged.merge(measures.collect(model, prompts[2:], batch_size=1, pad=tokenizer.eot))
+    for stream in measures.STREAMS:
+        np.testing.assert_allclose(merged.mean_norm(stream), whole.mean_norm(stream), rtol=1e-6)
+        np.testing.assert_allclose(merged.bos_norm(stream), whole.bos_norm(stream), rtol=1e-6)
+    assert np.array_equal(merged.histogram, whole.histogram) and merged.count == whole.count
+    assert merged.appendix1()["worst_excess"] == whole.appendix1()["worst_excess"]
+
+
+def test_reservoir_sample_is_uniform_and_seeded():
+    """Algorithm R: after 200 slots with room for 20, each slot was kept with probability 20/200."""
+    L, kept = 1, np.zeros(200)
+    for seed in range(300):
+        stats = measures.NormStats(L, reservoir=20, seed=seed)
+        for start in range(0, 200, 50):  # slot i carries the value i in every coordinate
+            early = torch.arange(start, start + 50, dtype=torch.float32).view(1, 50, 1, 1).expand(L, 50, 1, 4)
+            stats._sample_early(early, [2] * 50)
+        kept[stats.early_resid_mid[0, :, 0].long().numpy()] += 1
+    assert abs(kept.mean() / 300 - 0.1) < 1e-9  # exactly 20 kept each time
+    assert kept.std() / 300 < 0.03 and kept[:20].mean() / 300 < 0.15  # no preference for the first slots
+    again = measures.NormStats(L, reservoir=20, seed=299)
+    for start in range(0, 200, 50):
+        again._sample_early(torch.arange(start, start + 50, dtype=torch.float32).view(1, 50, 1, 1).expand(L, 50, 1, 4), [2] * 50)
+    torch.testing.assert_close(again.early_resid_mid, stats.early_resid_mid)
 
 
 def test_padding_norms_separate_bos_padding_and_ordinary_positions(processed):

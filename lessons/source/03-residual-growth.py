@@ -25,7 +25,7 @@ from lessons import check
 torch.set_grad_enabled(False)
 model, tokenizer = weights.load("bundled")  # processed, as the study: LayerNorm folded, writing weights centred
 L = model.cfg.n_layers
-texts, _ = read_prompts(DEFAULT_PROMPTS)
+texts = read_prompts(DEFAULT_PROMPTS).texts
 prompts = [[tokenizer.eot, *tokenizer.encode(text)] for text in texts]  # BOS (<|endoftext|>) first, as in the study
 print(f"{len(prompts)} prompts, {sum(map(len, prompts))} tokens; {L} layers, d_model {model.cfg.d_model}")
 
@@ -47,13 +47,12 @@ print("kept as norms:", tuple(norms["blocks.3.hook_resid_post"].shape), "= [batc
 print("mean over d_model after processing (zero, to rounding):", float(cache["blocks.3.hook_resid_post"].mean(-1).abs().max()))
 
 # %% [markdown]
-# `measures.collect` runs every prompt this way, in batches, and keeps the norm of the five vectors the
-# study follows through each block (resid_pre, attn_out, resid_mid, mlp_out, resid_post) at every
-# position of every prompt.
+# `measures.norms_per_prompt` runs a few prompts this way, in one padded batch, and returns the norm of
+# one stream at every position of every prompt: one array `[n_layers, n_pos]` per prompt.
 
 # %%
-act = measures.collect(model, prompts, batch_size=8, pad=tokenizer.eot)
-print("prompt 0, resid_post norms:", act.norms["resid_post"][0].shape, "= [n_layers, n_pos]")
+norms = measures.norms_per_prompt(model, prompts, tokenizer.eot, stream="resid_post")
+print(len(norms), "prompts; prompt 0:", norms[0].shape, "= [n_layers, n_pos]")
 
 # %% [markdown]
 # ## 2. The mean norm at each layer, BOS excluded
@@ -72,7 +71,7 @@ def mean_norm_without_bos(norms):
 
 # %%
 check.mean_norm_without_bos(mean_norm_without_bos)
-mean_post = mean_norm_without_bos(act.norms["resid_post"])
+mean_post = mean_norm_without_bos(norms)
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 ax.plot(mean_post, "o-")
 plots.log_scale(ax)
@@ -154,9 +153,16 @@ plt.show()
 #
 # If the residual grows by a constant factor per layer, what the sublayers add must grow at that rate
 # too, or their contribution would shrink relative to the stream.
+#
+# For thousands of prompts, keeping every position's norm would fill the memory. `measures.collect`,
+# which the `analysis.growth` command uses, keeps only running sums (and a few samples) instead: the same
+# means, in memory that does not grow with the number of prompts.
 
 # %%
+act = measures.collect(model, prompts, batch_size=8, pad=tokenizer.eot)
+print(f"{act.count} vectors averaged, {act.nbytes() / 1e6:.1f} MB kept")
 mean = {s: act.mean_norm(s) for s in measures.STREAMS}
+print("the same mean as yours:", np.allclose(mean["resid_post"], mean_post, rtol=1e-5))
 for stream in ("attn_out", "mlp_out", "resid_post"):
     print(f"{stream:10s} fitted ×{measures.growth_rate(mean[stream], first, last)['fit_rate']:.3f} per layer")
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
@@ -237,8 +243,8 @@ plt.show()
 # mean the measurements are wrong.
 
 # %%
-bound = measures.appendix1_check(act)
-print(f"violations: {bound['violations']} of {act.pooled('resid_pre').size} vectors")
+bound = act.appendix1()
+print(f"violations: {bound['violations']} of {act.count * L} vectors")
 print("layer   mean g − 1   mean bound")
 for layer, (growth, limit) in enumerate(zip(bound["growth_minus_1"], bound["bound"])):
     print(f"{layer:5d}   {growth:10.3f}   {limit:10.3f}")
