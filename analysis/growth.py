@@ -2,6 +2,7 @@
 
     python -m analysis.growth                                   # gpt2, or the bundled model offline
     python -m analysis.growth --model gpt2 --model gpt2-xl --out xl-report
+    python -m analysis.growth --prompts-file corpus.jsonl --max-prompts 20000 --truncate   # a corpus slice
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
 comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,

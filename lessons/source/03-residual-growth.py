@@ -40,10 +40,10 @@ print(f"{len(prompts)} prompts, {sum(map(len, prompts))} tokens; {L} layers, d_m
 _, cache = instrument.run_with_cache(model, torch.tensor([prompts[0]]))
 print(len(cache), "hook points, e.g.", list(cache)[:6])
 print("blocks.3.hook_resid_post:", tuple(cache["blocks.3.hook_resid_post"].shape), "= [batch, pos, d_model]")
-_, norms = instrument.run_with_cache(
+_, norm_cache = instrument.run_with_cache(
     model, torch.tensor([prompts[0]]), names=lambda n: n.endswith("resid_post"), reduce=lambda t, name: t.norm(dim=-1)
 )
-print("kept as norms:", tuple(norms["blocks.3.hook_resid_post"].shape), "= [batch, pos]")
+print("kept as norms:", tuple(norm_cache["blocks.3.hook_resid_post"].shape), "= [batch, pos]")
 print("mean over d_model after processing (zero, to rounding):", float(cache["blocks.3.hook_resid_post"].mean(-1).abs().max()))
 
 # %% [markdown]
