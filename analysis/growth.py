@@ -477,6 +477,7 @@ class Plan:
     choice: ModelChoice
     directory: Path
     source: dict
+    cfg: Config
     prompts: list[np.ndarray]  # token ids, BOS first
     truncated: int
     fit_layers: tuple[int, int]
@@ -514,9 +515,9 @@ def run(args, log: Progress) -> Path:
         directory, source = weights.locate(choice.name, args.revision)  # downloads, if needed, before any check
         tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
         prompts, truncated = tokenize(prompts_in, tokenizer, cfg, choice, args.truncate)
-        plans.append(Plan(choice, directory, source, prompts, truncated, check_inputs(choice, cfg, fit_layers)))
+        plans.append(Plan(choice, directory, source, cfg, prompts, truncated, check_inputs(choice, cfg, fit_layers)))
     first = plans[0]
-    inputs = Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, weights.read_config(first.directory).n_ctx)
+    inputs = Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, first.cfg.n_ctx)
     log(inputs.sentence())
     results = [analyse(plan, args, device, log) for plan in plans]
     for r in results:
