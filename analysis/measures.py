@@ -65,6 +65,24 @@ def growth_rate(mean_norms, first: int, last: int) -> dict:
     }
 
 
+STEADY = {"r2": 0.95, "rate": 1.02, "span": 2 / 3, "halves": 0.25}
+
+
+def steady_growth(g: dict, n_layers: int) -> dict:
+    """Is growth_rate's result g steady exponential growth? The bar a bundled model must clear: the
+    least-squares fit has R² >= 0.95 and rate >= 1.02 per layer over at least two thirds of the layers,
+    and the two halves' log-rates are within 25% of the larger. Returns each check and "steady" (all)."""
+    span = (g["last_layer"] - g["first_layer"] + 1) / n_layers
+    halves = [np.log(g[key]) if g[key] else float("nan") for key in ("rate_first_half", "rate_second_half")]
+    checks = {
+        "r2": g["r2"] >= STEADY["r2"],
+        "rate": g["fit_rate"] >= STEADY["rate"],
+        "span": span >= STEADY["span"] - 1e-9,
+        "halves": bool(min(halves) > 0 and max(halves) - min(halves) <= STEADY["halves"] * max(halves)),
+    }
+    return checks | {"steady": all(checks.values())}
+
+
 # ---------------------------------------------------------------------------------------------
 # What the forward pass gives: per-position norms, reduced as the model runs
 

@@ -269,3 +269,90 @@ def save(fig: Figure, directory, stem: str) -> list[str]:
     finally:
         plt.close(fig)
     return names
+
+
+# ---------------------------------------------------------------------------------------------
+# Over training (analysis.dynamics): the x axis is the training step, symlog so that step 0 (the
+# initialisation) sits at 0 and the log-spaced checkpoints after it are evenly spread.
+
+
+def _step_axis(ax: plt.Axes) -> None:
+    ax.set_xscale("symlog", linthresh=1, linscale=0.5)
+    ax.set_xlim(left=-0.2)  # symlog would otherwise mirror the axis into negative steps
+    ax.set_xlabel("training step (0 = initialisation; log scale after 1)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def norm_by_layer_over_steps(mean_norms: np.ndarray, steps: list[int], run: str) -> Figure:
+    """Mean resid_post norm against layer, one line per checkpoint, coloured from first (dark) to last (yellow).
+
+    mean_norms: [n_steps, n_layers]."""
+    fig, ax = _figure(f"{run}: mean residual norm by layer over training", "layer l (resid_post of block l)", NORM_LABEL)
+    colours = plt.cm.viridis(np.linspace(0, 0.95, len(steps)))
+    for colour, step, y in zip(colours, steps, mean_norms):
+        ax.plot(np.arange(len(y)), y, "o-", markersize=3, color=colour, label=f"step {step:,}")
+    _legend(fig, title="checkpoint")
+    return fig
+
+
+def growth_over_steps(growth_by_run: dict[str, dict], title: str) -> Figure:
+    """Fitted per-layer growth rate, the fit's R², and the rates of the two halves of the fit range against step.
+
+    growth_by_run = {label: {"steps": [...], "fit_rate": [...], "r2": [...], "rate_first_half": [...],
+    "rate_second_half": [...]}}: one colour per run."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), layout="constrained", sharex=True)
+    fig.suptitle(title)
+    for colour, (label, g) in zip(plt.cm.tab10.colors, growth_by_run.items()):
+        top.plot(g["steps"], g["fit_rate"], "o-", markersize=4, color=colour, label=f"{label}: least-squares rate")
+        top.plot(g["steps"], g["rate_first_half"], "v:", markersize=3, color=colour, alpha=0.7, label=f"{label}: first half")
+        top.plot(g["steps"], g["rate_second_half"], "^:", markersize=3, color=colour, alpha=0.7, label=f"{label}: second half")
+        bottom.plot(g["steps"], g["r2"], "o-", markersize=4, color=colour)
+    top.axhline(1.0, color="black", linewidth=1, linestyle="--")
+    top.set_ylabel("growth of mean ‖resid_post‖\nper layer (×)")
+    bottom.set_ylabel("R² of the exponential fit")
+    bottom.axhline(0.95, color="grey", linewidth=1, linestyle="--", label="R² = 0.95")
+    bottom.set_ylim(min(0.0, *(min(g["r2"]) for g in growth_by_run.values())), 1.02)
+    for ax in (top, bottom):
+        _step_axis(ax)
+    top.set_xlabel("")
+    _legend(fig)
+    return fig
+
+
+def per_layer_over_steps(panels: dict[str, np.ndarray], steps: list[int], title: str, ncols: int = 4) -> Figure:
+    """One panel per quantity, each [n_steps, n_layers]: the quantity of every layer against step, one
+    line per layer coloured by depth (log y)."""
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
+    fig.suptitle(title)
+    n_layers = next(iter(panels.values())).shape[1]
+    colours = plt.cm.viridis(np.linspace(0, 0.95, n_layers))
+    for ax, (name, values) in zip(axes.ravel(), panels.items()):
+        for layer in range(n_layers):
+            ax.plot(steps, values[:, layer], color=colours[layer], linewidth=1.2)
+        ax.set_title(name, fontsize="medium")
+        _step_axis(ax)
+        log_scale(ax)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    mappable = plt.cm.ScalarMappable(cmap="viridis", norm=matplotlib.colors.Normalize(0, (n_layers - 1) / 0.95))
+    fig.colorbar(mappable, ax=axes, label="layer", shrink=0.6)
+    return fig
+
+
+def per_layer_by_run(panels: dict[str, dict[str, np.ndarray]], title: str, ncols: int = 4) -> Figure:
+    """One panel per quantity: its value against layer for each run ({panel: {run: [n_layers]}}), log y."""
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
+    fig.suptitle(title)
+    for ax, (name, runs) in zip(axes.ravel(), panels.items()):
+        for colour, (run, values) in zip(plt.cm.tab10.colors, runs.items()):
+            ax.plot(np.arange(len(values)), values, "o-", markersize=3, color=colour, label=run)
+        ax.set(title=name, xlabel=LAYER_LABEL)
+        log_scale(ax)
+        ax.grid(True, alpha=0.3)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", title="run")
+    return fig

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # conftest.record
 sys.path.insert(0, str(Path(__file__).parent.parent))  # benchmarks.checkpoints
 
 from benchmarks.checkpoints import gpt2_vocab_files, write_checkpoint
+from minigpt import GPT2, Config
+from training.train import TrainConfig, init_weights, train
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -150,3 +153,24 @@ def hub(hub_mirrors, tmp_path_factory):
     server = HubServer(hub_mirrors[0], tmp_path_factory.mktemp("olah"))
     yield server
     server.stop()
+
+
+def toy_corpus(n: int, seed: int) -> np.ndarray:
+    """A repeating pattern with noise: learnable in a few steps, unlike uniform random tokens."""
+    rng = np.random.default_rng(seed)
+    pattern = np.tile(np.arange(100, 116), n // 16 + 1)[:n]
+    noise = rng.random(n) < 0.1
+    return np.where(noise, rng.integers(0, 500, n), pattern).astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A 3-layer model with the real vocabulary, trained 12 steps on toy tokens, with 5 checkpoints."""
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    cfg = TrainConfig(
+        steps=12, batch_size=4, seq_len=32, lr=1e-2, warmup_steps=2, eval_every=6, eval_batches=1, bf16=False, checkpoints=5
+    )
+    model = init_weights(GPT2(Config.sized(3, 32, 2, n_ctx=32)), seed=0)
+    initial = model.W_E.detach().clone()
+    history = train(model, toy_corpus(5_000, 0), toy_corpus(2_000, 1), cfg, progress=False, checkpoint_dir=run / "checkpoints")
+    return run, cfg, model, initial, history

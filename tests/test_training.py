@@ -1,19 +1,15 @@
 """The training loop, on a tiny model and a toy corpus, and its checkpoint in the official layout."""
 
+import json
+
 import numpy as np
+import pytest
 import torch
+from conftest import toy_corpus
 
 import weights
 from minigpt import GPT2, Config
-from training.train import TrainConfig, init_weights, learning_rate, train, unigram_loss
-
-
-def toy_corpus(n: int, seed: int) -> np.ndarray:
-    """A repeating pattern with noise: learnable in a few steps, unlike uniform random tokens."""
-    rng = np.random.default_rng(seed)
-    pattern = np.tile(np.arange(100, 116), n // 16 + 1)[:n]
-    noise = rng.random(n) < 0.1
-    return np.where(noise, rng.integers(0, 500, n), pattern).astype(np.uint16)
+from training.train import TrainConfig, checkpoint_steps, init_weights, learning_rate, make_optimizer, train, unigram_loss
 
 
 def test_training_lowers_the_loss_within_seconds():
@@ -43,3 +39,57 @@ def test_a_trained_model_saves_in_the_official_layout(tmp_path, vocab_files):
     loaded, _ = weights.load(tmp_path, process=False)
     assert loaded.W_E.dtype == torch.float32 and loaded.cfg == model.cfg
     torch.testing.assert_close(loaded.W_E, model.W_E.detach().to(torch.bfloat16).float())
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints over training and the weight-decay ablation
+
+
+def decayed(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """{parameter name: the weight decay its group applies}, read off the optimizer itself."""
+    return {name: group["weight_decay"] for group in optimizer.param_groups for name in group["names"]}
+
+
+def test_each_ablation_decays_what_it_says_on_the_optimizer():
+    model = GPT2(Config.sized(2, 32, 2, d_vocab=500, n_ctx=32))
+    names = [name for name, _ in model.named_parameters()]
+    gains = [n for n in names if n.endswith(".w")]
+    matrices = [n for n, p in model.named_parameters() if p.ndim >= 2]
+    biases = [n for n in names if n not in gains and n not in matrices]
+    assert (
+        {"blocks.0.ln1.w", "blocks.1.ln2.w", "ln_final.w"} <= set(gains) and "W_E" in matrices and "blocks.0.mlp.b_in" in biases
+    )
+
+    today = decayed(make_optimizer(model, TrainConfig(weight_decay=0.1)))
+    assert {n for n, wd in today.items() if wd == 0.1} == set(matrices) and set(today) == set(names)
+    with_gains = decayed(make_optimizer(model, TrainConfig(weight_decay=0.1, decay_gains=True)))
+    assert {n for n, wd in with_gains.items() if wd == 0.1} == set(matrices) | set(gains)
+    assert all(with_gains[n] == 0.0 for n in biases)
+    assert set(decayed(make_optimizer(model, TrainConfig(weight_decay=0.0))).values()) == {0.0}
+    # every parameter the optimizer holds is the model's, once
+    held = [id(p) for group in make_optimizer(model, TrainConfig()).param_groups for p in group["params"]]
+    assert sorted(held) == sorted(id(p) for p in model.parameters())
+
+
+def test_checkpoint_steps_are_log_spaced_from_initialisation_to_the_end():
+    steps = checkpoint_steps(1500, 14)
+    assert steps[0] == 0 and steps[-1] == 1500 and steps == sorted(set(steps)) and len(steps) == 14
+    gaps = np.diff(np.log(steps[4:]))  # past the first few (rounded to whole steps), equal ratios
+    assert np.allclose(gaps, gaps.mean(), rtol=0.2)
+    assert checkpoint_steps(10, 0) == [] and checkpoint_steps(10, 1) == [10] and checkpoint_steps(3, 20) == [0, 1, 2, 3]
+
+
+def test_training_saves_checkpoints_in_the_official_layout(tiny_run):
+    run, cfg, model, initial, history = tiny_run
+    folders = sorted((run / "checkpoints").iterdir())
+    assert [f.name for f in folders] == [f"step-{s:06d}" for s in checkpoint_steps(12, 5)] == [
+        "step-000000", "step-000001", "step-000002", "step-000005", "step-000012",
+    ]  # fmt: skip
+    first, _ = weights.load(folders[0], process=False)
+    last, _ = weights.load(folders[-1], process=False)
+    assert torch.equal(first.W_E, initial)  # step 0 is the initialisation, stored exactly (float32)
+    assert torch.equal(last.W_E, model.W_E.detach()) and not torch.equal(last.W_E, initial)
+    record = json.loads((folders[3] / "training_step.json").read_text())
+    assert record["step"] == 5 and record["tokens"] == 5 * 4 * 32 and np.isfinite(record["val_loss"])
+    assert record["train_loss"] == pytest.approx(np.mean(history["train_loss"][:5]))
+    assert json.loads((folders[0] / "training_step.json").read_text())["train_loss"] is None

@@ -8,6 +8,14 @@ of the peak learning rate, gradient clipping at norm 1, weight decay 0.1 on the 
 embeddings only (as in nanoGPT: decaying LayerNorm gains or biases would pull them towards 0, which
 is not a sensible prior for a gain), no dropout. Matrix products run in bfloat16 autocast (2.3×
 faster on this CPU, measured) with float32 master weights; the checkpoint is stored in bfloat16.
+
+Checkpoints over training, for `python -m analysis.dynamics OUT`:
+
+    python -m training --data data --out runs/base --checkpoints 12     # OUT/checkpoints/step-000000 ...
+
+writes the model at step 0 (the initialisation), the last step, and log-spaced steps between, each in
+the official layout (float32) with its step, tokens seen and validation loss in training_step.json.
+`--weight-decay 0` and `--decay-gains true` give the weight-decay ablation; `--device cuda` trains on a GPU.
 """
 
 import argparse
@@ -42,6 +50,8 @@ class TrainConfig:
     eval_batches: int = 16
     seed: int = 1234
     bf16: bool = True
+    decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; GPT-2's recipe does not)
+    checkpoints: int = 0  # how many log-spaced checkpoints to keep (0: none, only the final model)
 
 
 @torch.no_grad()
@@ -72,7 +82,8 @@ def random_windows(tokens: np.ndarray, batch_size: int, seq_len: int, generator:
 
 
 def next_token_loss(model: GPT2, windows: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    windows = windows.to(model.W_E.device)
+    with torch.autocast(windows.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(windows[:, :-1])
     return F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
 
@@ -102,8 +113,59 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: TrainConfig, progress=True) -> dict:
-    """Train in place; return the history {"step", "train_loss", "val_step", "val_loss", "seconds"}."""
+def parameter_groups(model: GPT2, weight_decay: float, decay_gains: bool) -> list[dict]:
+    """AdamW's two groups, each with the names of its parameters: weight_decay on the matrices and
+    embeddings (and on the LayerNorm gains `…ln*.w` if decay_gains), none on biases."""
+    groups = {"decay": ([], []), "no_decay": ([], [])}
+    for name, param in model.named_parameters():
+        decayed = param.ndim >= 2 or (decay_gains and name.endswith(".w"))
+        names, params = groups["decay" if decayed else "no_decay"]
+        names.append(name)
+        params.append(param)
+    return [
+        {"names": names, "params": params, "weight_decay": weight_decay if key == "decay" else 0.0}
+        for key, (names, params) in groups.items()
+    ]
+
+
+def make_optimizer(model: GPT2, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay, cfg.decay_gains), lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def checkpoint_steps(steps: int, n: int) -> list[int]:
+    """n steps (fewer where rounding merges them) from 0 to `steps`, log-spaced after 0: the early
+    steps, where the weights change fastest, are sampled most densely."""
+    if n < 2:
+        return [] if n < 1 else [steps]
+    return sorted({0, steps} | {int(round(s)) for s in np.geomspace(1, steps, n - 1)})
+
+
+def save_checkpoint(model: GPT2, directory: Path, step: int, cfg: TrainConfig, val_tokens: np.ndarray, train_loss) -> None:
+    """The model after `step` updates, in the official layout, and what training had reached then."""
+    model.eval()
+    weights.save(model, directory, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt")
+    record = {
+        "step": step,
+        "tokens": step * cfg.batch_size * cfg.seq_len,
+        "learning_rate": learning_rate(step, cfg) if step < cfg.steps else learning_rate(cfg.steps - 1, cfg),
+        "train_loss": train_loss,  # the mean over the last (up to) 10 steps' batches; None at step 0
+        "val_loss": validation_loss(model, val_tokens, cfg),
+    }
+    (directory / "training_step.json").write_text(json.dumps(record, indent=2) + "\n")
+    model.train()
+
+
+def train(
+    model: GPT2,
+    train_tokens: np.ndarray,
+    val_tokens: np.ndarray,
+    cfg: TrainConfig,
+    progress=True,
+    checkpoint_dir: Path | None = None,
+) -> dict:
+    """Train in place; return the history {"step", "train_loss", "val_step", "val_loss", "seconds"}.
+    With checkpoint_dir and cfg.checkpoints > 0, save the model at `checkpoint_steps` into
+    checkpoint_dir/step-NNNNNN (the time spent saving is not counted in "seconds")."""
     if len(train_tokens) <= cfg.seq_len + 1 or len(val_tokens) <= cfg.seq_len + 1:
         raise ValueError(
             f"need more than {cfg.seq_len + 1} tokens in each split, found {len(train_tokens)} and {len(val_tokens)}"
@@ -111,18 +173,26 @@ def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: Tr
     model.train()
     for param in model.parameters():
         param.requires_grad_(True)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     history = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
+    saving = set(checkpoint_steps(cfg.steps, cfg.checkpoints)) if checkpoint_dir is not None else set()
+    saving_seconds = 0.0
+
+    def checkpoint(step: int) -> None:
+        nonlocal saving_seconds
+        if step in saving:
+            began = time.time()
+            recent = history["train_loss"][-10:]
+            save_checkpoint(
+                model, checkpoint_dir / f"step-{step:06d}", step, cfg, val_tokens, float(np.mean(recent)) if recent else None
+            )
+            saving_seconds += time.time() - began
+
     start = time.time()
     tokens_per_step = cfg.batch_size * cfg.seq_len
     for step in range(cfg.steps):
+        checkpoint(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
         loss = next_token_loss(model, random_windows(train_tokens, cfg.batch_size, cfg.seq_len, generator), cfg.bf16)
@@ -132,7 +202,7 @@ def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: Tr
         optimizer.zero_grad(set_to_none=True)
         history["step"].append(step)
         history["train_loss"].append(loss.item())
-        elapsed = time.time() - start
+        elapsed = time.time() - start - saving_seconds
         if progress:
             rate = (step + 1) * tokens_per_step / elapsed
             eta = (cfg.steps - step - 1) * tokens_per_step / rate
@@ -149,7 +219,8 @@ def train(model: GPT2, train_tokens: np.ndarray, val_tokens: np.ndarray, cfg: Tr
             model.train()
             if progress:
                 print(f"\nstep {step + 1}: validation loss {history['val_loss'][-1]:.3f}", file=sys.stderr, flush=True)
-    history["seconds"] = time.time() - start
+    checkpoint(cfg.steps)
+    history["seconds"] = time.time() - start - saving_seconds
     model.eval()
     return history
 
@@ -162,6 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--d-model", type=int, default=160)
     parser.add_argument("--heads", type=int, default=5)
     parser.add_argument("--n-ctx", type=int, default=256)
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps, or auto")
     for field, default in asdict(TrainConfig()).items():
         if field not in ("seq_len",):
             kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)
@@ -172,13 +244,19 @@ def main(argv=None) -> None:
     torch.manual_seed(train_config.seed)
 
     splits = {name: np.fromfile(args.data / f"{name}.bin", dtype=np.uint16) for name in ("train", "val")}
-    model = init_weights(GPT2(model_config), train_config.seed)
+    try:
+        device = weights.devices.resolve(args.device)
+    except ValueError as error:
+        parser.error(f"--device: {error}")
+    if train_config.checkpoints < 0:
+        parser.error(f"--checkpoints must be 0 or more, found {train_config.checkpoints}")
+    model = init_weights(GPT2(model_config), train_config.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"{n_params:,} parameters; {len(splits['train']):,} training and {len(splits['val']):,} validation tokens",
         file=sys.stderr,
     )
-    history = train(model, splits["train"], splits["val"], train_config)
+    history = train(model, splits["train"], splits["val"], train_config, checkpoint_dir=args.out / "checkpoints")
 
     weights.save(model, args.out, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt", dtype=torch.bfloat16)
     provenance_path = args.data / "provenance.json"
@@ -190,6 +268,7 @@ def main(argv=None) -> None:
         "corpus": json.loads(provenance_path.read_text()) if provenance_path.exists() else None,
         "unigram_val_loss": unigram_loss(splits["train"], splits["val"], model_config.d_vocab),
         "torch": torch.__version__,
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
         "threads": torch.get_num_threads(),
         **history,
     }

@@ -307,7 +307,7 @@ def save(model: GPT2, directory, *, vocab_json: Path, merges_txt: Path, dtype: t
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {key: tensor.to(dtype) for key, tensor in official_state_dict(model).items()}
+    state = {key: tensor.to(device="cpu", dtype=dtype) for key, tensor in official_state_dict(model).items()}
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(hf_config(model.cfg), indent=2) + "\n")
     for source, name in ((vocab_json, "vocab.json"), (merges_txt, "merges.txt")):

@@ -1,0 +1,385 @@
+"""How the residual stream's growth arises during training: the study's key measures at every checkpoint.
+
+    python -m training --data data --out runs/base --checkpoints 12      # a run with its checkpoints
+    python -m analysis.dynamics runs/base                                 # -> ./dynamics-report
+    python -m analysis.dynamics runs/base runs/no-decay runs/gains-decayed --out ablation
+
+For each checkpoint (RUN/checkpoints/step-NNNNNN, written by `python -m training --checkpoints N`):
+the mean ‖resid_post‖ by layer and its exponential fit (analysis.measures, on the processed model, over
+the study's prompts), the BOS position's norm, and the weights where growth can be stored: the
+LayerNorm gains and ‖W_OV‖, ‖W_in‖ as trained (unfolded) and with the gains folded in, ‖W_out‖, and the
+MLP's output on random normalised inputs. Writes report.md, summary.json, steps.csv, layers.csv and
+figures (PNG and SVG) into --out, which follows analysis.growth's rules: new, empty or a previous report.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import weights
+from analysis import growth, measures, outdir, plots
+
+DEFAULT_OUT = Path("dynamics-report")
+
+# The weight measures, by CSV column, with the name their figure panel shows.
+WEIGHTS = {
+    "ln1_gain_rms": "ln1 gain (RMS of w)",
+    "W_OV_unfolded": "‖W_OV‖_F as trained (mean of heads)",
+    "W_OV_folded": "‖W_OV‖_F, ln1 gain folded in",
+    "W_out": "‖W_out‖_F",
+    "ln2_gain_rms": "ln2 gain (RMS of w)",
+    "W_in_unfolded": "‖W_in‖_F as trained",
+    "W_in_folded": "‖W_in‖_F, ln2 gain folded in",
+    "mlp_random_out": "mean ‖MLP(x)‖, x random normalised",
+}
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    record: dict  # training_step.json: tokens, learning rate, losses
+    mean_norm: np.ndarray  # [n_layers] mean ‖resid_post‖, BOS excluded
+    bos_norm: np.ndarray  # [n_layers] ‖resid_post‖ at position 0
+    growth: dict  # measures.growth_rate over the default fit layers
+    weights: dict[str, np.ndarray]  # WEIGHTS' keys, [n_layers] each
+
+
+@dataclass
+class Run:
+    label: str
+    directory: Path
+    log: dict  # training_log.json without the per-step history (None-valued if absent)
+    n_layers: int
+    checkpoints: list[Checkpoint]
+
+    @property
+    def final(self) -> Checkpoint:
+        return self.checkpoints[-1]
+
+
+def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
+    """(step, folder) for every RUN/checkpoints/step-NNNNNN, in step order; a clear error if there are none."""
+    found = sorted(
+        (int(folder.name.removeprefix("step-")), folder)
+        for folder in (run / "checkpoints").glob("step-*")
+        if folder.name.removeprefix("step-").isdigit() and (folder / "config.json").is_file()
+    )
+    if not found:
+        raise growth.UsageError(
+            f"{run} has no checkpoints (expected {run}/checkpoints/step-NNNNNN/ folders with config.json); "
+            "train with `python -m training --out RUN --checkpoints 12` to write them"
+        )
+    return found
+
+
+@torch.no_grad()
+def measure(folder: Path, prompts_in: growth.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
+    """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
+    model, tokenizer = weights.from_directory(folder, process=False, device=device)
+    cfg = model.cfg
+    raw = {
+        "ln1_gain_rms": [float(b.ln1.w.pow(2).mean().sqrt()) for b in model.blocks],
+        "ln2_gain_rms": [float(b.ln2.w.pow(2).mean().sqrt()) for b in model.blocks],
+        "W_OV_unfolded": [float(measures.W_OV_frobenius(b.attn.W_V, b.attn.W_O).mean()) for b in model.blocks],
+        "W_in_unfolded": [float(b.mlp.W_in.norm()) for b in model.blocks],
+        "W_out": [float(b.mlp.W_out.norm()) for b in model.blocks],
+    }
+    weights.process(model)
+    folded = measures.weight_measures(model)
+    prompts, _ = growth.tokenize(prompts_in, tokenizer, cfg, growth.ModelChoice(str(folder), ""), truncate=True)
+    stats = measures.collect(model, prompts, batch_size, tokenizer.eot)
+    mean = stats.mean_norm("resid_post")
+    values = {key: np.array(v) for key, v in raw.items()} | {
+        "W_OV_folded": folded["W_OV_frobenius"].mean(1),
+        "W_in_folded": folded["W_in_norm"],
+        "mlp_random_out": folded["mlp_random_norm"],
+    }
+    record_file = folder / "training_step.json"
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    return Checkpoint(
+        step=int(folder.name.removeprefix("step-")),
+        record=record,
+        mean_norm=mean,
+        bos_norm=stats.bos_norm("resid_post"),
+        growth=measures.growth_rate(mean, *measures.default_fit_layers(cfg.n_layers)),
+        weights={key: values[key] for key in WEIGHTS},
+    )
+
+
+def read_run(directory: Path, prompts_in, device, batch_size: int, log) -> Run:
+    found = checkpoint_dirs(directory)
+    log_file = directory / "training_log.json"
+    training_log = json.loads(log_file.read_text()) if log_file.exists() else {}
+    history = ("step", "train_loss", "val_step", "val_loss")
+    checkpoints = []
+    for i, (step, folder) in enumerate(found):
+        log(f"{directory.name}: step {step:,} ({i + 1} of {len(found)})")
+        checkpoints.append(measure(folder, prompts_in, device, batch_size))
+    return Run(
+        label=directory.name,
+        directory=directory,
+        log={k: v for k, v in training_log.items() if k not in history},
+        n_layers=len(checkpoints[0].mean_norm),
+        checkpoints=checkpoints,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables, figures and the report
+
+
+def layer_fits(run: Run) -> dict[str, float]:
+    """Each weight measure's least-squares growth per layer at the final checkpoint, over the fit layers:
+    where the residual's growth is stored (a quantity that grows ×r per layer carries that much of it)."""
+    g = run.final.growth
+    return {
+        key: measures.growth_rate(values, g["first_layer"], g["last_layer"])["fit_rate"]
+        for key, values in run.final.weights.items()
+    }
+
+
+def step_rows(run: Run) -> list[dict]:
+    rows = []
+    for c in run.checkpoints:
+        g = c.growth
+        rows.append(
+            {"run": run.label, "step": c.step, "tokens": c.record.get("tokens"), "val_loss": c.record.get("val_loss")}
+            | {k: g[k] for k in ("fit_rate", "r2", "rate", "rate_first_half", "rate_second_half")}
+            | {"bos_norm_last_layer": float(c.bos_norm[-1]), "mean_norm_last_layer": float(c.mean_norm[-1])}
+            | {"steady": measures.steady_growth(g, run.n_layers)["steady"]}
+        )
+    return rows
+
+
+def layer_rows(run: Run) -> list[dict]:
+    return [
+        {
+            "run": run.label,
+            "step": c.step,
+            "layer": l,
+            "mean_resid_post": float(c.mean_norm[l]),
+            "bos_resid_post": float(c.bos_norm[l]),
+        }
+        | {key: float(values[l]) for key, values in c.weights.items()}
+        for c in run.checkpoints
+        for l in range(run.n_layers)
+    ]
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "label": run.label,
+        "directory": str(run.directory),
+        "command": run.log.get("command"),
+        "model": run.log.get("model"),
+        "train": run.log.get("train"),
+        "device": run.log.get("device"),
+        "training_seconds": run.log.get("seconds"),
+        "final_step": run.final.step,
+        "final_val_loss": run.final.record.get("val_loss"),
+        "final_growth": run.final.growth,
+        "final_steady": measures.steady_growth(run.final.growth, run.n_layers),
+        "weights_growth_per_layer": layer_fits(run),
+        "steps": step_rows(run),
+    }
+
+
+def growth_curves(run: Run) -> dict:
+    keys = ("fit_rate", "r2", "rate_first_half", "rate_second_half")
+    return {"steps": [c.step for c in run.checkpoints]} | {k: [c.growth[k] for c in run.checkpoints] for k in keys}
+
+
+def write_figures(run: Run, folder: Path) -> list[str]:
+    steps = [c.step for c in run.checkpoints]
+    names = plots.save(
+        plots.norm_by_layer_over_steps(np.stack([c.mean_norm for c in run.checkpoints]), steps, run.label),
+        folder,
+        "01-mean-norm-by-layer",
+    )
+    names += plots.save(
+        plots.growth_over_steps({run.label: growth_curves(run)}, f"{run.label}: growth of the residual norm over training"),
+        folder,
+        "02-growth-rate",
+    )
+    bos = {
+        "BOS ‖resid_post‖": np.stack([c.bos_norm for c in run.checkpoints]),
+        "mean ‖resid_post‖, BOS excluded": np.stack([c.mean_norm for c in run.checkpoints]),
+    }
+    names += plots.save(
+        plots.per_layer_over_steps(bos, steps, f"{run.label}: BOS and ordinary residual norms by layer over training", ncols=2),
+        folder,
+        "03-bos-norm",
+    )
+    panels = {title: np.stack([c.weights[key] for c in run.checkpoints]) for key, title in WEIGHTS.items()}
+    names += plots.save(
+        plots.per_layer_over_steps(panels, steps, f"{run.label}: weight norms and LayerNorm gains by layer over training"),
+        folder,
+        "04-weights",
+    )
+    return names
+
+
+def write_comparison(runs: list[Run], directory: Path) -> list[str]:
+    names = plots.save(
+        plots.growth_over_steps({r.label: growth_curves(r) for r in runs}, "Growth of the residual norm over training, by run"),
+        directory,
+        "runs-growth-rate",
+    )
+    panels = {"mean ‖resid_post‖ (final)": {r.label: r.final.mean_norm for r in runs}} | {
+        title: {r.label: r.final.weights[key] for r in runs} for key, title in WEIGHTS.items() if key != "mlp_random_out"
+    }
+    names += plots.save(
+        plots.per_layer_by_run(panels, "Final checkpoints: the residual norm and where its growth is stored, by layer"),
+        directory,
+        "runs-final-by-layer",
+    )
+    return names
+
+
+def report(runs: list[Run], figures: dict[str, list[str]]) -> str:
+    lines = ["# Residual-norm growth over training", ""]
+    lines += [
+        "Mean ‖resid_post‖ (BOS excluded) of the processed model over the study's prompts at every checkpoint, fitted "
+        "with an exponential over the study's fit layers (5–41 of 48, scaled to depth). *Steady* means: R² ≥ 0.95, "
+        "rate ≥ 1.02 per layer over at least two thirds of the layers, and the two halves' log-rates within 25%.",
+        "",
+        "| run | layers | steps | tokens | final val loss | rate ×/layer | R² | halves | steady |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in runs:
+        g, verdict = r.final.growth, measures.steady_growth(r.final.growth, r.n_layers)
+        failed = ", ".join(k for k, ok in verdict.items() if not ok and k != "steady")
+        val = r.final.record.get("val_loss")
+        lines.append(
+            f"| {r.label} | {r.n_layers} | {r.final.step:,} | {r.final.record.get('tokens') or 0:,} | "
+            f"{val:.3f} | ×{g['fit_rate']:.4f} | {g['r2']:.3f} | ×{g['rate_first_half']:.3f} then ×{g['rate_second_half']:.3f} | "
+            f"{'yes' if verdict['steady'] else 'no (' + failed + ')'} |"
+            if val is not None
+            else f"| {r.label} | {r.n_layers} | {r.final.step:,} | – | – | ×{g['fit_rate']:.4f} | {g['r2']:.3f} | – | – |"
+        )
+    lines += ["", "## Where the growth is stored (final checkpoints)", ""]
+    lines += [
+        "Least-squares growth per layer of each weight measure over the fit layers. The LayerNorm gain multiplies "
+        "what the next layer reads; folded into W_OV and W_in, it is part of the folded norms.",
+        "",
+        "| run | " + " | ".join(WEIGHTS[k] for k in WEIGHTS) + " |",
+        "|---|" + "---:|" * len(WEIGHTS),
+    ]
+    for r in runs:
+        fits = layer_fits(r)
+        lines.append(f"| {r.label} | " + " | ".join(f"×{fits[k]:.4f}" for k in WEIGHTS) + " |")
+    if len(runs) > 1:
+        lines += ["", "![growth by run](runs-growth-rate.png)", "", "![final by layer](runs-final-by-layer.png)"]
+    for r in runs:
+        lines += ["", f"## {r.label}", ""]
+        if r.log.get("command"):
+            lines += [f"`{r.log['command']}`" + (f" on {r.log['device']}" if r.log.get("device") else ""), ""]
+        lines += ["| step | tokens | val loss | rate ×/layer | R² | halves | BOS ‖resid_post‖, last layer | mean, last layer |"]
+        lines += ["|---:|---:|---:|---:|---:|---|---:|---:|"]
+        for row in step_rows(r):
+            val = f"{row['val_loss']:.3f}" if row["val_loss"] is not None else "–"
+            lines.append(
+                f"| {row['step']:,} | {row['tokens'] or 0:,} | {val} | ×{row['fit_rate']:.4f} | {row['r2']:.3f} | "
+                f"×{row['rate_first_half']:.3f} then ×{row['rate_second_half']:.3f} | {row['bos_norm_last_layer']:.1f} | "
+                f"{row['mean_norm_last_layer']:.1f} |"
+            )
+        lines += [""] + [f"![{name}]({r.label}/{name})" for name in figures[r.label] if name.endswith(".png")]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(runs: list[Run], directory: Path) -> None:
+    figures = {}
+    for r in runs:
+        with outdir.writing(directory / r.label) as path:
+            path.mkdir()
+        figures[r.label] = write_figures(r, directory / r.label)
+    if len(runs) > 1:
+        write_comparison(runs, directory)
+    with outdir.writing(directory / "summary.json") as path:
+        path.write_text(json.dumps({"runs": [run_summary(r) for r in runs]}, indent=2) + "\n")
+    for name, rows in (
+        ("steps.csv", [row for r in runs for row in step_rows(r)]),
+        ("layers.csv", [row for r in runs for row in layer_rows(r)]),
+    ):
+        with outdir.writing(directory / name) as path, open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    with outdir.writing(directory / "report.md") as path:
+        path.write_text(report(runs, figures))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.dynamics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by python -m training --checkpoints N"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output folder: new, empty, or a previous report (default: ./{DEFAULT_OUT})",
+    )
+    parser.add_argument("--prompts-file", type=Path, help="prompts as for analysis.growth (default: its ~60 shipped prompts)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, mps")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    return parser.parse_args(argv)
+
+
+def run(args, log) -> Path:
+    out = Path(os.path.abspath(args.out))
+    outdir.check(out)
+    labels = [r.name for r in args.runs]
+    if len(set(labels)) != len(labels):
+        raise growth.UsageError(f"runs are labelled by their folder's name, and these repeat: {', '.join(labels)}")
+    for directory in args.runs:
+        checkpoint_dirs(directory)  # every run is checked before the first is measured
+    try:
+        device = weights.devices.resolve(args.device)
+    except ValueError as error:
+        raise growth.UsageError(f"--device: {error}") from None
+    prompts_in = growth.read_prompts(args.prompts_file or growth.DEFAULT_PROMPTS)
+    runs = [read_run(directory, prompts_in, device, args.batch_size, log) for directory in args.runs]
+    folder = outdir.ReportFolder(out)
+    with folder as scratch:
+        write_outputs(runs, scratch)
+        folder.publish()
+    for r in runs:
+        g = r.final.growth
+        log(f"{r.label}: at step {r.final.step:,}, ×{g['fit_rate']:.4f} per layer (R² {g['r2']:.3f})")
+    log(f"wrote {out}/report.md, summary.json, steps.csv, layers.csv and {sum(1 for _ in out.rglob('*.png'))} figures")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    with outdir.signals_as_exceptions():
+        try:
+            run(args, growth.Progress())
+        except (growth.UsageError, outdir.OutputError, weights.CheckpointError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except outdir.WriteError as error:
+            print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
+            return 1
+        except outdir.Interrupted as interrupt:
+            state = "unchanged" if interrupt.out_unchanged else "holds the new report, complete"
+            print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
+            return 128 + interrupt.signum
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
