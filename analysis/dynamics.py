@@ -82,7 +82,7 @@ def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
 @torch.no_grad()
 def measure(folder: Path, prompts_in: growth.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
     """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
-    model, tokenizer = weights.from_directory(folder, process=False, device=device)
+    model, tokenizer = weights.from_directory(folder, process=False, device=device, unembed=False)
     cfg = model.cfg
     raw = {
         "ln1_gain_rms": [float(b.ln1.w.pow(2).mean().sqrt()) for b in model.blocks],
@@ -91,7 +91,7 @@ def measure(folder: Path, prompts_in: growth.Prompts, device: torch.device, batc
         "W_in_unfolded": [float(b.mlp.W_in.norm()) for b in model.blocks],
         "W_out": [float(b.mlp.W_out.norm()) for b in model.blocks],
     }
-    weights.process(model)
+    weights.process(model, unembed=False)
     folded = measures.weight_measures(model)
     prompts, _ = growth.tokenize(prompts_in, tokenizer, cfg, growth.ModelChoice(str(folder), ""), truncate=True)
     stats = measures.collect(model, prompts, batch_size, tokenizer.eot)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 import weights
-from analysis import figures, measures, outdir, plots
+from analysis import measures, outdir
 from analysis.measures import STREAMS
 from minigpt import Config, Tokenizer
 
@@ -239,23 +239,28 @@ def check_inputs(choice: ModelChoice, cfg: Config, fit_layers) -> tuple[int, int
 def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStudy:
     choice, prompts, fit_layers = plan.choice, plan.prompts, plan.fit_layers
     log(f"loading {choice.name} ({args.dtype} on {device}, processed: LayerNorm folded, writing weights centred)")
-    model, tokenizer = weights.from_directory(plan.directory, plan.source, dtype=DTYPES[args.dtype], device=device)
+    model, tokenizer = weights.from_directory(
+        plan.directory, plan.source, dtype=DTYPES[args.dtype], device=device, unembed=False
+    )  # the study reads no logits: no unembedding, 14% less memory at gpt2-medium
     cfg = model.cfg
     first, last = fit_layers
     n_tokens = sum(map(len, prompts))
-    log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
-    started = time.perf_counter()
-    with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
-        act = measures.collect(model, prompts, args.batch_size, tokenizer.eot, example=example, on_batch=advance)
-    seconds = time.perf_counter() - started
-    log(f"{choice.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
-    log(f"{choice.name}: BOS and padding batch")
+    # The BOS and padding figure: 8 prompts spread over the lengths, run in one batch padded 4 positions
+    # beyond the longest of them (if the context has room), as part of the forward passes.
     by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     picks = sorted({by_length[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
     room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
-    padding = measures.padding_norms(model, [prompts[i] for i in picks], tokenizer.eot) if room else None
+    log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
+    started = time.perf_counter()
+    with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
+        act = measures.collect(
+            model, prompts, args.batch_size, tokenizer.eot, example=example, padded=picks if room else None, on_batch=advance
+        )
+    seconds = time.perf_counter() - started
+    log(f"{choice.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
+    padding = act.padding
     with log.counting(f"{choice.name}: measuring the weights", cfg.n_layers, "layer") as advance:
         weight_stats = measures.weight_measures(model, on_layer=advance)
     weight_stats |= measures.resampled_active_fractions(model, act.early_resid_mid)
@@ -405,6 +410,10 @@ def layer_rows(r: ModelStudy) -> list[dict]:
 
 
 def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, log: Progress) -> None:
+    # matplotlib is imported here, once the models are gone: its 30 MB would otherwise sit beside the
+    # weights through the forward passes, where the study's peak memory is.
+    from analysis import figures, plots
+
     shown = {}
     for r in results:
         log(f"{r.name}: figures")
@@ -464,8 +473,8 @@ def parse_args(argv):
     parser.add_argument(
         "--batch-size",
         type=int,
-        default=4,
-        help="prompts per forward pass (default 4: larger batches gain little speed and leave more freed memory resident)",
+        default=64,
+        help=f"at most this many prompts per forward pass (default 64), {measures.BATCH_POSITIONS} positions with padding",
     )
     return parser.parse_args(argv)
 
@@ -513,8 +522,9 @@ def run(args, log: Progress) -> Path:
     plans = []
     for choice in choices:
         directory, source = weights.locate(choice.name, args.revision)  # downloads, if needed, before any check
-        tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
-        prompts, truncated = tokenize(prompts_in, tokenizer, cfg, choice, args.truncate)
+        cfg = weights.read_config(directory)
+        # The tokenizer (~30 MB of BPE tables) is dropped at once: loading the model reads its own.
+        prompts, truncated = tokenize(prompts_in, weights.read_tokenizer(directory), cfg, choice, args.truncate)
         plans.append(Plan(choice, directory, source, cfg, prompts, truncated, check_inputs(choice, cfg, fit_layers)))
     first = plans[0]
     inputs = Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, first.cfg.n_ctx)

@@ -10,6 +10,7 @@ import torch
 
 import instrument
 from minigpt import GPT2
+from minigpt.model import linear
 
 # The five vectors the study follows through each block, by their hook names.
 STREAMS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -115,9 +116,11 @@ class NormStats:
         early     resid_mid at positions 1..6, a uniform sample of at most `reservoir` per layer (reservoir
                   sampling, seeded), the same (prompt, position) slots at every layer (figure 12). Merging
                   two such samples would mean resampling them in proportion to what each saw.
+    and `padding`, set by collect(padded=…): mean norms at BOS, padding and ordinary positions of one batch.
     """
 
     def __init__(self, n_layers: int, *, reservoir: int = RESERVOIR, seed: int = 0):
+        self.padding: dict[str, np.ndarray] | None = None  # collect(padded=…): padding_norms of those prompts
         zeros = lambda: np.zeros(n_layers)  # noqa: E731
         self.n_layers, self.reservoir = n_layers, reservoir
         self.count = self.n_prompts = self.violations = 0
@@ -301,12 +304,27 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     wanted |= {f"blocks.{l}.mlp.hook_pre" for l in range(model.cfg.n_layers)}
 
     def reduce(tensor: torch.Tensor, name: str) -> torch.Tensor:
-        if name.endswith("mlp.hook_pre"):
-            return (tensor > 0).float().mean(-1)
+        if name.endswith("mlp.hook_pre"):  # counted, not averaged: no float copy of the widest tensor
+            return torch.count_nonzero(tensor > 0, dim=-1).float() / tensor.shape[-1]
         return tensor.float().norm(dim=-1)
 
     _, cache = instrument.run_with_cache(model, tokens, names=wanted.__contains__, reduce=reduce, unembed=False)
     return cache
+
+
+BATCH_POSITIONS = 512  # positions per forward pass: matrix products of 512 rows run at this CPU's peak, 100 at ~80%
+
+
+def by_length(indices: list[int], lengths: list[int], batch_size: int, max_positions: int) -> list[list[int]]:
+    """indices (sorted by length) cut into consecutive batches of at most batch_size prompts whose padded
+    size, count × longest, stays within max_positions (a longer prompt gets a batch of its own)."""
+    batches, current = [], []
+    for i in indices:
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[i] > max_positions):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
 
 
 def collect(
@@ -316,22 +334,36 @@ def collect(
     pad: int,
     *,
     example: int | None = None,
+    padded: list[int] | None = None,
+    extra: int = 4,
+    max_positions: int = BATCH_POSITIONS,
     reservoir: int = RESERVOIR,
     seed: int = 0,
     on_batch=None,
 ) -> NormStats:
     """Run every prompt (token ids, BOS first) in batches of similar length and keep NormStats.
 
-    example: the index of the prompt whose per-position norms figures 2 and 4 show. on_batch(n), if
-    given, is called after each batch with the number of prompts it held.
+    A batch holds at most batch_size prompts and, padding included, max_positions positions (unless one
+    prompt alone is longer): sorted by length, neighbours pad little.
+
+    example: the index of the prompt whose per-position norms figures 2 and 4 show. padded: indices of
+    prompts run together in one batch right-padded `extra` positions beyond the longest of them, as
+    `padding_norms` pads them; their padding figures go to stats.padding, and their ordinary positions
+    count like any other (the padding after a prompt cannot change it: attention is causal). on_batch(n),
+    if given, is called after each batch with the number of prompts it held.
     """
     L = model.cfg.n_layers
     stats = NormStats(L, reservoir=reservoir, seed=seed)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    set_apart = sorted(set(padded or []))
+    rest = sorted(set(range(len(prompts))) - set(set_apart), key=lambda i: len(prompts[i]))
+    batches = by_length(rest, [len(p) for p in prompts], batch_size, max_positions)
+    width = None
+    if set_apart:
+        width = min(max(len(prompts[i]) for i in set_apart) + extra, model.cfg.n_ctx)
+        batches.insert(0, set_apart)
     early_names = [hook_name(l, "resid_mid") for l in range(L)]
-    for start in range(0, len(order), batch_size):
-        chosen = order[start : start + batch_size]
-        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad)
+    for chosen in batches:
+        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width if chosen is set_apart else None)
         early = [None] * L
 
         def keep_early(resid_mid: torch.Tensor, name: str, early=early) -> None:  # [batch, pos, d_model]
@@ -343,6 +375,8 @@ def collect(
         active = torch.stack([cache[f"blocks.{l}.mlp.hook_pre"] for l in range(L)]).cpu()
         row = chosen.index(example) if example in chosen else None
         stats.add(norms, active, lengths, torch.stack(early).cpu(), example_row=row)
+        if chosen is set_apart:
+            stats.padding = _padding_means(norms["resid_post"].numpy(), lengths)
         if on_batch:
             on_batch(len(chosen))
     return stats
@@ -361,17 +395,21 @@ def padding_norms(
 ) -> dict[str, np.ndarray]:
     """Prompts of different lengths batched and right-padded with `pad`, `extra` positions beyond the
     longest (so that there is padding even if all lengths are equal): mean norm per layer at BOS, at
-    padding positions, and at ordinary positions. [n_layers] each."""
+    padding positions, and at ordinary positions. [n_layers] each. (`collect(padded=…)` gives the same
+    while it runs the study's other prompts.)"""
     longest = max(map(len, prompts))
-    extra = min(extra, model.cfg.n_ctx - longest)
-    tokens, lengths = pad_batch(prompts, pad, width=longest + extra)
+    tokens, lengths = pad_batch(prompts, pad, width=min(longest + extra, model.cfg.n_ctx))
     cache = per_position_norms(model, tokens)
-    norms = torch.stack([cache[hook_name(l, stream)] for l in range(model.cfg.n_layers)]).cpu().numpy()  # [L, b, p]
-    positions = np.arange(tokens.shape[1])[None, :]
+    return _padding_means(torch.stack([cache[hook_name(l, stream)] for l in range(model.cfg.n_layers)]).cpu().numpy(), lengths)
+
+
+def _padding_means(norms: np.ndarray, lengths: list[int]) -> dict[str, np.ndarray]:
+    """norms [n_layers, batch, pos] of a right-padded batch: mean per layer at BOS, padding and ordinary positions."""
+    positions = np.arange(norms.shape[-1])[None, :]
     is_pad = positions >= np.array(lengths)[:, None]
     ordinary = ~is_pad & (positions > 0)
     if not is_pad.any():
-        raise ValueError(f"no room for padding: every prompt is {longest} tokens, the model's whole context")
+        raise ValueError(f"no room for padding: every prompt is {max(lengths)} tokens, the model's whole context")
     return {"bos": norms[:, :, 0].mean(1), "padding": norms[:, is_pad].mean(1), "ordinary": norms[:, ordinary].mean(1)}
 
 
@@ -403,6 +441,22 @@ def W_OV_apply(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.T
     return torch.einsum("nd,hde->hne", x, W_V) @ W_O
 
 
+def W_OV_sum_apply(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[n, d_model]: Σ_h x @ W_V[h] @ W_O[h], the heads side by side: x @ [W_V[0] … W_V[H-1]] then @ W_O stacked."""
+    n_heads, d_model, d_head = W_V.shape
+    return (x @ W_V.permute(1, 0, 2).reshape(d_model, n_heads * d_head)) @ W_O.reshape(n_heads * d_head, d_model)
+
+
+def W_OV_norms(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[n_heads, n]: ‖x @ W_V[h] @ W_O[h]‖ without the [n_heads, n, d_model] products.
+
+    With y = x @ W_V[h] [n, d_head]: ‖y W_O[h]‖² = y (W_O[h] W_O[h]ᵀ) yᵀ, a d_head × d_head Gram matrix.
+    """
+    y = torch.einsum("nd,hde->hne", x, W_V)  # [n_heads, n, d_head]
+    gram = W_O @ W_O.transpose(1, 2)  # [n_heads, d_head, d_head]
+    return ((y @ gram) * y).sum(-1).clamp(min=0).sqrt()
+
+
 def mlp_on(model: GPT2, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer's MLP applied to x, LayerNorm's output [n, d_model]: (pre-activations [n, d_mlp], output [n, d_model])."""
     seen = []
@@ -426,7 +480,7 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
             {
                 "W_OV_frobenius": W_OV_frobenius(W_V, W_O).cpu().numpy(),  # [n_heads]
                 "b_O_norm": float(attn.b_O.float().norm()),
-                "ov_random_norm": float(W_OV_apply(W_V, W_O, x_normalised.float()).sum(0).norm(dim=-1).mean()),
+                "ov_random_norm": float(W_OV_sum_apply(W_V, W_O, x_normalised.float()).norm(dim=-1).mean()),
                 "mlp_random_norm": float(mlp_random_out.float().norm(dim=-1).mean()),
                 "active_random": float((pre_random > 0).float().mean()),
                 "W_in_norm": float(mlp.W_in.float().norm()),
@@ -438,7 +492,7 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
                 "W_V_norm": float(W_V.norm()),
                 "W_O_norm": float(W_O.norm()),
                 # Footnote 5: E‖W x‖² = ‖W‖_F² for x with identity covariance, so mean ‖W x‖ ≈ ‖W‖_F.
-                "W_OV_mean_Wx": W_OV_apply(W_V, W_O, x_gaussian.float()).norm(dim=-1).mean(1).cpu().numpy(),  # [n_heads]
+                "W_OV_mean_Wx": W_OV_norms(W_V, W_O, x_gaussian.float()).mean(1).cpu().numpy(),  # [n_heads]
                 "W_in_mean_Wx": float((x_gaussian @ mlp.W_in).float().norm(dim=-1).mean()),
             }
         )
@@ -449,8 +503,10 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
 
 @torch.no_grad()
 def active_fraction_of(model: GPT2, layer: int, resid: torch.Tensor) -> float:
-    """The fraction of layer's MLP pre-activations > 0 when its ln2 reads the residual vectors `resid`."""
-    pre, _ = mlp_on(model, layer, model.blocks[layer].ln2(resid.to(model.W_E.dtype)))
+    """The fraction of layer's MLP pre-activations > 0 when its ln2 reads the residual vectors `resid`
+    (the pre-activations alone: the MLP's second matrix is not needed for them)."""
+    mlp = model.blocks[layer].mlp
+    pre = linear(model.blocks[layer].ln2(resid.to(model.W_E.dtype)), mlp.W_in, mlp.b_in)  # [n, d_mlp], as MLP.forward
     return float((pre > 0).float().mean())
 
 

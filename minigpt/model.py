@@ -178,7 +178,7 @@ class GPT2(nn.Module):
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_final = LayerNorm(cfg)
+        self.ln_final: LayerNorm | None = LayerNorm(cfg)  # None once `weights.drop_unembed` has removed it
         # GPT-2 ties the unembedding to the embedding: W_U is W_E transposed, and there is no b_U.
         # Folding ln_final into the unembedding must leave W_E alone, so the rewrites in `weights`
         # give the model its own W_U [d_model, d_vocab] and b_U [d_vocab]; until then both are None.
@@ -204,6 +204,11 @@ class GPT2(nn.Module):
             residual = block(residual)  # [batch, pos, d_model]
         if not unembed:
             return residual
+        if self.ln_final is None:
+            raise ValueError(
+                "this model has no unembedding (loaded with unembed=False, for the residual stream only): "
+                "call it with unembed=False, or load it again with unembed=True for logits"
+            )
         normalized = self.ln_final(residual)  # [batch, pos, d_model]
         if self.W_U is None:  # tied, as released
             return normalized @ self.W_E.T  # [batch, pos, d_vocab]

@@ -206,3 +206,35 @@ def test_weight_measures_match_direct_computation(processed):
     assert w["mlp_random_norm"][1] == pytest.approx(block.mlp(x).norm(dim=-1).mean().item(), rel=1e-5)
     pre = x @ block.mlp.W_in + block.mlp.b_in
     assert w["active_random"][1] == pytest.approx((pre > 0).float().mean().item())
+
+
+def test_collect_runs_the_padding_batch_among_the_others(processed):
+    """collect(padded=…) gives padding_norms' numbers for those prompts, and the same statistics as without it."""
+    model, tokenizer = processed
+    prompts = [[tokenizer.eot, *range(10, 10 + n)] for n in (3, 9, 1, 5, 14, 2)]
+    padded = [1, 3, 5]
+    with_padding = measures.collect(model, prompts, 2, tokenizer.eot, padded=padded, extra=3)
+    expected = measures.padding_norms(model, [prompts[i] for i in padded], tokenizer.eot, extra=3)
+    for key in ("bos", "padding", "ordinary"):
+        np.testing.assert_allclose(with_padding.padding[key], expected[key], rtol=1e-6)
+    plain = measures.collect(model, prompts, 2, tokenizer.eot)
+    assert plain.padding is None and with_padding.count == plain.count
+    for s in measures.STREAMS:
+        np.testing.assert_allclose(with_padding.mean_norm(s), plain.mean_norm(s), rtol=1e-6)
+    np.testing.assert_array_equal(with_padding.histogram.sum(1), plain.histogram.sum(1))
+
+
+def test_batches_are_cut_by_prompt_count_and_by_padded_size():
+    lengths = [3, 3, 4, 10, 10, 11, 40]
+    order = list(range(len(lengths)))
+    assert measures.by_length(order, lengths, 64, 32) == [[0, 1, 2], [3, 4], [5], [6]]  # 3 × 4 ≤ 32 < 4 × 10
+    assert measures.by_length(order, lengths, 2, 1000) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert sum(measures.by_length(order, lengths, 64, 1), []) == order  # each alone, none lost
+
+
+def test_the_weight_identities_match_the_products():
+    torch.manual_seed(0)
+    W_V, W_O, x = torch.randn(4, 32, 8), torch.randn(4, 8, 32), torch.randn(50, 32)
+    per_head = measures.W_OV_apply(W_V, W_O, x)  # [n_heads, n, d_model]
+    torch.testing.assert_close(measures.W_OV_sum_apply(W_V, W_O, x), per_head.sum(0), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(measures.W_OV_norms(W_V, W_O, x), per_head.norm(dim=-1), rtol=1e-5, atol=1e-4)

@@ -104,3 +104,20 @@ def test_processed_layer_norms_only_centre_and_normalise(small_checkpoint):
         assert ln.w is None and ln.b is None
     assert model.W_U is not None and model.b_U is not None
     assert torch.all(torch.stack([b.attn.b_V.abs().max() for b in model.blocks]) == 0)
+
+
+def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(small_checkpoint):
+    full, tokenizer = weights.load(small_checkpoint)
+    stream_only, _ = weights.load(small_checkpoint, unembed=False)
+    tokens = torch.tensor([[tokenizer.eot, 464, 2068, 7586, 21831]])
+    _, expected = instrument.run_with_cache(full, tokens, unembed=False)
+    _, found = instrument.run_with_cache(stream_only, tokens, unembed=False)
+    assert found.keys() == expected.keys()
+    for name in found:
+        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
+    assert stream_only.W_U is None and stream_only.ln_final is None
+    assert sum(p.numel() for p in full.parameters()) - sum(p.numel() for p in stream_only.parameters()) == (
+        full.cfg.d_model * full.cfg.d_vocab + full.cfg.d_vocab  # W_U and b_U (ln_final is folded into them)
+    )
+    with pytest.raises(ValueError, match="no unembedding.*unembed=True for logits"):
+        stream_only(tokens)

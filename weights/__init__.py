@@ -11,7 +11,7 @@ from minigpt import GPT2, Tokenizer
 from . import devices, rewrites
 from .checkpoint import read_config, read_model, read_tokenizer, save
 from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
-from .rewrites import center_unembed, center_writing_weights, fold_layer_norm, fold_value_biases, process
+from .rewrites import center_unembed, center_writing_weights, drop_unembed, fold_layer_norm, fold_value_biases, process
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -23,18 +23,20 @@ def load(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     revision: str | None = None,
+    unembed: bool = True,
 ) -> tuple[GPT2, Tokenizer]:
     """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
     hub id, or local directory. Hub models come through huggingface_hub's cache (`revision`: a branch,
     tag or commit); the bundled model and local directories are read where they are. `model.source`
     records where the files came from and the resolved revision. With process=True the four rewrites of
     `weights.process` are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
-    then MPS, then CPU) or one this machine has, checked before anything is read.
+    then MPS, then CPU) or one this machine has, checked before anything is read. unembed=False leaves
+    out ln_final and the unembedding (`weights.drop_unembed`): the residual stream only, in less memory.
     """
     check_dtype(dtype)
     device = devices.resolve(device)
     directory, source = locate(name_or_path, revision)
-    return from_directory(directory, source, process=process, dtype=dtype, device=device)
+    return from_directory(directory, source, process=process, dtype=dtype, device=device, unembed=unembed)
 
 
 def check_dtype(dtype: torch.dtype) -> None:
@@ -43,15 +45,21 @@ def check_dtype(dtype: torch.dtype) -> None:
 
 
 def from_directory(
-    directory, source: dict | None = None, *, process: bool = True, dtype: torch.dtype = torch.float32, device="cpu"
+    directory,
+    source: dict | None = None,
+    *,
+    process: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device="cpu",
+    unembed: bool = True,
 ) -> tuple[GPT2, Tokenizer]:
     """`load` for files already located (by `locate`): the model and tokenizer in that directory."""
     check_dtype(dtype)
     device = devices.resolve(device)
     tokenizer = read_tokenizer(directory)
-    model = read_model(directory)
+    model = read_model(directory, unembed=unembed)
     if process:
-        rewrites.process(model)
+        rewrites.process(model, unembed=unembed)
     for module in model.modules():  # cast one tensor at a time, so memory never holds two copies
         for name, param in list(module.named_parameters(recurse=False)):
             setattr(module, name, torch.nn.Parameter(param.detach().to(device=device, dtype=dtype), requires_grad=False))
@@ -67,6 +75,7 @@ __all__ = [
     "CheckpointError",
     "center_unembed",
     "center_writing_weights",
+    "drop_unembed",
     "fold_layer_norm",
     "fold_value_biases",
     "from_directory",

@@ -227,8 +227,9 @@ def _set(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     setattr(module, name, nn.Parameter(tensor, requires_grad=False))
 
 
-def read_model(directory: Path) -> GPT2:
-    """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time."""
+def read_model(directory: Path, unembed: bool = True) -> GPT2:
+    """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time.
+    unembed=False leaves ln_final out (`weights.drop_unembed`): the model gives the residual stream only."""
     cfg = read_config(directory)
     checkpoint_file = open_weights(directory)
     prefix = check_keys(checkpoint_file, cfg)
@@ -265,8 +266,11 @@ def read_model(directory: Path) -> GPT2:
         _set(block.mlp, "b_in", read(f"h.{i}.mlp.c_fc.bias"))
         _set(block.mlp, "W_out", read(f"h.{i}.mlp.c_proj.weight"))
         _set(block.mlp, "b_out", read(f"h.{i}.mlp.c_proj.bias"))
-    _set(model.ln_final, "w", read("ln_f.weight"))
-    _set(model.ln_final, "b", read("ln_f.bias"))
+    if unembed:
+        _set(model.ln_final, "w", read("ln_f.weight"))
+        _set(model.ln_final, "b", read("ln_f.bias"))
+    else:
+        model.ln_final = None
     return model
 
 

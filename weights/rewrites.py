@@ -2,6 +2,8 @@
 
 The residual-stream study (like TransformerLens's `from_pretrained`) applies all four, in this order:
     fold_layer_norm → center_writing_weights → center_unembed → fold_value_biases
+A study that reads no logits may first `drop_unembed`: the rewrites then leave out ln_final and W_U,
+whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it) is 14% of gpt2-medium.
 Each works in place, one tensor at a time (so processing needs little memory beyond the model), and
 returns the model. The tests check each invariant claimed below against the unprocessed model.
 """
@@ -18,6 +20,8 @@ def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 def _untie_unembed(model: GPT2) -> None:
     """Give the model its own W_U = W_E.T and b_U = 0, so that rewriting one leaves the other alone."""
+    if model.ln_final is None:  # dropped: nothing reads W_E but the embedding
+        return
     if model.W_U is None:
         _replace(model, "W_U", model.W_E.detach().T.clone())
     if model.b_U is None:
@@ -48,10 +52,11 @@ def fold_layer_norm(model: GPT2) -> GPT2:
         mlp.W_in *= block.ln2.w[:, None]
         mlp.W_in -= mlp.W_in.mean(dim=0, keepdim=True)
         block.ln1.w = block.ln1.b = block.ln2.w = block.ln2.b = None
-    model.b_U += model.ln_final.b @ model.W_U
-    model.W_U *= model.ln_final.w[:, None]
-    model.W_U -= model.W_U.mean(dim=0, keepdim=True)
-    model.ln_final.w = model.ln_final.b = None
+    if model.ln_final is not None:
+        model.b_U += model.ln_final.b @ model.W_U
+        model.W_U *= model.ln_final.w[:, None]
+        model.W_U -= model.W_U.mean(dim=0, keepdim=True)
+        model.ln_final.w = model.ln_final.b = None
     return model
 
 
@@ -83,8 +88,9 @@ def center_unembed(model: GPT2) -> GPT2:
     and softmax ignores a constant shift. Invariant: log-probabilities (not logits).
     """
     _untie_unembed(model)
-    model.W_U -= model.W_U.mean(dim=-1, keepdim=True)
-    model.b_U -= model.b_U.mean()
+    if model.ln_final is not None:
+        model.W_U -= model.W_U.mean(dim=-1, keepdim=True)
+        model.b_U -= model.b_U.mean()
     return model
 
 
@@ -103,8 +109,19 @@ def fold_value_biases(model: GPT2) -> GPT2:
     return model
 
 
-def process(model: GPT2) -> GPT2:
-    """All four rewrites in the study's order: folded LayerNorms and a zero-mean residual stream."""
+def drop_unembed(model: GPT2) -> GPT2:
+    """Remove ln_final and the unembedding: the model then gives the residual stream (`unembed=False`)
+    and refuses to give logits. Invariant: the residual stream and every hook before ln_final."""
+    model.ln_final = None
+    model.W_U = model.b_U = None
+    return model
+
+
+def process(model: GPT2, unembed: bool = True) -> GPT2:
+    """All four rewrites in the study's order: folded LayerNorms and a zero-mean residual stream.
+    unembed=False drops the unembedding first (`drop_unembed`), for studies that read no logits."""
+    if not unembed:
+        drop_unembed(model)
     for rewrite in (fold_layer_norm, center_writing_weights, center_unembed, fold_value_biases):
         rewrite(model)
     return model
