@@ -364,21 +364,7 @@ def run(args, log) -> Path:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    with outdir.signals_as_exceptions():
-        try:
-            run(args, growth.Progress())
-        except (growth.UsageError, outdir.OutputError, weights.CheckpointError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except outdir.WriteError as error:
-            print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
-            return 1
-        except outdir.Interrupted as interrupt:
-            state = "unchanged" if interrupt.out_unchanged else "holds the new report, complete"
-            print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
-            return 128 + interrupt.signum
-    return 0
+    return growth.command(run, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -564,9 +564,9 @@ def return_freed_memory_at_once() -> None:
         pass
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    return_freed_memory_at_once()
+def command(run: Callable, args) -> int:
+    """Run a report command, run(args, log), and turn what stops it into one line and an exit status:
+    2 for bad input, 1 for a failed write (--out unchanged), 128 + N for signal N."""
     with outdir.signals_as_exceptions():
         try:
             run(args, Progress())
@@ -581,6 +581,12 @@ def main(argv=None) -> int:
             print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
             return 128 + interrupt.signum
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return_freed_memory_at_once()
+    return command(run, args)
 
 
 if __name__ == "__main__":
