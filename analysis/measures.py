@@ -502,12 +502,15 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
 
 
 @torch.no_grad()
-def active_fraction_of(model: GPT2, layer: int, resid: torch.Tensor) -> float:
-    """The fraction of layer's MLP pre-activations > 0 when its ln2 reads the residual vectors `resid`
-    (the pre-activations alone: the MLP's second matrix is not needed for them)."""
-    mlp = model.blocks[layer].mlp
-    pre = linear(model.blocks[layer].ln2(resid.to(model.W_E.dtype)), mlp.W_in, mlp.b_in)  # [n, d_mlp], as MLP.forward
-    return float((pre > 0).float().mean())
+def active_fractions_of(model: GPT2, layer: int, *resids: torch.Tensor) -> list[float]:
+    """For each set of residual vectors [n, d_model] in resids: the fraction of layer's MLP pre-activations
+    > 0 when its ln2 reads them. The sets go through as one product (the pre-activations alone: the
+    MLP's second matrix is not needed for them)."""
+    block = model.blocks[layer]
+    together = torch.cat(resids).to(model.W_E.dtype)
+    pre = linear(block.ln2(together), block.mlp.W_in, block.mlp.b_in)  # [Σn, d_mlp], as MLP.forward computes it
+    active = torch.count_nonzero(pre > 0, dim=-1)  # [Σn]
+    return [float(part.sum()) / (len(part) * pre.shape[-1]) for part in active.split([len(r) for r in resids])]
 
 
 def resampled_active_fractions(model: GPT2, early_resid_mid: torch.Tensor, seed: int = 0) -> dict[str, np.ndarray]:
@@ -516,9 +519,10 @@ def resampled_active_fractions(model: GPT2, early_resid_mid: torch.Tensor, seed:
     (b) the same vectors taken from a random other layer."""
     L = model.cfg.n_layers
     rng = np.random.default_rng(seed)
-    early = [active_fraction_of(model, l, early_resid_mid[l]) for l in range(L)]
     others = [int(rng.choice([k for k in range(L) if k != l])) for l in range(L)]
-    other_layer = [active_fraction_of(model, l, early_resid_mid[k]) for l, k in enumerate(others)]
+    early, other_layer = zip(
+        *(active_fractions_of(model, l, early_resid_mid[l], early_resid_mid[k]) for l, k in enumerate(others))
+    )
     return {
         "active_early_positions": np.array(early),
         "active_other_layer": np.array(other_layer),

@@ -238,3 +238,14 @@ def test_the_weight_identities_match_the_products():
     per_head = measures.W_OV_apply(W_V, W_O, x)  # [n_heads, n, d_model]
     torch.testing.assert_close(measures.W_OV_sum_apply(W_V, W_O, x), per_head.sum(0), rtol=1e-5, atol=1e-4)
     torch.testing.assert_close(measures.W_OV_norms(W_V, W_O, x), per_head.norm(dim=-1), rtol=1e-5, atol=1e-4)
+
+
+def test_figure_12_controls_are_the_mlps_own_activation_rates(processed):
+    """Two sets of residual vectors through one layer in one product give what each gives through the MLP alone."""
+    model, _ = processed
+    torch.manual_seed(0)
+    a, b = torch.randn(7, model.cfg.d_model) * 30, torch.randn(12, model.cfg.d_model) * 3
+    found = measures.active_fractions_of(model, 1, a, b)
+    for resid, rate in zip((a, b), found):
+        pre, _ = measures.mlp_on(model, 1, model.blocks[1].ln2(resid))
+        assert rate == pytest.approx(float((pre > 0).double().mean()), abs=1e-12)
