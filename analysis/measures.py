@@ -132,6 +132,7 @@ class NormStats:
         self.histogram = np.zeros((n_layers, len(HISTOGRAM_EDGES) - 1), dtype=np.int64)
         self.example: dict[str, np.ndarray] | None = None  # {stream: [n_layers, n_pos]}
         self.early_seen = 0  # how many early vectors went past; early_resid_mid holds a sample of them
+        self.early_expected: int | None = None  # how many will go past, if known: the sample is sized once
         self._early: torch.Tensor | None = None  # [n_layers, capacity, d_model], filled to min(early_seen, reservoir)
         self._rng = np.random.default_rng(seed)
 
@@ -191,11 +192,10 @@ class NormStats:
         norms: dict[str, torch.Tensor],
         active: torch.Tensor,
         lengths: list[int],
-        early: torch.Tensor | None = None,
         example_row: int | None = None,
     ) -> None:
         """One batch: norms[s] and active are [n_layers, batch, pos] (right-padded to pos), lengths the true
-        lengths with BOS; early, if given, is resid_mid at positions 1..6, [n_layers, batch, ≤6, d_model]."""
+        lengths with BOS. (The early sample is kept while the batch runs: `early_slots`, `keep_early`.)"""
         width = active.shape[-1]
         lengths_t = torch.tensor(lengths)
         positions = torch.arange(width)
@@ -230,30 +230,45 @@ class NormStats:
         if example_row is not None:
             n = lengths[example_row]
             self.example = {s: norms[s][:, example_row, :n].float().numpy().copy() for s in STREAMS}
-        if early is not None:
-            self._sample_early(early, lengths)
 
-    def _sample_early(self, early: torch.Tensor, lengths: list[int]) -> None:
-        """Reservoir sampling (Vitter's algorithm R) of the (prompt, position) slots at positions 1..6."""
+    def early_slots(self, lengths: list[int]) -> list[tuple[int, int, int]]:
+        """Reservoir sampling (Vitter's algorithm R) over one batch's (prompt, position) pairs at positions
+        1..6, decided from the lengths before the batch runs: (row, position, slot) for each pair kept, in
+        the order drawn (a later pair may take an earlier one's slot)."""
+        kept = []
         for row, n in enumerate(lengths):
-            for position in range(min(EARLY_POSITIONS, n - 1)):
+            for position in range(1, min(EARLY_POSITIONS, n - 1) + 1):
                 if self.early_seen < self.reservoir:
                     slot = self.early_seen
                 else:
                     slot = int(self._rng.integers(0, self.early_seen + 1))  # keep it with probability reservoir/seen
                 self.early_seen += 1
                 if slot < self.reservoir:
-                    self._early_slot(slot, early.shape)[:] = early[:, row, position]
+                    kept.append((row, position, slot))
+        return kept
 
-    def _early_slot(self, slot: int, shape: torch.Size) -> torch.Tensor:
-        """The storage of one sampled slot, [n_layers, d_model]; capacity doubles up to the reservoir size."""
-        if self._early is None or slot >= self._early.shape[1]:
-            capacity = min(self.reservoir, max(64, 2 * (0 if self._early is None else self._early.shape[1])))
-            grown = torch.empty(shape[0], capacity, shape[-1])
+    def keep_early(self, layer: int, resid_mid: torch.Tensor, kept: list[tuple[int, int, int]]) -> None:
+        """Copy layer's resid_mid [batch, pos, d_model] at the pairs `early_slots` kept into the sample:
+        only those vectors are copied, so nothing else of the batch outlives it."""
+        if not kept:
+            return
+        needed, d_model = max(slot for *_, slot in kept) + 1, resid_mid.shape[-1]
+        if self._early is None or needed > self._early.shape[1]:
+            # All that will be kept, if the caller said (collect does); else capacity doubles up to the reservoir.
+            old = 0 if self._early is None else self._early.shape[1]
+            capacity = self.early_expected or max(64, 2 * old, needed)
+            grown = torch.empty(self.n_layers, min(self.reservoir, max(capacity, needed)), d_model)
             if self._early is not None:
-                grown[:, : self._early.shape[1]] = self._early
+                grown[:, :old] = self._early
             self._early = grown
-        return self._early[:, slot]
+        for row, position, slot in kept:  # in the order drawn
+            self._early[layer, slot] = resid_mid[row, position]
+
+    def _sample_early(self, early: torch.Tensor, lengths: list[int]) -> None:
+        """Both steps at once, for early = resid_mid at positions 1..6 [n_layers, batch, ≤6, d_model]."""
+        kept = self.early_slots(lengths)
+        for layer in range(self.n_layers):
+            self.keep_early(layer, early[layer], [(row, position - 1, slot) for row, position, slot in kept])
 
     def merge(self, other: "NormStats") -> "NormStats":
         """Add another shard's sums (its prompts distinct from ours); the samples stay ours."""
@@ -315,9 +330,10 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
 BATCH_POSITIONS = 512  # positions per forward pass: matrix products of 512 rows run at this CPU's peak, 100 at ~80%
 
 
-def by_length(indices: list[int], lengths: list[int], batch_size: int, max_positions: int) -> list[list[int]]:
-    """indices (sorted by length) cut into consecutive batches of at most batch_size prompts whose padded
-    size, count × longest, stays within max_positions (a longer prompt gets a batch of its own)."""
+def by_length(indices: list[int], lengths, batch_size: int, max_positions: int) -> list[list[int]]:
+    """indices (sorted by length; lengths[i] is prompt i's) cut into consecutive batches of at most
+    batch_size prompts whose padded size, count × longest, stays within max_positions (a longer prompt
+    gets a batch of its own)."""
     batches, current = [], []
     for i in indices:
         if current and (len(current) == batch_size or (len(current) + 1) * lengths[i] > max_positions):
@@ -354,31 +370,37 @@ def collect(
     """
     L = model.cfg.n_layers
     stats = NormStats(L, reservoir=reservoir, seed=seed)
+    stats.early_expected = sum(min(EARLY_POSITIONS, len(p) - 1) for p in prompts)
     set_apart = sorted(set(padded or []))
     rest = sorted(set(range(len(prompts))) - set(set_apart), key=lambda i: len(prompts[i]))
     batches = by_length(rest, [len(p) for p in prompts], batch_size, max_positions)
-    width = None
-    if set_apart:
+    width, padded_batches = None, []
+    if set_apart:  # all padded to one width, in as many batches as max_positions needs
         width = min(max(len(prompts[i]) for i in set_apart) + extra, model.cfg.n_ctx)
-        batches.insert(0, set_apart)
+        padded_batches = by_length(set_apart, dict.fromkeys(set_apart, width), batch_size, max_positions)
+    padding_rows, padding_lengths = [], []  # resid_post norms [L, rows, width] of the padded prompts
     early_names = [hook_name(l, "resid_mid") for l in range(L)]
-    for chosen in batches:
-        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width if chosen is set_apart else None)
-        early = [None] * L
+    for n_batch, chosen in enumerate(padded_batches + batches):
+        is_padded = n_batch < len(padded_batches)
+        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width if is_padded else None)
+        kept = stats.early_slots(lengths)
 
-        def keep_early(resid_mid: torch.Tensor, name: str, early=early) -> None:  # [batch, pos, d_model]
-            early[int(name.split(".")[1])] = resid_mid[:, 1 : EARLY_POSITIONS + 1].float()
+        def keep_early(resid_mid: torch.Tensor, name: str, kept=kept) -> None:  # [batch, pos, d_model]
+            stats.keep_early(int(name.split(".")[1]), resid_mid.float(), kept)
 
         with instrument.hooks(model, dict.fromkeys(early_names, keep_early)):
             cache = per_position_norms(model, tokens)
         norms = {s: torch.stack([cache[hook_name(l, s)] for l in range(L)]).cpu() for s in STREAMS}  # [L, batch, pos]
         active = torch.stack([cache[f"blocks.{l}.mlp.hook_pre"] for l in range(L)]).cpu()
         row = chosen.index(example) if example in chosen else None
-        stats.add(norms, active, lengths, torch.stack(early).cpu(), example_row=row)
-        if chosen is set_apart:
-            stats.padding = _padding_means(norms["resid_post"].numpy(), lengths)
+        stats.add(norms, active, lengths, example_row=row)
+        if is_padded:
+            padding_rows.append(norms["resid_post"].numpy())
+            padding_lengths += lengths
         if on_batch:
             on_batch(len(chosen))
+    if padding_rows:
+        stats.padding = _padding_means(np.concatenate(padding_rows, axis=1), padding_lengths)
     return stats
 
 
