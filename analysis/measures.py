@@ -116,7 +116,7 @@ class NormStats:
         early     resid_mid at positions 1..6, a uniform sample of at most `reservoir` per layer (reservoir
                   sampling, seeded), the same (prompt, position) slots at every layer (figure 12). Merging
                   two such samples would mean resampling them in proportion to what each saw.
-    and `padding`, set by collect(padded=…): mean norms at BOS, padding and ordinary positions of one batch.
+    and `padding`, set by collect(padded=…): mean norms at BOS, padding and ordinary positions of those prompts.
     """
 
     def __init__(self, n_layers: int, *, reservoir: int = RESERVOIR, seed: int = 0):
@@ -363,10 +363,11 @@ def collect(
     prompt alone is longer): sorted by length, neighbours pad little.
 
     example: the index of the prompt whose per-position norms figures 2 and 4 show. padded: indices of
-    prompts run together in one batch right-padded `extra` positions beyond the longest of them, as
-    `padding_norms` pads them; their padding figures go to stats.padding, and their ordinary positions
-    count like any other (the padding after a prompt cannot change it: attention is causal). on_batch(n),
-    if given, is called after each batch with the number of prompts it held.
+    prompts run first, all right-padded to `extra` positions beyond the longest of them, as
+    `padding_norms` pads them (in as many batches as max_positions needs); their padding figures go to
+    stats.padding, and their ordinary positions count like any other (the padding after a prompt cannot
+    change it: attention is causal). on_batch(n), if given, is called after each batch with the number
+    of prompts it held.
     """
     L = model.cfg.n_layers
     stats = NormStats(L, reservoir=reservoir, seed=seed)
@@ -386,7 +387,7 @@ def collect(
         kept = stats.early_slots(lengths)
 
         def keep_early(resid_mid: torch.Tensor, name: str, kept=kept) -> None:  # [batch, pos, d_model]
-            stats.keep_early(int(name.split(".")[1]), resid_mid.float(), kept)
+            stats.keep_early(int(name.split(".")[1]), resid_mid, kept)  # the sample is float32 whatever the dtype
 
         with instrument.hooks(model, dict.fromkeys(early_names, keep_early)):
             cache = per_position_norms(model, tokens)
