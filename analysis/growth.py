@@ -249,8 +249,8 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
     # The BOS and padding figure: 8 prompts spread over the lengths, run in one batch padded 4 positions
     # beyond the longest of them (if the context has room), as part of the forward passes.
-    by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    picks = sorted({by_length[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
+    shortest_first = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    picks = sorted({shortest_first[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
     room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
     log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
     started = time.perf_counter()

@@ -147,7 +147,7 @@ def save_checkpoint(model: GPT2, directory: Path, step: int, cfg: TrainConfig, v
     record = {
         "step": step,
         "tokens": step * cfg.batch_size * cfg.seq_len,
-        "learning_rate": learning_rate(step, cfg) if step < cfg.steps else learning_rate(cfg.steps - 1, cfg),
+        "learning_rate": learning_rate(min(step, cfg.steps - 1), cfg),  # the rate of the step about to run
         "train_loss": train_loss,  # the mean over the last (up to) 10 steps' batches; None at step 0
         "val_loss": validation_loss(model, val_tokens, cfg),
     }
@@ -226,7 +226,9 @@ def train(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder with train.bin, val.bin (training.corpus)")
     parser.add_argument("--out", type=Path, default=BUNDLED, help="where to write the checkpoint")
     parser.add_argument("--layers", type=int, default=10)
@@ -243,13 +245,16 @@ def main(argv=None) -> None:
     model_config = Config.sized(args.layers, args.d_model, args.heads, n_ctx=args.n_ctx)
     torch.manual_seed(train_config.seed)
 
-    splits = {name: np.fromfile(args.data / f"{name}.bin", dtype=np.uint16) for name in ("train", "val")}
     try:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
         parser.error(f"--device: {error}")
     if train_config.checkpoints < 0:
         parser.error(f"--checkpoints must be 0 or more, found {train_config.checkpoints}")
+    missing = [str(args.data / f"{name}.bin") for name in ("train", "val") if not (args.data / f"{name}.bin").is_file()]
+    if missing:
+        parser.error(f"no token file {' or '.join(missing)}: build them with `python -m training.corpus --out {args.data}`")
+    splits = {name: np.fromfile(args.data / f"{name}.bin", dtype=np.uint16) for name in ("train", "val")}
     model = init_weights(GPT2(model_config), train_config.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(

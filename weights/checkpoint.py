@@ -27,6 +27,7 @@ from torch import nn
 from minigpt import GPT2, Config, Tokenizer
 
 from .hub import CheckpointError, pickle_only
+from .rewrites import drop_unembed
 
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 LFS_POINTER_START = b"version https://git-lfs"
@@ -270,7 +271,7 @@ def read_model(directory: Path, unembed: bool = True) -> GPT2:
         _set(model.ln_final, "w", read("ln_f.weight"))
         _set(model.ln_final, "b", read("ln_f.bias"))
     else:
-        model.ln_final = None
+        drop_unembed(model)
     return model
 
 
