@@ -68,9 +68,8 @@ def norm_histograms(r: ModelStudy) -> Shown:
 def positions_one_prompt(r: ModelStudy) -> Shown:
     i, example = r.example, r.act.example
     norms = np.vstack([example["resid_pre"][:1], example["resid_post"]])  # [n_layers + 1, n_pos]
-    bos_text = r.tokenizer.decode([r.example_tokens[0]])
+    bos_text, first_words = r.example_text
     figure = plots.positions_by_layer(norms, [bos_text], r.slug)
-    first_words = r.tokenizer.decode(r.example_tokens[1:9])
     caption = (
         f"Prompt {i + 1} ({first_words!r}…, {norms.shape[1]} tokens). After the last block the BOS residual has "
         f"norm {norms[-1, 0]:.3g}; the other positions have median {np.median(norms[-1, 1:]):.3g}."

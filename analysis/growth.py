@@ -194,7 +194,7 @@ class ModelStudy:
     slug: str  # short name for titles and folders
     cfg: Config
     source: dict  # repo, revision, path, dtype (weights.load)
-    tokenizer: Tokenizer
+    example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
     act: measures.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, a sample
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
     growth: dict  # measures.growth_rate of resid_post
@@ -203,7 +203,6 @@ class ModelStudy:
     padding: dict[str, np.ndarray] | None  # measures.padding_norms (None if no room for padding)
     padding_prompts: list[int]  # which prompts formed the padding batch
     example: int  # the prompt of figures 2 and 4
-    example_tokens: list[int]
 
 
 def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, choice: ModelChoice, truncate: bool) -> tuple[list, int]:
@@ -247,6 +246,9 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     n_tokens = sum(map(len, prompts))
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
+    example_text = (tokenizer.decode(prompts[example][:1]), tokenizer.decode(prompts[example][1:9]))
+    pad = tokenizer.eot
+    del tokenizer  # its BPE tables (~25 MB) are all the figures would keep it for
     # The BOS and padding figure: 8 prompts spread over the lengths, run in one batch padded 4 positions
     # beyond the longest of them (if the context has room), as part of the forward passes.
     shortest_first = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -256,14 +258,14 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     started = time.perf_counter()
     with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
         act = measures.collect(
-            model, prompts, args.batch_size, tokenizer.eot, example=example, padded=picks if room else None, on_batch=advance
+            model, prompts, args.batch_size, pad, example=example, padded=picks if room else None, on_batch=advance
         )
     seconds = time.perf_counter() - started
     log(f"{choice.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
     padding = act.padding
     with log.counting(f"{choice.name}: measuring the weights", cfg.n_layers, "layer") as advance:
         weight_stats = measures.weight_measures(model, on_layer=advance)
-    weight_stats |= measures.resampled_active_fractions(model, act.early_resid_mid)
+    weight_stats |= act.early_controls()
     mean = {s: act.mean_norm(s) for s in STREAMS}
     growth = measures.growth_rate(mean["resid_post"], first, last)
     appendix = act.appendix1()
@@ -272,7 +274,7 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
         slug=slug(choice.name),
         cfg=cfg,
         source=model.source,
-        tokenizer=tokenizer,
+        example_text=example_text,
         act=act,
         mean=mean,
         growth=growth,
@@ -281,7 +283,6 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
         padding=padding,
         padding_prompts=picks,
         example=example,
-        example_tokens=prompts[example],
     )
 
 

@@ -111,11 +111,14 @@ class NormStats:
     worst_excess (the largest growth − bound) by maximum: a study sharded over prompts on many machines
     is a map and a sum (`merge`).
 
-    Two samples of fixed size are kept as well, and do not merge by addition:
+    Two things of fixed size come from samples, and do not merge by addition:
         example   every stream's per-position norms of one chosen prompt (figures 2 and 4)
-        early     resid_mid at positions 1..6, a uniform sample of at most `reservoir` per layer (reservoir
-                  sampling, seeded), the same (prompt, position) slots at every layer (figure 12). Merging
-                  two such samples would mean resampling them in proportion to what each saw.
+        early     figure 12's controls, counted as the batches run (`choose_early`, `add_early`): the
+                  (prompt, position) pairs at positions 1..6, at most `reservoir` of them (a uniform,
+                  seeded sample), the same pairs at every layer l; early_active[l] counts the pre-activations
+                  > 0 when layer l's MLP reads layer l's resid_mid at those pairs, other_active[l] when it
+                  reads layer other_layer[l]'s. Pooling two such samples would mean weighting them by what
+                  each saw, not by what each kept.
     and `padding`, set by collect(padded=…): mean norms at BOS, padding and ordinary positions of those prompts.
     """
 
@@ -131,9 +134,11 @@ class NormStats:
         self.worst_excess = -np.inf
         self.histogram = np.zeros((n_layers, len(HISTOGRAM_EDGES) - 1), dtype=np.int64)
         self.example: dict[str, np.ndarray] | None = None  # {stream: [n_layers, n_pos]}
-        self.early_seen = 0  # how many early vectors went past; early_resid_mid holds a sample of them
-        self.early_expected: int | None = None  # how many will go past, if known: the sample is sized once
-        self._early: torch.Tensor | None = None  # [n_layers, capacity, d_model], filled to min(early_seen, reservoir)
+        self.early_seen = self.early_kept = 0  # early (prompt, position) pairs gone past, and in the sample
+        self.other_layer = other_layers(n_layers, seed)  # figure 12's control (b): layer l reads other_layer[l]'s
+        self.early_active = np.zeros(n_layers, dtype=np.int64)
+        self.other_active = np.zeros(n_layers, dtype=np.int64)
+        self.early_units = np.zeros(n_layers, dtype=np.int64)  # pre-activations counted per layer, for each control
         self._rng = np.random.default_rng(seed)
 
     # -- reading --
@@ -172,18 +177,22 @@ class NormStats:
         fraction = (half - below) / counts[i]
         return float(10 ** (HISTOGRAM_EDGES[i] + fraction * (HISTOGRAM_EDGES[i + 1] - HISTOGRAM_EDGES[i])))
 
-    @property
-    def early_resid_mid(self) -> torch.Tensor:
-        """[n_layers, n_kept, d_model]: the sample of resid_mid vectors at positions 1..6."""
-        return self._early[:, : min(self.early_seen, self.reservoir)]
+    def early_controls(self) -> dict[str, np.ndarray]:
+        """Figure 12's controls, [n_layers] each: the fraction of each layer's MLP pre-activations > 0 when
+        it reads (a) its own resid_mid at positions 1..6 only, (b) those of a random other layer."""
+        return {
+            "active_early_positions": self.early_active / self.early_units,
+            "active_other_layer": self.other_active / self.early_units if self.n_layers > 1 else np.array([np.nan]),
+            "other_layer": np.array(self.other_layer),
+        }
 
     def nbytes(self) -> int:
         """Bytes held: what a memory test counts (the example prompt is one prompt's worth)."""
         arrays = [self.histogram, self.active_sum, self.growth_sum, self.bound_sum]
         arrays += [*self.norm_sum.values(), *self.norm_sq_sum.values(), *self.bos_sum.values()]
+        arrays += [self.early_active, self.other_active, self.early_units]
         arrays += list(self.example.values()) if self.example else []
-        early = 0 if self._early is None else self._early.numel() * self._early.element_size()
-        return sum(a.nbytes for a in arrays) + early
+        return sum(a.nbytes for a in arrays)
 
     # -- adding --
 
@@ -195,7 +204,7 @@ class NormStats:
         example_row: int | None = None,
     ) -> None:
         """One batch: norms[s] and active are [n_layers, batch, pos] (right-padded to pos), lengths the true
-        lengths with BOS. (The early sample is kept while the batch runs: `early_slots`, `keep_early`.)"""
+        lengths with BOS. (Figure 12's controls are counted while the batch runs: `add_early`.)"""
         width = active.shape[-1]
         lengths_t = torch.tensor(lengths)
         positions = torch.arange(width)
@@ -231,44 +240,36 @@ class NormStats:
             n = lengths[example_row]
             self.example = {s: norms[s][:, example_row, :n].float().numpy().copy() for s in STREAMS}
 
-    def early_slots(self, lengths: list[int]) -> list[tuple[int, int, int]]:
-        """Reservoir sampling (Vitter's algorithm R) over one batch's (prompt, position) pairs at positions
-        1..6, decided from the lengths before the batch runs: (row, position, slot) for each pair kept, in
-        the order drawn (a later pair may take an earlier one's slot)."""
-        kept = []
-        for row, n in enumerate(lengths):
-            for position in range(1, min(EARLY_POSITIONS, n - 1) + 1):
-                if self.early_seen < self.reservoir:
-                    slot = self.early_seen
-                else:
-                    slot = int(self._rng.integers(0, self.early_seen + 1))  # keep it with probability reservoir/seen
-                self.early_seen += 1
-                if slot < self.reservoir:
-                    kept.append((row, position, slot))
+    def choose_early(self, batches: list[list[int]]) -> list[list[tuple[int, int]]]:
+        """The sample for figure 12's controls, drawn before any batch runs from the lengths alone (batches:
+        each batch's prompt lengths with BOS, in the order they will run): reservoir sampling (Vitter's
+        algorithm R) over every (prompt, position 1..6) pair in that order. The pairs kept, per batch, as
+        (row, position)."""
+        slots = {}  # slot → (batch, row, position); a later pair may take an earlier one's slot
+        for batch, lengths in enumerate(batches):
+            for row, n in enumerate(lengths):
+                for position in range(1, min(EARLY_POSITIONS, n - 1) + 1):
+                    if self.early_seen < self.reservoir:
+                        slot = self.early_seen
+                    else:
+                        slot = int(self._rng.integers(0, self.early_seen + 1))  # kept with probability reservoir/seen
+                    self.early_seen += 1
+                    if slot < self.reservoir:
+                        slots[slot] = (batch, row, position)
+        kept = [[] for _ in batches]
+        for batch, row, position in sorted(slots.values()):
+            kept[batch].append((row, position))
+        self.early_kept += len(slots)
         return kept
 
-    def keep_early(self, layer: int, resid_mid: torch.Tensor, kept: list[tuple[int, int, int]]) -> None:
-        """Copy layer's resid_mid [batch, pos, d_model] at the pairs `early_slots` kept into the sample:
-        only those vectors are copied, so nothing else of the batch outlives it."""
-        if not kept:
-            return
-        needed, d_model = max(slot for *_, slot in kept) + 1, resid_mid.shape[-1]
-        if self._early is None or needed > self._early.shape[1]:
-            # All that will be kept, if the caller said (collect does); else capacity doubles up to the reservoir.
-            old = 0 if self._early is None else self._early.shape[1]
-            capacity = self.early_expected or max(64, 2 * old, needed)
-            grown = torch.empty(self.n_layers, min(self.reservoir, max(capacity, needed)), d_model)
-            if self._early is not None:
-                grown[:, :old] = self._early
-            self._early = grown
-        for row, position, slot in kept:  # in the order drawn
-            self._early[layer, slot] = resid_mid[row, position]
-
-    def _sample_early(self, early: torch.Tensor, lengths: list[int]) -> None:
-        """Both steps at once, for early = resid_mid at positions 1..6 [n_layers, batch, ≤6, d_model]."""
-        kept = self.early_slots(lengths)
-        for layer in range(self.n_layers):
-            self.keep_early(layer, early[layer], [(row, position - 1, slot) for row, position, slot in kept])
+    def add_early(self, reader: int, source: int, active: int, units: int) -> None:
+        """Layer reader's MLP read the sample's resid_mid vectors of one batch at layer source (itself, or
+        other_layer[reader]): active of its units pre-activations were > 0."""
+        if source == reader:
+            self.early_active[reader] += active
+            self.early_units[reader] += units
+        else:
+            self.other_active[reader] += active
 
     def merge(self, other: "NormStats") -> "NormStats":
         """Add another shard's sums (its prompts distinct from ours); the samples stay ours."""
@@ -371,7 +372,6 @@ def collect(
     """
     L = model.cfg.n_layers
     stats = NormStats(L, reservoir=reservoir, seed=seed)
-    stats.early_expected = sum(min(EARLY_POSITIONS, len(p) - 1) for p in prompts)
     set_apart = sorted(set(padded or []))
     rest = sorted(set(range(len(prompts))) - set(set_apart), key=lambda i: len(prompts[i]))
     batches = by_length(rest, [len(p) for p in prompts], batch_size, max_positions)
@@ -380,16 +380,24 @@ def collect(
         width = min(max(len(prompts[i]) for i in set_apart) + extra, model.cfg.n_ctx)
         padded_batches = by_length(set_apart, dict.fromkeys(set_apart, width), batch_size, max_positions)
     padding_rows, padding_lengths = [], []  # resid_post norms [L, rows, width] of the padded prompts
+    every_batch = padded_batches + batches
+    early_kept = stats.choose_early([[len(prompts[i]) for i in chosen] for chosen in every_batch])
+    # Figure 12's controls as each layer's resid_mid goes past: the sample's vectors through that layer's
+    # MLP and through the MLP of each layer that reads this one as its "other layer", so no vector outlives its batch.
+    readers = {k: [k, *(l for l in range(L) if l != k and stats.other_layer[l] == k)] for k in range(L)}
     early_names = [hook_name(l, "resid_mid") for l in range(L)]
-    for n_batch, chosen in enumerate(padded_batches + batches):
+    for n_batch, (chosen, kept) in enumerate(zip(every_batch, early_kept)):
         is_padded = n_batch < len(padded_batches)
         tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width if is_padded else None)
-        kept = stats.early_slots(lengths)
+        rows, positions = [row for row, _ in kept], [position for _, position in kept]
 
-        def keep_early(resid_mid: torch.Tensor, name: str, kept=kept) -> None:  # [batch, pos, d_model]
-            stats.keep_early(int(name.split(".")[1]), resid_mid, kept)  # the sample is float32 whatever the dtype
+        def early_controls(resid_mid: torch.Tensor, name: str, rows=rows, positions=positions) -> None:
+            source = int(name.split(".")[1])
+            sample = resid_mid[rows, positions]  # [n_kept, d_model]
+            for reader in readers[source]:
+                stats.add_early(reader, source, active_count(model, reader, sample), sample.shape[0] * model.cfg.d_mlp)
 
-        with instrument.hooks(model, dict.fromkeys(early_names, keep_early)):
+        with instrument.hooks(model, dict.fromkeys(early_names, early_controls) if kept else {}):
             cache = per_position_norms(model, tokens)
         norms = {s: torch.stack([cache[hook_name(l, s)] for l in range(L)]).cpu() for s in STREAMS}  # [L, batch, pos]
         active = torch.stack([cache[f"blocks.{l}.mlp.hook_pre"] for l in range(L)]).cpu()
@@ -499,13 +507,15 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
         attn, mlp = block.attn, block.mlp
         W_V, W_O = attn.W_V.float(), attn.W_O.float()
         pre_random, mlp_random_out = mlp_on(model, l, x_normalised)
+        active_random = int(torch.count_nonzero(pre_random > 0)) / pre_random.numel()
+        del pre_random  # [n_random, d_mlp]: the widest tensor here, not kept while the next ones are made
         rows.append(
             {
                 "W_OV_frobenius": W_OV_frobenius(W_V, W_O).cpu().numpy(),  # [n_heads]
                 "b_O_norm": float(attn.b_O.float().norm()),
                 "ov_random_norm": float(W_OV_sum_apply(W_V, W_O, x_normalised.float()).norm(dim=-1).mean()),
                 "mlp_random_norm": float(mlp_random_out.float().norm(dim=-1).mean()),
-                "active_random": float((pre_random > 0).float().mean()),
+                "active_random": active_random,
                 "W_in_norm": float(mlp.W_in.float().norm()),
                 "b_in_norm": float(mlp.b_in.float().norm()),
                 "W_out_norm": float(mlp.W_out.float().norm()),
@@ -524,30 +534,19 @@ def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=No
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
 
 
-@torch.no_grad()
-def active_fractions_of(model: GPT2, layer: int, *resids: torch.Tensor) -> list[float]:
-    """For each set of residual vectors [n, d_model] in resids: the fraction of layer's MLP pre-activations
-    > 0 when its ln2 reads them. The sets go through as one product (the pre-activations alone: the
-    MLP's second matrix is not needed for them)."""
-    block = model.blocks[layer]
-    together = torch.cat(resids).to(model.W_E.dtype)
-    pre = linear(block.ln2(together), block.mlp.W_in, block.mlp.b_in)  # [Σn, d_mlp], as MLP.forward computes it
-    active = torch.count_nonzero(pre > 0, dim=-1)  # [Σn]
-    return [float(part.sum()) / (len(part) * pre.shape[-1]) for part in active.split([len(r) for r in resids])]
-
-
-def resampled_active_fractions(model: GPT2, early_resid_mid: torch.Tensor, seed: int = 0) -> dict[str, np.ndarray]:
-    """Figure 12's controls, [n_layers] each: every layer's MLP fed
-    (a) only the resid_mid vectors of positions 1–6 of the prompts (at that layer), and
-    (b) the same vectors taken from a random other layer."""
-    L = model.cfg.n_layers
+def other_layers(n_layers: int, seed: int = 0) -> list[int]:
+    """For each layer l, a random other layer (seeded): figure 12's control (b) feeds layer l's MLP its
+    resid_mid. A model of one layer has none: [-1]."""
+    if n_layers == 1:
+        return [-1]
     rng = np.random.default_rng(seed)
-    others = [int(rng.choice([k for k in range(L) if k != l])) for l in range(L)]
-    early, other_layer = zip(
-        *(active_fractions_of(model, l, early_resid_mid[l], early_resid_mid[k]) for l, k in enumerate(others))
-    )
-    return {
-        "active_early_positions": np.array(early),
-        "active_other_layer": np.array(other_layer),
-        "other_layer": np.array(others),
-    }
+    return [int(rng.choice([k for k in range(n_layers) if k != l])) for l in range(n_layers)]
+
+
+@torch.no_grad()
+def active_count(model: GPT2, layer: int, resid: torch.Tensor) -> int:
+    """How many of layer's MLP pre-activations are > 0 when its ln2 reads the residual vectors resid
+    [n, d_model] (the pre-activations alone: the MLP's second matrix is not needed for them)."""
+    block = model.blocks[layer]
+    pre = linear(block.ln2(resid.to(model.W_E.dtype)), block.mlp.W_in, block.mlp.b_in)  # [n, d_mlp], as MLP.forward computes it
+    return int(torch.count_nonzero(pre > 0))

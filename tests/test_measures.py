@@ -104,9 +104,20 @@ def test_batched_collection_equals_one_prompt_at_a_time(processed):
     np.testing.assert_allclose(stats.active_fraction(), measures.pooled_mean(alone["active"]), rtol=1e-6)
     assert stats.count == sum(len(p) - 1 for p in prompts) and stats.n_prompts == 3
     assert int(stats.histogram.sum()) == L * stats.count
-    # positions 1..6 of every prompt, or fewer for short prompts: 2 + 6 + 1 vectors per layer, all kept
-    expected_early = torch.cat([early[2], early[0], early[1]], dim=1)  # in the order run: shortest first
-    torch.testing.assert_close(stats.early_resid_mid, expected_early, rtol=1e-5, atol=1e-6)
+    # Figure 12's controls: positions 1..6 of every prompt, or fewer for short prompts (2 + 6 + 1 vectors
+    # per layer, all kept), through each layer's MLP and through the MLP of the layer that reads it as its other
+    early = torch.cat(early, dim=1)  # [n_layers, 9, d_model]
+    assert stats.early_seen == stats.early_kept == early.shape[1]
+
+    def rate(reader, resid):  # the MLP itself, through its hook
+        pre, _ = measures.mlp_on(model, reader, model.blocks[reader].ln2(resid))
+        return float((pre > 0).double().mean())
+
+    controls = stats.early_controls()
+    for l in range(L):
+        assert controls["active_early_positions"][l] == pytest.approx(rate(l, early[l]), abs=1e-12)
+        assert controls["active_other_layer"][l] == pytest.approx(rate(l, early[stats.other_layer[l]]), abs=1e-12)
+    assert controls["other_layer"].tolist() == measures.other_layers(L) and all(k != l for l, k in enumerate(stats.other_layer))
 
 
 def test_kept_state_has_a_fixed_size_however_many_prompts_run(processed):
@@ -120,7 +131,7 @@ def test_kept_state_has_a_fixed_size_however_many_prompts_run(processed):
     few = measures.collect(model, stream(40), batch_size=8, pad=tokenizer.eot, example=0, reservoir=64)
     many = measures.collect(model, stream(400), batch_size=8, pad=tokenizer.eot, example=0, reservoir=64)
     assert few.early_seen > 64 and many.early_seen > 10 * 64  # both reservoirs full: a sample, not everything
-    assert few.nbytes() == many.nbytes() and many.early_resid_mid.shape[1] == 64
+    assert few.nbytes() == many.nbytes() and few.early_kept == many.early_kept == 64
     assert many.count > 9 * few.count
 
 
@@ -139,20 +150,20 @@ def test_statistics_of_two_shards_merge_by_addition(processed):
 
 
 def test_reservoir_sample_is_uniform_and_seeded():
-    """Algorithm R: after 200 slots with room for 20, each slot was kept with probability 20/200."""
-    L, kept = 1, np.zeros(200)
+    """Algorithm R: after 200 pairs with room for 20, each pair was kept with probability 20/200."""
+    batches = [[2] * 50] * 4  # four batches of 50 two-token prompts: one early position each, 200 pairs
+
+    def sample(seed):
+        kept = measures.NormStats(1, reservoir=20, seed=seed).choose_early(batches)
+        return [50 * batch + row for batch, pairs in enumerate(kept) for row, position in pairs]
+
+    counts = np.zeros(200)
     for seed in range(300):
-        stats = measures.NormStats(L, reservoir=20, seed=seed)
-        for start in range(0, 200, 50):  # slot i carries the value i in every coordinate
-            early = torch.arange(start, start + 50, dtype=torch.float32).view(1, 50, 1, 1).expand(L, 50, 1, 4)
-            stats._sample_early(early, [2] * 50)
-        kept[stats.early_resid_mid[0, :, 0].long().numpy()] += 1
-    assert abs(kept.mean() / 300 - 0.1) < 1e-9  # exactly 20 kept each time
-    assert kept.std() / 300 < 0.03 and kept[:20].mean() / 300 < 0.15  # no preference for the first slots
-    again = measures.NormStats(L, reservoir=20, seed=299)
-    for start in range(0, 200, 50):
-        again._sample_early(torch.arange(start, start + 50, dtype=torch.float32).view(1, 50, 1, 1).expand(L, 50, 1, 4), [2] * 50)
-    torch.testing.assert_close(again.early_resid_mid, stats.early_resid_mid)
+        chosen = sample(seed)
+        assert len(chosen) == len(set(chosen)) == 20
+        counts[chosen] += 1
+    assert counts.std() / 300 < 0.03 and counts[:20].mean() / 300 < 0.15  # no preference for the first pairs
+    assert sample(299) == sample(299) and sample(299) != sample(298)
 
 
 def test_padding_norms_separate_bos_padding_and_ordinary_positions(processed):
@@ -240,12 +251,10 @@ def test_the_weight_identities_match_the_products():
     torch.testing.assert_close(measures.W_OV_norms(W_V, W_O, x), per_head.norm(dim=-1), rtol=1e-5, atol=1e-4)
 
 
-def test_figure_12_controls_are_the_mlps_own_activation_rates(processed):
-    """Two sets of residual vectors through one layer in one product give what each gives through the MLP alone."""
+def test_figure_12_controls_count_the_mlps_own_activations(processed):
+    """The pre-activations alone, counted, give what the MLP itself gives through its hook."""
     model, _ = processed
     torch.manual_seed(0)
-    a, b = torch.randn(7, model.cfg.d_model) * 30, torch.randn(12, model.cfg.d_model) * 3
-    found = measures.active_fractions_of(model, 1, a, b)
-    for resid, rate in zip((a, b), found):
+    for resid in (torch.randn(7, model.cfg.d_model) * 30, torch.randn(12, model.cfg.d_model) * 3):
         pre, _ = measures.mlp_on(model, 1, model.blocks[1].ln2(resid))
-        assert rate == pytest.approx(float((pre > 0).double().mean()), abs=1e-12)
+        assert measures.active_count(model, 1, resid) == int((pre > 0).sum())
