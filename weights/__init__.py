@@ -11,7 +11,15 @@ from minigpt import GPT2, Tokenizer
 from . import devices, rewrites
 from .checkpoint import read_config, read_model, read_tokenizer, save
 from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
-from .rewrites import center_unembed, center_writing_weights, drop_unembed, fold_layer_norm, fold_value_biases, process
+from .rewrites import (
+    center_unembed,
+    center_writing_weights,
+    drop_unembed,
+    fold_layer_norm,
+    fold_value_biases,
+    keep_tokens,
+    process,
+)
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -80,6 +88,7 @@ __all__ = [
     "fold_value_biases",
     "from_directory",
     "is_hub_name",
+    "keep_tokens",
     "load",
     "locate",
     "process",
