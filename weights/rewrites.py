@@ -3,7 +3,8 @@
 The residual-stream study (like TransformerLens's `from_pretrained`) applies all four, in this order:
     fold_layer_norm → center_writing_weights → center_unembed → fold_value_biases
 A study that reads no logits may first `drop_unembed`: the rewrites then leave out ln_final and W_U,
-whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it) is 14% of gpt2-medium.
+whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it) is 14% of gpt2-medium;
+one that also knows every token it will embed may then `keep_tokens`, the embedding's rows for those alone.
 Each works in place, one tensor at a time (so processing needs little memory beyond the model), and
 returns the model. The tests check each invariant claimed below against the unprocessed model.
 """
