@@ -195,7 +195,7 @@ class ModelStudy:
     cfg: Config
     source: dict  # repo, revision, path, dtype (weights.load)
     example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
-    act: measures.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, a sample
+    act: measures.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
     growth: dict  # measures.growth_rate of resid_post
     appendix: dict  # NormStats.appendix1

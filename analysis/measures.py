@@ -92,7 +92,7 @@ def steady_growth(g: dict, n_layers: int) -> dict:
 
 HISTOGRAM_EDGES = np.linspace(-2.0, 5.0, 1401)  # log10 ‖resid_post‖ from 0.01 to 100,000, bins of 0.005 decade (1.2%)
 EARLY_POSITIONS = 6  # figure 12's controls read resid_mid at positions 1..6
-RESERVOIR = 1024  # at most this many of those vectors are kept per layer: a uniform, seeded sample
+RESERVOIR = 1024  # at most this many of those (prompt, position) pairs are counted: a uniform, seeded sample
 APPENDIX1_TOLERANCE = 1e-4  # relative slack for float rounding in the Appendix 1 check
 
 
