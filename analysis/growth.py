@@ -235,6 +235,14 @@ def check_inputs(choice: ModelChoice, cfg: Config, fit_layers) -> tuple[int, int
     return first, last
 
 
+def padding_picks(lengths: list[int], n_ctx: int) -> list[int] | None:
+    """The prompts of the BOS and padding figure: 8 spread over the lengths, run in one batch padded 4
+    positions beyond the longest of them, as part of the forward passes; None if the context has no room."""
+    shortest_first = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    picks = sorted({shortest_first[round(k)] for k in np.linspace(0, len(lengths) - 1, min(8, len(lengths)))})
+    return picks if n_ctx > max(lengths[i] for i in picks) else None
+
+
 def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStudy:
     choice, prompts, fit_layers = plan.choice, plan.prompts, plan.fit_layers
     log(f"loading {choice.name} ({args.dtype} on {device}, processed: LayerNorm folded, writing weights centred)")
@@ -253,17 +261,11 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
     # the first batch, and the prompts are renumbered to the rows kept. The residual stream is the same.
     renumber = weights.keep_tokens(model, np.concatenate([*prompts, [pad]])).numpy()
     prompts, pad = [renumber[p] for p in prompts], int(renumber[pad])
-    # The BOS and padding figure: 8 prompts spread over the lengths, run in one batch padded 4 positions
-    # beyond the longest of them (if the context has room), as part of the forward passes.
-    shortest_first = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    picks = sorted({shortest_first[round(k)] for k in np.linspace(0, len(prompts) - 1, min(8, len(prompts)))})
-    room = cfg.n_ctx > max(len(prompts[i]) for i in picks)
+    picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
     log(f"{choice.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {args.batch_size}")
     started = time.perf_counter()
     with log.counting(f"{choice.name}: forward passes", len(prompts), "prompt") as advance:
-        act = measures.collect(
-            model, prompts, args.batch_size, pad, example=example, padded=picks if room else None, on_batch=advance
-        )
+        act = measures.collect(model, prompts, args.batch_size, pad, example=example, padded=picks, on_batch=advance)
     seconds = time.perf_counter() - started
     log(f"{choice.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
     padding = act.padding
@@ -285,7 +287,7 @@ def analyse(plan: "Plan", args, device: torch.device, log: Progress) -> ModelStu
         appendix=appendix,
         weight_stats=weight_stats,
         padding=padding,
-        padding_prompts=picks,
+        padding_prompts=picks or [],
         example=example,
     )
 

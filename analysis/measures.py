@@ -352,6 +352,21 @@ def by_length(indices: list[int], lengths, batch_size: int, max_positions: int) 
     return batches + [current] if current else batches
 
 
+def plan_batches(
+    lengths: list[int], batch_size: int, padded: list[int] | None, extra: int, max_positions: int, n_ctx: int
+) -> list[tuple[list[int], int | None]]:
+    """How `collect` runs prompts of these lengths: (the prompts' indices, the width they are padded to)
+    per batch, in order. The padded prompts come first, all `extra` positions beyond the longest of them
+    (within n_ctx); then the rest by length, each batch padded to its longest (width None)."""
+    set_apart = sorted(set(padded or []))
+    rest = sorted(set(range(len(lengths))) - set(set_apart), key=lambda i: lengths[i])
+    plan = []
+    if set_apart:  # all padded to one width, in as many batches as max_positions needs
+        width = min(max(lengths[i] for i in set_apart) + extra, n_ctx)
+        plan += [(chosen, width) for chosen in by_length(set_apart, dict.fromkeys(set_apart, width), batch_size, max_positions)]
+    return plan + [(chosen, None) for chosen in by_length(rest, lengths, batch_size, max_positions)]
+
+
 def collect(
     model: GPT2,
     prompts: list,
@@ -380,23 +395,16 @@ def collect(
     """
     L = model.cfg.n_layers
     stats = NormStats(L, reservoir=reservoir, seed=seed)
-    set_apart = sorted(set(padded or []))
-    rest = sorted(set(range(len(prompts))) - set(set_apart), key=lambda i: len(prompts[i]))
-    batches = by_length(rest, [len(p) for p in prompts], batch_size, max_positions)
-    width, padded_batches = None, []
-    if set_apart:  # all padded to one width, in as many batches as max_positions needs
-        width = min(max(len(prompts[i]) for i in set_apart) + extra, model.cfg.n_ctx)
-        padded_batches = by_length(set_apart, dict.fromkeys(set_apart, width), batch_size, max_positions)
+    plan = plan_batches([len(p) for p in prompts], batch_size, padded, extra, max_positions, model.cfg.n_ctx)
     padding_rows, padding_lengths = [], []  # resid_post norms [L, rows, width] of the padded prompts
-    every_batch = padded_batches + batches
-    early_kept = stats.choose_early([[len(prompts[i]) for i in chosen] for chosen in every_batch])
+    early_kept = stats.choose_early([[len(prompts[i]) for i in chosen] for chosen, _ in plan])
     # Figure 12's controls as each layer's resid_mid goes past: the sample's vectors through that layer's
     # MLP and through the MLP of each layer that reads this one as its "other layer", so no vector outlives its batch.
     readers = {k: [k, *(l for l in range(L) if l != k and stats.other_layer[l] == k)] for k in range(L)}
     early_names = [hook_name(l, "resid_mid") for l in range(L)]
-    for n_batch, (chosen, kept) in enumerate(zip(every_batch, early_kept)):
-        is_padded = n_batch < len(padded_batches)
-        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width if is_padded else None)
+    for (chosen, width), kept in zip(plan, early_kept):
+        is_padded = width is not None
+        tokens, lengths = pad_batch([prompts[i] for i in chosen], pad, width)
         rows, positions = [row for row, _ in kept], [position for _, position in kept]
 
         def early_controls(resid_mid: torch.Tensor, name: str, rows=rows, positions=positions) -> None:

@@ -24,6 +24,7 @@ def test_benchmark_runs_at_toy_size(tmp_path):
         "raw safetensors read",
         "HF GPT2LMHeadModel.from_pretrained",
         "The study end to end",
+        "products + read, × limit",
         "The study over a corpus",
         "| bundled | 200 | 4,927 |",
     ]:
