@@ -16,10 +16,14 @@ other file.
 import ctypes
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
+import sys
 import tempfile
+import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +72,62 @@ def signals_held():
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> tuple[object, object]:
+    """(in_child(), here()), run at the same time: in_child in a forked process, whose result comes back
+    pickled. For work that holds one core (matplotlib drawing figures) where there are two or more; without
+    them, or without fork (anywhere but Linux), both run here, one after the other.
+
+    Nothing the child writes outlives the run that owns the scratch folder: the child dies with this
+    process (PR_SET_PDEATHSIG), and if here() raises (Interrupted, WriteError) the child is killed and
+    reaped before the exception goes on to remove that folder. The child takes SIGINT and SIGTERM the
+    system's default way: it has nothing of its own to clean up. A WriteError in the child is raised here
+    as it was; any other failure there is raised here as a WriteError carrying the child's traceback.
+    """
+    if sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2:
+        return in_child(), here()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's frames (os._exit skips their cleanup)
+        try:
+            os.close(read_end)
+            for s in SIGNALS:
+                signal.signal(s, signal.SIG_DFL)
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            try:
+                outcome = ("done", in_child())
+            except WriteError as error:
+                outcome = ("raised", error)
+            except BaseException:
+                outcome = ("failed", traceback.format_exc())
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            mine = here()
+            sent = pipe.read()  # everything, once the child has finished
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        _, status = os.waitpid(pid, 0)
+    if not sent:
+        raise WriteError(f"the helper process {pid} ended without a result (wait status {status})")
+    kind, value = pickle.loads(sent)
+    if kind == "raised":
+        raise value
+    if kind == "failed":
+        raise WriteError(f"the helper process {pid} failed:\n{value}")
+    return value, mine
 
 
 @contextmanager

@@ -231,6 +231,49 @@ def test_a_failed_run_removes_the_parent_folders_it_created(small_checkpoint, pr
     assert list(tmp_path.iterdir()) == []
 
 
+two_cores = pytest.mark.skipif(
+    sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2, reason="the helper process needs Linux and two cores"
+)
+
+
+@two_cores
+def test_the_figure_helper_process_returns_its_result_and_its_write_errors():
+    assert outdir.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
+    assert outdir.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
+
+    def disk_full():
+        raise outdir.WriteError("could not write /x/a.png: No space left on device")
+
+    with pytest.raises(outdir.WriteError, match=r"^could not write /x/a.png: No space left on device$"):
+        outdir.two_at_once(disk_full, lambda: None)
+    with pytest.raises(outdir.WriteError, match=r"helper process \d+ failed:\n(.|\n)*ZeroDivisionError"):
+        outdir.two_at_once(lambda: 1 / 0, lambda: None)
+
+
+@two_cores
+def test_the_figure_helper_process_is_gone_before_a_failure_here_goes_on(tmp_path):
+    """If this process's half fails (an interrupt, a full disk), the child is killed and reaped first: it
+    can write nothing more into a scratch folder the failure is about to remove."""
+    late = tmp_path / "written-late"
+
+    def slow_child():
+        time.sleep(1.0)
+        late.write_text("too late")
+
+    def fails_here():
+        raise outdir.Interrupted(signal.SIGINT)
+
+    with pytest.raises(outdir.Interrupted):
+        outdir.two_at_once(slow_child, fails_here)
+    time.sleep(1.5)
+    assert not late.exists()
+
+
+def test_on_one_core_both_halves_run_here(monkeypatch):
+    monkeypatch.setattr(outdir.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert outdir.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
+
+
 def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path, capsys):
     (tmp_path / "plain-file").write_text("x")
     out = tmp_path / "plain-file" / "report"
