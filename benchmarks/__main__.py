@@ -292,7 +292,6 @@ def main(argv=None) -> int:
             "read of the checkpoint (every tensor read into memory, in a fresh process, file in the page cache). "
             "Peak RSS includes the imports.",
             "",
-            "",
             "The study's own matrix products are more than those forward FLOPs (`study_products`: every padded "
             "position, figure 12's controls, the weight measures); the last two columns give them, and the floor they "
             "set with the same read: what the study could take with every product at the peak and nothing else.",
