@@ -31,6 +31,7 @@ import torch
 
 from benchmarks import forward
 from benchmarks.checkpoints import write_checkpoint
+from minigpt import Config
 
 SHAPES = {  # name: (n_layers, d_model, n_heads, batch, n_pos)
     "gpt2": (12, 768, 12, 8, 128),
@@ -79,20 +80,29 @@ def probe(contender: str, directory: Path) -> dict:
     return found
 
 
-def study_flops(directory: Path) -> float:
-    """FLOPs the study's forward passes cannot avoid: every block over every token of the default prompts
-    (BOS included), causal attention over the positions before each, and no unembedding."""
+def default_prompt_lengths(directory: Path) -> tuple[list[int], Config]:
+    """The study's default prompts as the checkpoint in directory tokenizes them: tokens each, BOS
+    included, cut to the context; and the checkpoint's config."""
     import weights
     from analysis.growth import DEFAULT_PROMPTS, read_prompts
 
     tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
-    d, total = cfg.d_model, 0.0
-    for text in read_prompts(DEFAULT_PROMPTS).texts:
-        n = min(1 + len(tokenizer.encode(text)), cfg.n_ctx)
-        matrices = 2 * (4 * d * d + 2 * d * cfg.d_mlp)  # W_Q, W_K, W_V, W_O; W_in, W_out: per token
-        attention = 2 * 2 * d * n * (n + 1) / 2  # q·k and pattern @ v over the n(n+1)/2 causal pairs
-        total += cfg.n_layers * (n * matrices + attention)
-    return total
+    return [min(1 + len(tokenizer.encode(text)), cfg.n_ctx) for text in read_prompts(DEFAULT_PROMPTS).texts], cfg
+
+
+def forward_flops(cfg: Config, n: int) -> float:
+    """FLOPs of every block over n positions: W_Q, W_K, W_V, W_O, W_in, W_out per position, and q·k and
+    pattern @ v over the n(n+1)/2 causal pairs."""
+    matrices = 2 * (4 * cfg.d_model**2 + 2 * cfg.d_model * cfg.d_mlp)
+    attention = 2 * 2 * cfg.d_model * n * (n + 1) / 2
+    return cfg.n_layers * (n * matrices + attention)
+
+
+def study_flops(directory: Path) -> float:
+    """FLOPs the study's forward passes cannot avoid: every block over every token of the default prompts
+    (BOS included), causal attention over the positions before each, and no unembedding."""
+    lengths, cfg = default_prompt_lengths(directory)
+    return sum(forward_flops(cfg, n) for n in lengths)
 
 
 def study_products(directory: Path) -> float:
@@ -101,19 +111,14 @@ def study_products(directory: Path) -> float:
     of batches of similar length), figure 12's controls (each sampled early resid_mid vector through every
     layer's W_in, its own layer's and another's), and the weight measures (512 random vectors per layer
     through the MLP, W_in again, W_V then W_O, and W_V once more)."""
-    import weights
-    from analysis import measures
-    from analysis.growth import DEFAULT_PROMPTS, padding_picks, read_prompts
+    from analysis import growth, measures
 
-    tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
+    lengths, cfg = default_prompt_lengths(directory)
     d, d_mlp, L = cfg.d_model, cfg.d_mlp, cfg.n_layers
-    lengths = [min(1 + len(tokenizer.encode(text)), cfg.n_ctx) for text in read_prompts(DEFAULT_PROMPTS).texts]
-    plan = measures.plan_batches(lengths, 64, padding_picks(lengths, cfg.n_ctx), 4, measures.BATCH_POSITIONS, cfg.n_ctx)
-    total = 0.0
-    for chosen, width in plan:
-        n = width or max(lengths[i] for i in chosen)
-        per_row = n * 2 * (4 * d * d + 2 * d * d_mlp) + 2 * 2 * d * n * (n + 1) / 2  # matrices, causal attention
-        total += L * len(chosen) * per_row
+    batch_size = growth.parse_args([]).batch_size  # the study's default
+    picks = growth.padding_picks(lengths, cfg.n_ctx)
+    plan = measures.plan_batches(lengths, batch_size, picks, 4, measures.BATCH_POSITIONS, cfg.n_ctx)  # collect's extra=4
+    total = sum(len(chosen) * forward_flops(cfg, width or max(lengths[i] for i in chosen)) for chosen, width in plan)
     early = min(sum(min(measures.EARLY_POSITIONS, n - 1) for n in lengths), measures.RESERVOIR)
     total += L * 2 * early * 2 * d * d_mlp  # figure 12's controls: two sets through each layer's W_in
     total += L * 512 * (6 * d * d_mlp + 6 * d * d)  # MLP (4 d d_mlp), W_in (2 d d_mlp), W_OV (4 d²), W_V (2 d²)
