@@ -91,12 +91,22 @@ def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> t
     sys.stderr.flush()
     read_end, write_end = os.pipe()
     parent = os.getpid()
-    pid = os.fork()
+    # SIGINT and SIGTERM wait over the fork: arriving during it, their exception would be raised inside an
+    # at-fork callback (logging registers some), which Python reports as "ignored" and drops (seen in tests).
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        os.close(read_end)
+        os.close(write_end)
+        raise
     if pid == 0:  # the child: never returns into the caller's frames (os._exit skips their cleanup)
         try:
             os.close(read_end)
             for s in SIGNALS:
                 signal.signal(s, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
@@ -110,8 +120,9 @@ def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> t
                 pickle.dump(outcome, pipe)
         finally:
             os._exit(0)
-    os.close(write_end)
     try:
+        os.close(write_end)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held over the fork arrives here
         with os.fdopen(read_end, "rb") as pipe:
             mine = here()
             sent = pipe.read()  # everything, once the child has finished

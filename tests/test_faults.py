@@ -269,6 +269,20 @@ def test_the_figure_helper_process_is_gone_before_a_failure_here_goes_on(tmp_pat
     assert not late.exists()
 
 
+@two_cores
+def test_a_signal_that_arrives_during_the_fork_is_not_lost():
+    """Python runs at-fork callbacks (logging registers some) and drops what they raise, so a signal
+    handled inside one would vanish: it must wait until the fork is over, then interrupt as usual."""
+    armed = []
+    os.register_at_fork(after_in_parent=lambda: armed and os.kill(os.getpid(), signal.SIGINT))
+    with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
+        armed.append(True)
+        try:
+            outdir.two_at_once(lambda: time.sleep(0.5), lambda: None)
+        finally:
+            armed.clear()
+
+
 def test_on_one_core_both_halves_run_here(monkeypatch):
     monkeypatch.setattr(outdir.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert outdir.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
