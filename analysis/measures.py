@@ -336,6 +336,7 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     return dict(zip((*STREAMS, "active"), kept))
 
 
+PADDING_EXTRA = 4  # the padding figure's prompts are padded this many positions beyond the longest of them
 BATCH_POSITIONS = 512  # positions per forward pass: matrix products of 512 rows run at this CPU's peak, 100 at ~80%
 
 
@@ -375,7 +376,7 @@ def collect(
     *,
     example: int | None = None,
     padded: list[int] | None = None,
-    extra: int = 4,
+    extra: int = PADDING_EXTRA,
     max_positions: int = BATCH_POSITIONS,
     reservoir: int = RESERVOIR,
     seed: int = 0,
@@ -437,7 +438,7 @@ def norms_per_prompt(model: GPT2, prompts: list[list[int]], pad: int, stream: st
 
 
 def padding_norms(
-    model: GPT2, prompts: list[list[int]], pad: int, extra: int = 4, stream: str = "resid_post"
+    model: GPT2, prompts: list[list[int]], pad: int, extra: int = PADDING_EXTRA, stream: str = "resid_post"
 ) -> dict[str, np.ndarray]:
     """Prompts of different lengths batched and right-padded with `pad`, `extra` positions beyond the
     longest (so that there is padding even if all lengths are equal): mean norm per layer at BOS, at
@@ -510,8 +511,11 @@ def mlp_on(model: GPT2, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return seen[0], out
 
 
+N_RANDOM = 512  # random input vectors per layer for the weight measures
+
+
 @torch.no_grad()
-def weight_measures(model: GPT2, n_random: int = 512, seed: int = 0, on_layer=None) -> dict[str, np.ndarray]:
+def weight_measures(model: GPT2, n_random: int = N_RANDOM, seed: int = 0, on_layer=None) -> dict[str, np.ndarray]:
     """Per-layer measurements of the weights alone (figures 8, 9, 11, 12-random, 13, 15); on_layer(1) after each layer."""
     cfg = model.cfg
     x_normalised = random_normalised(n_random, cfg.d_model, seed).to(model.W_E)

@@ -109,7 +109,7 @@ def study_products(directory: Path) -> float:
     """FLOPs of every matrix product the study runs, as it batches the default prompts: the forward passes
     over every position of every batch, padding included (the BOS/padding figure's batch and the padding
     of batches of similar length), figure 12's controls (each sampled early resid_mid vector through every
-    layer's W_in, its own layer's and another's), and the weight measures (512 random vectors per layer
+    layer's W_in, its own layer's and another's), and the weight measures (N_RANDOM random vectors per layer
     through the MLP, W_in again, W_V then W_O, and W_V once more)."""
     from analysis import growth, measures
 
@@ -117,11 +117,11 @@ def study_products(directory: Path) -> float:
     d, d_mlp, L = cfg.d_model, cfg.d_mlp, cfg.n_layers
     batch_size = growth.parse_args([]).batch_size  # the study's default
     picks = growth.padding_picks(lengths, cfg.n_ctx)
-    plan = measures.plan_batches(lengths, batch_size, picks, 4, measures.BATCH_POSITIONS, cfg.n_ctx)  # collect's extra=4
+    plan = measures.plan_batches(lengths, batch_size, picks, measures.PADDING_EXTRA, measures.BATCH_POSITIONS, cfg.n_ctx)
     total = sum(len(chosen) * forward_flops(cfg, width or max(lengths[i] for i in chosen)) for chosen, width in plan)
     early = min(sum(min(measures.EARLY_POSITIONS, n - 1) for n in lengths), measures.RESERVOIR)
     total += L * 2 * early * 2 * d * d_mlp  # figure 12's controls: two sets through each layer's W_in
-    total += L * 512 * (6 * d * d_mlp + 6 * d * d)  # MLP (4 d d_mlp), W_in (2 d d_mlp), W_OV (4 d²), W_V (2 d²)
+    total += L * measures.N_RANDOM * (6 * d * d_mlp + 6 * d * d)  # MLP (4 d d_mlp), W_in (2 d d_mlp), W_OV (4 d²), W_V (2 d²)
     return total
 
 
