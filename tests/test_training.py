@@ -53,12 +53,16 @@ def decayed(optimizer: torch.optim.Optimizer) -> dict[str, float]:
 def test_each_ablation_decays_what_it_says_on_the_optimizer():
     model = GPT2(Config.sized(2, 32, 2, d_vocab=500, n_ctx=32))
     names = [name for name, _ in model.named_parameters()]
+    # By name, as the docstring and docs/training-dynamics.md say: the matrices and embeddings are the
+    # W_… parameters, the biases b_… (b_Q, b_K and b_V are [n_heads, d_head], two-dimensional, yet biases).
     gains = [n for n in names if n.endswith(".w")]
-    matrices = [n for n, p in model.named_parameters() if p.ndim >= 2]
-    biases = [n for n in names if n not in gains and n not in matrices]
-    assert (
-        {"blocks.0.ln1.w", "blocks.1.ln2.w", "ln_final.w"} <= set(gains) and "W_E" in matrices and "blocks.0.mlp.b_in" in biases
+    matrices = [n for n in names if n.split(".")[-1].startswith("W_")]
+    biases = [n for n in names if n.split(".")[-1].startswith("b_") or n.endswith(".b")]
+    assert sorted(gains + matrices + biases) == sorted(names)
+    assert {"blocks.0.ln1.w", "blocks.1.ln2.w", "ln_final.w"} <= set(gains) and {"W_E", "W_pos", "blocks.1.attn.W_Q"} <= set(
+        matrices
     )
+    assert {"blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.1.attn.b_V", "blocks.0.mlp.b_in", "ln_final.b"} <= set(biases)
 
     today = decayed(make_optimizer(model, TrainConfig(weight_decay=0.1)))
     assert {n for n, wd in today.items() if wd == 0.1} == set(matrices) and set(today) == set(names)

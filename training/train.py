@@ -115,10 +115,13 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 def parameter_groups(model: GPT2, weight_decay: float, decay_gains: bool) -> list[dict]:
     """AdamW's two groups, each with the names of its parameters: weight_decay on the matrices and
-    embeddings (and on the LayerNorm gains `…ln*.w` if decay_gains), none on biases."""
+    embeddings, the parameters named `W_…` (and on the LayerNorm gains `…ln*.w` if decay_gains), none on
+    biases `b_…`. Decided by name, not by shape: the per-head biases b_Q, b_K, b_V are [n_heads, d_head],
+    two-dimensional, and are still biases."""
     groups = {"decay": ([], []), "no_decay": ([], [])}
     for name, param in model.named_parameters():
-        decayed = param.ndim >= 2 or (decay_gains and name.endswith(".w"))
+        leaf = name.split(".")[-1]
+        decayed = leaf.startswith("W_") or (decay_gains and leaf == "w")
         names, params = groups["decay" if decayed else "no_decay"]
         names.append(name)
         params.append(param)
