@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import outdir
 import weights
-from analysis import growth, measures, outdir, plots
+from analysis import growth, measures, plots
 
 DEFAULT_OUT = Path("dynamics-report")
 
@@ -72,7 +73,7 @@ def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
         if folder.name.removeprefix("step-").isdigit() and (folder / "config.json").is_file()
     )
     if not found:
-        raise growth.UsageError(
+        raise outdir.UsageError(
             f"{run} has no checkpoints (expected {run}/checkpoints/step-NNNNNN/ folders with config.json); "
             "train with `python -m training --out RUN --checkpoints 12` to write them"
         )
@@ -343,16 +344,16 @@ def run(args, log) -> Path:
     outdir.check(out)
     labels = [r.name for r in args.runs]
     if len(set(labels)) != len(labels):
-        raise growth.UsageError(f"runs are labelled by their folder's name, and these repeat: {', '.join(labels)}")
+        raise outdir.UsageError(f"runs are labelled by their folder's name, and these repeat: {', '.join(labels)}")
     for directory in args.runs:
         checkpoint_dirs(directory)  # every run is checked before the first is measured
     try:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
-        raise growth.UsageError(f"--device: {error}") from None
+        raise outdir.UsageError(f"--device: {error}") from None
     prompts_in = growth.read_prompts(args.prompts_file or growth.DEFAULT_PROMPTS)
     runs = [read_run(directory, prompts_in, device, args.batch_size, log) for directory in args.runs]
-    folder = outdir.ReportFolder(out)
+    folder = outdir.OutputFolder(out, outdir.REPORT)
     with folder as scratch:
         write_outputs(runs, scratch)
         folder.publish()

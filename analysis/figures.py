@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis import measures, outdir, plots
+from analysis import measures, parallel, plots
 from analysis.measures import STREAMS
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ def write(r: ModelStudy, directory: Path) -> list[Shown]:
     (the figures themselves closed: figure None).
 
     matplotlib draws on one core: where there are two, a forked process draws every other figure meanwhile
-    (`outdir.two_at_once`). Measured at gpt2-medium shape, two runs each, alternating: from the first
+    (`parallel.two_at_once`). Measured at gpt2-medium shape, two runs each, alternating: from the first
     figure to the report written 1.9–2.2 s so, against 3.3–4.2 s one after the other."""
 
     def draw(makers) -> list[Shown]:
@@ -292,5 +292,5 @@ def write(r: ModelStudy, directory: Path) -> list[Shown]:
                 drawn.append(replace(shown, figure=None))
         return drawn
 
-    odd, even = outdir.two_at_once(lambda: draw(FIGURES[1::2]), lambda: draw(FIGURES[0::2]))
+    odd, even = parallel.two_at_once(lambda: draw(FIGURES[1::2]), lambda: draw(FIGURES[0::2]))
     return sorted(odd + even, key=lambda shown: shown.stem)

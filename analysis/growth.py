@@ -8,7 +8,7 @@ Writes into --out (default ./growth-report): one folder of figures per model (PN
 comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
 or a previous report holding only what this command wrote; anything else is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
-it was (see analysis/outdir.py).
+it was (see outdir/__init__.py).
 """
 
 import argparse
@@ -27,18 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import outdir
 import weights
-from analysis import measures, outdir
+from analysis import measures
 from analysis.measures import STREAMS
 from minigpt import Config, Tokenizer
 
 DEFAULT_PROMPTS = Path(__file__).parent / "prompts.txt"
 DEFAULT_OUT = Path("growth-report")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit status 2."""
 
 
 class Progress:
@@ -109,7 +106,7 @@ def read_prompts(path: Path, max_prompts: int | None = None, seed: int = 0) -> P
             kept[slot] = (number, text)
     if not kept:
         what = "object has an empty text" if path.suffix in JSON_LINES else "line is empty"
-        raise UsageError(f"prompts file {path} has no prompts: every {what} (write one prompt per line)")
+        raise outdir.UsageError(f"prompts file {path} has no prompts: every {what} (write one prompt per line)")
     kept.sort()
     sampled = max_prompts is not None and available > max_prompts
     return Prompts(path, [text for _, text in kept], [number for number, _ in kept], available, seed if sampled else None)
@@ -125,7 +122,7 @@ def _records(path: Path) -> Iterator[tuple[int, str]]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise UsageError(
+                    raise outdir.UsageError(
                         f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
                         f"(line {number})"
                     ) from None
@@ -136,18 +133,20 @@ def _records(path: Path) -> Iterator[tuple[int, str]]:
                 if text.strip():
                     yield number, text
     except FileNotFoundError:
-        raise UsageError(f"prompts file {path} does not exist") from None
+        raise outdir.UsageError(f"prompts file {path} does not exist") from None
 
 
 def _json_text(path: Path, number: int, line: str) -> str:
-    """The "text" of one JSON Lines record, or a UsageError naming the line and what is wrong with it."""
+    """The "text" of one JSON Lines record, or a outdir.UsageError naming the line and what is wrong with it."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise UsageError(f"prompts file {path}, line {number}: not JSON ({error.msg} at column {error.colno})") from None
+        raise outdir.UsageError(f"prompts file {path}, line {number}: not JSON ({error.msg} at column {error.colno})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         found = 'an object without a string "text"' if isinstance(record, dict) else f"a {type(record).__name__}"
-        raise UsageError(f'prompts file {path}, line {number}: {found}; each line must be an object like {{"text": "..."}}')
+        raise outdir.UsageError(
+            f'prompts file {path}, line {number}: {found}; each line must be an object like {{"text": "..."}}'
+        )
     return record["text"]
 
 
@@ -157,7 +156,7 @@ def parse_fit_layers(text: str | None) -> tuple[int, int] | None:
     try:
         first, last = (int(part) for part in text.split(":"))
     except ValueError:
-        raise UsageError(f"--fit-layers {text!r}: expected FIRST:LAST, two layer numbers such as 5:41") from None
+        raise outdir.UsageError(f"--fit-layers {text!r}: expected FIRST:LAST, two layer numbers such as 5:41") from None
     return first, last
 
 
@@ -213,7 +212,7 @@ def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, choice: ModelC
         tokens = np.array([tokenizer.eot, *tokenizer.encode(text)], dtype=np.int32)
         if len(tokens) > cfg.n_ctx:
             if not truncate:
-                raise UsageError(
+                raise outdir.UsageError(
                     f"prompt {i + 1} (line {prompts.lines[i]} of {prompts.path}: {tokenizer.decode(tokens[1:8])!r}…) has "
                     f"{len(tokens)} tokens with BOS; {choice.name} accepts at most {cfg.n_ctx} (--truncate cuts longer ones)"
                 )
@@ -225,10 +224,10 @@ def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, choice: ModelC
 def check_inputs(choice: ModelChoice, cfg: Config, fit_layers) -> tuple[int, int]:
     """Check the fit layers against the model's config.json before anything heavy is loaded; return them."""
     if cfg.n_layers < 2:
-        raise UsageError(f"{choice.name} has {cfg.n_layers} layer; a growth rate needs at least 2")
+        raise outdir.UsageError(f"{choice.name} has {cfg.n_layers} layer; a growth rate needs at least 2")
     first, last = fit_layers or measures.default_fit_layers(cfg.n_layers)
     if not 0 <= first < last <= cfg.n_layers - 1:
-        raise UsageError(
+        raise outdir.UsageError(
             f"--fit-layers {first}:{last} is outside {choice.name}'s {cfg.n_layers} layers "
             f"(need 0 <= FIRST < LAST <= {cfg.n_layers - 1})"
         )
@@ -501,16 +500,16 @@ class Plan:
 
 def run(args, log: Progress) -> Path:
     if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
+        raise outdir.UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
     fit_layers = parse_fit_layers(args.fit_layers)
     out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
     outdir.check(out)  # before anything is downloaded or loaded
     try:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
-        raise UsageError(f"--device: {error}") from None
+        raise outdir.UsageError(f"--device: {error}") from None
     if args.max_prompts is not None and args.max_prompts < 1:
-        raise UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
+        raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
     prompts_in = read_prompts(args.prompts_file or DEFAULT_PROMPTS, args.max_prompts)
     if args.model:
         choices = [ModelChoice(name, name) for name in args.model]
@@ -518,7 +517,7 @@ def run(args, log: Progress) -> Path:
             for name in args.model:
                 if not weights.is_hub_name(name):
                     what = "the bundled model" if name == weights.BUNDLED_NAME else "a local directory"
-                    raise UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
+                    raise outdir.UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
     else:
         choices = [choose_default_model(args.revision)]
     for choice in choices:
@@ -546,7 +545,7 @@ def run(args, log: Progress) -> Path:
                 file=sys.stderr,
                 flush=True,
             )
-    folder = outdir.ReportFolder(out)
+    folder = outdir.OutputFolder(out, outdir.REPORT)
     with folder as scratch:
         write_outputs(results, scratch, inputs, log)
         folder.publish()
@@ -577,22 +576,8 @@ def fix_malloc_thresholds() -> None:
 
 
 def command(run: Callable, args) -> int:
-    """Run a report command, run(args, log), and turn what stops it into one line and an exit status:
-    2 for bad input, 1 for a failed write (--out unchanged), 128 + N for signal N."""
-    with outdir.signals_as_exceptions():
-        try:
-            run(args, Progress())
-        except (UsageError, outdir.OutputError, weights.CheckpointError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except outdir.WriteError as error:
-            print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
-            return 1
-        except outdir.Interrupted as interrupt:
-            state = "unchanged" if interrupt.out_unchanged else "holds the new report, complete"
-            print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
-            return 128 + interrupt.signum
-    return 0
+    """Run a report command, run(args, log), with `outdir.command`'s one-line errors and exit statuses."""
+    return outdir.command(lambda args: run(args, Progress()), args, user_errors=(weights.CheckpointError,))
 
 
 def main(argv=None) -> int:

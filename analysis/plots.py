@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from analysis.outdir import writing
+from outdir import writing
 
 BOS_COLOUR = "tab:red"
 LAYER_LABEL = "layer l (block index)"

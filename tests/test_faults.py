@@ -21,8 +21,9 @@ import pytest
 import torch
 from conftest import HubServer
 
+import outdir
 import weights
-from analysis import growth, measures, outdir
+from analysis import growth, measures, parallel
 
 PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
 
@@ -79,9 +80,9 @@ def report_copy(previous_report, tmp_path) -> Path:
 
 
 def test_a_finished_report_is_marked_with_every_file_it_wrote(previous_report):
-    marker = json.loads((previous_report / outdir.MARKER).read_text())
-    written = {str(p.relative_to(previous_report)) for p in previous_report.rglob("*") if p.is_file()} - {outdir.MARKER}
-    assert marker["format"] == outdir.FORMAT and set(marker["files"]) == written
+    marker = json.loads((previous_report / outdir.REPORT.marker).read_text())
+    written = {str(p.relative_to(previous_report)) for p in previous_report.rglob("*") if p.is_file()} - {outdir.REPORT.marker}
+    assert marker["format"] == outdir.REPORT.format and set(marker["files"]) == written
     assert {"summary.json", "report.md", "layers.csv"} <= written and len(
         written
     ) == 33  # 15 figures as PNG and SVG, report.md, summary.json, layers.csv
@@ -126,9 +127,9 @@ def test_out_holding_anything_but_a_previous_report_is_refused_untouched(case, s
 def test_an_empty_folder_and_a_previous_report_are_replaced_whole(small_checkpoint, prompts, tmp_path, report_copy):
     (report_copy / "old-model").mkdir()  # a folder a previous report wrote for a model not in this run
     (report_copy / "old-model" / "01-norm-histograms.png").write_bytes(b"old")
-    marker = json.loads((report_copy / outdir.MARKER).read_text())
+    marker = json.loads((report_copy / outdir.REPORT.marker).read_text())
     marker["files"].append("old-model/01-norm-histograms.png")
-    (report_copy / outdir.MARKER).write_text(json.dumps(marker))
+    (report_copy / outdir.REPORT.marker).write_text(json.dumps(marker))
     empty = tmp_path / "empty"
     empty.mkdir()
     for out in (report_copy, empty):
@@ -238,16 +239,16 @@ two_cores = pytest.mark.skipif(
 
 @two_cores
 def test_the_figure_helper_process_returns_its_result_and_its_write_errors():
-    assert outdir.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
-    assert outdir.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
+    assert parallel.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
+    assert parallel.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
 
     def disk_full():
         raise outdir.WriteError("could not write /x/a.png: No space left on device")
 
     with pytest.raises(outdir.WriteError, match=r"^could not write /x/a.png: No space left on device$"):
-        outdir.two_at_once(disk_full, lambda: None)
+        parallel.two_at_once(disk_full, lambda: None)
     with pytest.raises(outdir.WriteError, match=r"helper process \d+ failed:\n(.|\n)*ZeroDivisionError"):
-        outdir.two_at_once(lambda: 1 / 0, lambda: None)
+        parallel.two_at_once(lambda: 1 / 0, lambda: None)
 
 
 @two_cores
@@ -264,7 +265,7 @@ def test_the_figure_helper_process_is_gone_before_a_failure_here_goes_on(tmp_pat
         raise outdir.Interrupted(signal.SIGINT)
 
     with pytest.raises(outdir.Interrupted):
-        outdir.two_at_once(slow_child, fails_here)
+        parallel.two_at_once(slow_child, fails_here)
     time.sleep(1.5)
     assert not late.exists()
 
@@ -278,14 +279,14 @@ def test_a_signal_that_arrives_during_the_fork_is_not_lost():
     with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
         armed.append(True)
         try:
-            outdir.two_at_once(lambda: time.sleep(0.5), lambda: None)
+            parallel.two_at_once(lambda: time.sleep(0.5), lambda: None)
         finally:
             armed.clear()
 
 
 def test_on_one_core_both_halves_run_here(monkeypatch):
-    monkeypatch.setattr(outdir.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert outdir.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert parallel.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
 
 
 def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path, capsys):

@@ -1,12 +1,13 @@
-"""The --out folder: built elsewhere, swapped into place whole, and nothing in it that the command did not write.
+"""A command's --out folder: built elsewhere, swapped into place whole, and nothing in it that the command did not write.
 
---out may name
+Every command of minigpt that writes a folder (`python -m analysis.growth`, `analysis.dynamics`,
+`training`, `training.corpus`) goes through here. --out may name
 - nothing yet: it is created;
-- an empty folder, or a previous report that holds only its own files: it is replaced in one step;
+- an empty folder, or a previous output of the same command that holds only its own files: it is replaced in one step;
 - anything else (a file, a link, a folder holding anything the command did not write): refused, untouched.
-A finished report is recognised by MARKER, a JSON file listing every file the command wrote there.
+A finished output is recognised by its marker, a JSON file (`Kind.marker`) listing every file the command wrote there.
 
-The report is written into a scratch folder beside --out, named ".NAME.partial-PID-RANDOM", and moved into
+The output is written into a scratch folder beside --out, named ".NAME.partial-PID-RANDOM", and moved into
 place at the very end. SIGINT and SIGTERM become `Interrupted`, so the scratch folder is removed on the way
 out; they are held back while the folders are swapped. A run killed outright (SIGKILL, power loss) leaves
 its scratch folder behind: the next run with the same --out removes those whose process is gone, and no
@@ -16,20 +17,35 @@ other file.
 import ctypes
 import json
 import os
-import pickle
 import re
 import shutil
 import signal
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = ".minigpt-growth-report.json"
-FORMAT = "minigpt growth report"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a command writes: the marker file that lists its files, and the format named inside it."""
+
+    marker: str
+    format: str
+    noun: str  # what the messages call it
+
+
+REPORT = Kind(".minigpt-growth-report.json", "minigpt growth report", "report")  # analysis.growth, analysis.dynamics
+TRAINING_RUN = Kind(".minigpt-training-run.json", "minigpt training run", "training run")  # python -m training
+CORPUS = Kind(".minigpt-corpus.json", "minigpt corpus", "corpus")  # python -m training.corpus
+
+
+class UsageError(Exception):
+    """Bad input to a command: printed as one line, exit status 2."""
 
 
 class OutputError(Exception):
@@ -74,73 +90,6 @@ def signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> tuple[object, object]:
-    """(in_child(), here()), run at the same time: in_child in a forked process, whose result comes back
-    pickled. For work that holds one core (matplotlib drawing figures) where there are two or more; without
-    them, or without fork (anywhere but Linux), both run here, one after the other.
-
-    Nothing the child writes outlives the run that owns the scratch folder: the child dies with this
-    process (PR_SET_PDEATHSIG), and if here() raises (Interrupted, WriteError) the child is killed and
-    reaped before the exception goes on to remove that folder. The child takes SIGINT and SIGTERM the
-    system's default way: it has nothing of its own to clean up. A WriteError in the child is raised here
-    as it was; any other failure there is raised here as a WriteError carrying the child's traceback.
-    """
-    if sys.platform != "linux" or len(os.sched_getaffinity(0)) < 2:
-        return in_child(), here()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    read_end, write_end = os.pipe()
-    parent = os.getpid()
-    # SIGINT and SIGTERM wait over the fork: arriving during it, their exception would be raised inside an
-    # at-fork callback (logging registers some), which Python reports as "ignored" and drops (seen in tests).
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        pid = os.fork()
-    except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        os.close(read_end)
-        os.close(write_end)
-        raise
-    if pid == 0:  # the child: never returns into the caller's frames (os._exit skips their cleanup)
-        try:
-            os.close(read_end)
-            for s in SIGNALS:
-                signal.signal(s, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os._exit(1)
-            try:
-                outcome = ("done", in_child())
-            except WriteError as error:
-                outcome = ("raised", error)
-            except BaseException:
-                outcome = ("failed", traceback.format_exc())
-            with os.fdopen(write_end, "wb") as pipe:
-                pickle.dump(outcome, pipe)
-        finally:
-            os._exit(0)
-    try:
-        os.close(write_end)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held over the fork arrives here
-        with os.fdopen(read_end, "rb") as pipe:
-            mine = here()
-            sent = pipe.read()  # everything, once the child has finished
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        raise
-    finally:
-        _, status = os.waitpid(pid, 0)
-    if not sent:
-        raise WriteError(f"the helper process {pid} ended without a result (wait status {status})")
-    kind, value = pickle.loads(sent)
-    if kind == "raised":
-        raise value
-    if kind == "failed":
-        raise WriteError(f"the helper process {pid} failed:\n{value}")
-    return value, mine
-
-
 @contextmanager
 def writing(path: Path):
     """Turn an OS error while writing `path` into a WriteError that names it (a failed write() names no file)."""
@@ -165,17 +114,17 @@ def _contents(folder: Path) -> tuple[set[str], set[str]]:
     return files, folders
 
 
-def _written_by_us(folder: Path) -> set[str] | None:
-    """The files a previous report says it wrote, or None if folder holds no readable marker."""
+def _written_by_us(folder: Path, kind: Kind) -> set[str] | None:
+    """The files a previous output says it wrote, or None if folder holds no readable marker of this kind."""
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        return set(marker["files"]) if marker.get("format") == FORMAT else None
+        marker = json.loads((folder / kind.marker).read_text(encoding="utf-8"))
+        return set(marker["files"]) if marker.get("format") == kind.format else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def check(out: Path) -> None:
-    """Raise OutputError unless out is missing, an empty folder, or a previous report holding only its own files."""
+def check(out: Path, kind: Kind = REPORT) -> None:
+    """Raise OutputError unless out is missing, an empty folder, or a previous output of this kind holding only its own files."""
     if out.is_symlink():
         raise OutputError(f"--out {out} is a symbolic link; give the folder itself, or a new name (nothing was touched)")
     if not out.exists():
@@ -185,21 +134,21 @@ def check(out: Path) -> None:
     files, folders = _contents(out)
     if not files and not folders:
         return
-    ours = _written_by_us(out)
+    ours = _written_by_us(out, kind)
     if ours is None:
         what = f"--out {out} is a folder holding {len(files)} file(s) that this command did not write"
         advice = "give a new or empty folder (nothing was touched)"
-        if {"summary.json", "report.md"} <= files:
+        if kind == REPORT and {"summary.json", "report.md"} <= files:
             advice = (
                 "it looks like a report from before minigpt marked its reports: remove it yourself if you no longer need it, or "
                 + advice
             )
         raise OutputError(f"{what} ({_examples(files or folders)}); {advice}")
     parents = {str(parent) for name in ours for parent in Path(name).parents}
-    foreign = (files - ours - {MARKER}) | (folders - parents)
+    foreign = (files - ours - {kind.marker}) | (folders - parents)
     if foreign:
         raise OutputError(
-            f"--out {out} holds a previous report and also {len(foreign)} thing(s) this command did not write "
+            f"--out {out} holds a previous {kind.noun} and also {len(foreign)} thing(s) this command did not write "
             f"({_examples(foreign)}); move them out, or give another folder (nothing was touched)"
         )
 
@@ -237,21 +186,21 @@ def _process_runs(pid: int) -> bool:
 # Building a report and putting it in place
 
 
-class ReportFolder:
-    """with ReportFolder(out) as scratch: write the report into scratch, then call publish().
+class OutputFolder:
+    """with OutputFolder(out, kind) as scratch: write the output into scratch, then call publish().
 
     Leaving the block without publish() (an error, an interrupt) removes scratch and any parent
     folders of out that this created, so out and its surroundings are as they were.
     """
 
-    def __init__(self, out: Path):
-        self.out = out
+    def __init__(self, out: Path, kind: Kind = REPORT):
+        self.out, self.kind = out, kind
         self.scratch: Path | None = None
         self.created: list[Path] = []  # parent folders of out that did not exist
         self.published = False
 
     def __enter__(self) -> Path:
-        check(self.out)
+        check(self.out, self.kind)
         remove_stale_scratch(self.out)
         missing = [p for p in reversed(self.out.parents) if not p.exists()]
         try:
@@ -269,11 +218,11 @@ class ReportFolder:
         return self.scratch
 
     def publish(self) -> None:
-        """Mark the report as ours and swap it into place in one step."""
+        """Mark the output as ours and swap it into place in one step."""
         files, _ = _contents(self.scratch)
-        with writing(self.scratch / MARKER) as path:
-            path.write_text(json.dumps({"format": FORMAT, "version": 1, "files": sorted(files)}, indent=1) + "\n")
-        check(self.out)  # again: the user may have put something there while the study ran
+        with writing(self.scratch / self.kind.marker) as path:
+            path.write_text(json.dumps({"format": self.kind.format, "version": 1, "files": sorted(files)}, indent=1) + "\n")
+        check(self.out, self.kind)  # again: the user may have put something there while the command ran
         with signals_held():
             _replace(self.scratch, self.out)
             self.published = True
@@ -325,3 +274,23 @@ def _exchange(a: Path, b: Path) -> bool:
     if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
         return False
     raise OSError(errno, os.strerror(errno), str(b))
+
+
+def command(run: Callable, args, user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Run a command, run(args), and turn what stops it into one line and an exit status: 2 for bad input
+    (UsageError, OutputError, and the command's own user_errors), 1 for a failed write (--out unchanged),
+    128 + N for signal N."""
+    with signals_as_exceptions():
+        try:
+            run(args)
+        except (UsageError, OutputError, *user_errors) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except WriteError as error:
+            print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
+            return 1
+        except Interrupted as interrupt:
+            state = "unchanged" if interrupt.out_unchanged else "holds the new output, complete"
+            print(f"\ninterrupted ({interrupt}); {args.out} {state}", file=sys.stderr)
+            return 128 + interrupt.signum
+    return 0
