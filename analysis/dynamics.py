@@ -5,9 +5,10 @@
     python -m analysis.dynamics runs/base runs/no-decay runs/gains-decayed --out ablation
 
 For each checkpoint (RUN/checkpoints/step-NNNNNN, written by `python -m training --checkpoints N`):
-the mean ‖resid_post‖ by layer and its exponential fit (analysis.measures, on the processed model, over
+the mean ‖resid_post‖ by layer and its exponential fit (analysis.measures and rates, on the processed model, over
 the study's prompts), the BOS position's norm, and the weights where growth can be stored: the
-LayerNorm gains and ‖W_OV‖, ‖W_in‖ as trained (unfolded) and with the gains folded in, ‖W_out‖, and the
+LayerNorm gains and ‖W_OV‖, ‖W_in‖ as trained (unfolded) and as weights.process leaves them (the gains folded
+in, the reading weights and W_O centred), ‖W_out‖, and the
 MLP's output on random normalised inputs. Writes report.md, summary.json, steps.csv, layers.csv and
 figures (PNG and SVG) into --out, which follows analysis.growth's rules: new, empty or a previous report.
 """
@@ -25,7 +26,8 @@ import torch
 
 import outdir
 import weights
-from analysis import growth, measures, plots
+from analysis import engine, inputs, plots, rates, weight_measures
+from analysis.progress import Progress
 
 DEFAULT_OUT = Path("dynamics-report")
 
@@ -33,11 +35,11 @@ DEFAULT_OUT = Path("dynamics-report")
 WEIGHTS = {
     "ln1_gain_rms": "ln1 gain (RMS of w)",
     "W_OV_unfolded": "‖W_OV‖_F as trained (mean of heads)",
-    "W_OV_folded": "‖W_OV‖_F, ln1 gain folded in",
+    "W_OV_folded": "‖W_OV‖_F processed (ln1 folded, centred)",
     "W_out": "‖W_out‖_F",
     "ln2_gain_rms": "ln2 gain (RMS of w)",
     "W_in_unfolded": "‖W_in‖_F as trained",
-    "W_in_folded": "‖W_in‖_F, ln2 gain folded in",
+    "W_in_folded": "‖W_in‖_F processed (ln2 folded, centred)",
     "mlp_random_out": "mean ‖MLP(x)‖, x random normalised",
 }
 
@@ -48,7 +50,7 @@ class Checkpoint:
     record: dict  # training_step.json: tokens, learning rate, losses
     mean_norm: np.ndarray  # [n_layers] mean ‖resid_post‖, BOS excluded
     bos_norm: np.ndarray  # [n_layers] ‖resid_post‖ at position 0
-    growth: dict  # measures.growth_rate over the default fit layers
+    growth: dict  # rates.growth_rate over the default fit layers
     weights: dict[str, np.ndarray]  # WEIGHTS' keys, [n_layers] each
 
 
@@ -81,22 +83,22 @@ def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def measure(folder: Path, prompts_in: growth.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
+def measure(folder: Path, prompts_in: inputs.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
     """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
     model, tokenizer = weights.from_directory(folder, process=False, device=device, unembed=False)
     cfg = model.cfg
     raw = {
         "ln1_gain_rms": [float(b.ln1.w.pow(2).mean().sqrt()) for b in model.blocks],
         "ln2_gain_rms": [float(b.ln2.w.pow(2).mean().sqrt()) for b in model.blocks],
-        "W_OV_unfolded": [float(measures.W_OV_frobenius(b.attn.W_V, b.attn.W_O).mean()) for b in model.blocks],
+        "W_OV_unfolded": [float(weight_measures.W_OV_frobenius(b.attn.W_V, b.attn.W_O).mean()) for b in model.blocks],
         "W_in_unfolded": [float(b.mlp.W_in.norm()) for b in model.blocks],
         "W_out": [float(b.mlp.W_out.norm()) for b in model.blocks],
     }
     weights.process(model, unembed=False)
-    folded = measures.weight_measures(model)
-    prompts, _ = growth.tokenize(prompts_in, tokenizer, cfg, growth.ModelChoice(str(folder), ""), truncate=True)
-    stats = measures.collect(model, prompts, batch_size, tokenizer.eot)
-    mean = stats.mean_norm("resid_post")
+    folded = weight_measures.weight_measures(model)
+    prompts, _ = inputs.tokenize(prompts_in, tokenizer, cfg, str(folder), truncate=True)
+    stats = engine.collect(model, prompts, batch_size, tokenizer.eot)
+    mean = stats.mean("resid_post")
     values = {key: np.array(v) for key, v in raw.items()} | {
         "W_OV_folded": folded["W_OV_frobenius"].mean(1),
         "W_in_folded": folded["W_in_norm"],
@@ -108,8 +110,8 @@ def measure(folder: Path, prompts_in: growth.Prompts, device: torch.device, batc
         step=int(folder.name.removeprefix("step-")),
         record=record,
         mean_norm=mean,
-        bos_norm=stats.bos_norm("resid_post"),
-        growth=measures.growth_rate(mean, *measures.default_fit_layers(cfg.n_layers)),
+        bos_norm=stats.bos("resid_post"),
+        growth=rates.growth_rate(mean, *rates.default_fit_layers(cfg.n_layers)),
         weights={key: values[key] for key in WEIGHTS},
     )
 
@@ -141,8 +143,7 @@ def layer_fits(run: Run) -> dict[str, float]:
     where the residual's growth is stored (a quantity that grows ×r per layer carries that much of it)."""
     g = run.final.growth
     return {
-        key: measures.growth_rate(values, g["first_layer"], g["last_layer"])["fit_rate"]
-        for key, values in run.final.weights.items()
+        key: rates.growth_rate(values, g["first_layer"], g["last_layer"])["fit_rate"] for key, values in run.final.weights.items()
     }
 
 
@@ -154,7 +155,7 @@ def step_rows(run: Run) -> list[dict]:
             {"run": run.label, "step": c.step, "tokens": c.record.get("tokens"), "val_loss": c.record.get("val_loss")}
             | {k: g[k] for k in ("fit_rate", "r2", "rate", "rate_first_half", "rate_second_half")}
             | {"bos_norm_last_layer": float(c.bos_norm[-1]), "mean_norm_last_layer": float(c.mean_norm[-1])}
-            | {"steady": measures.steady_growth(g, run.n_layers)["steady"]}
+            | {"steady": rates.steady_growth(g, run.n_layers)["steady"]}
         )
     return rows
 
@@ -186,7 +187,7 @@ def run_summary(run: Run) -> dict:
         "final_step": run.final.step,
         "final_val_loss": run.final.record.get("val_loss"),
         "final_growth": run.final.growth,
-        "final_steady": measures.steady_growth(run.final.growth, run.n_layers),
+        "final_steady": rates.steady_growth(run.final.growth, run.n_layers),
         "weights_growth_per_layer": layer_fits(run),
         "steps": step_rows(run),
     }
@@ -255,7 +256,7 @@ def report(runs: list[Run], figures: dict[str, list[str]]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in runs:
-        g, verdict = r.final.growth, measures.steady_growth(r.final.growth, r.n_layers)
+        g, verdict = r.final.growth, rates.steady_growth(r.final.growth, r.n_layers)
         failed = ", ".join(k for k, ok in verdict.items() if not ok and k != "steady")
         val = r.final.record.get("val_loss")
         lines.append(
@@ -351,7 +352,7 @@ def run(args, log) -> Path:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
         raise outdir.UsageError(f"--device: {error}") from None
-    prompts_in = growth.read_prompts(args.prompts_file or growth.DEFAULT_PROMPTS)
+    prompts_in = inputs.read_prompts(args.prompts_file or inputs.DEFAULT_PROMPTS)
     runs = [read_run(directory, prompts_in, device, args.batch_size, log) for directory in args.runs]
     folder = outdir.OutputFolder(out, outdir.REPORT)
     with folder as scratch:
@@ -365,7 +366,7 @@ def run(args, log) -> Path:
 
 
 def main(argv=None) -> int:
-    return growth.command(run, parse_args(argv))
+    return outdir.command(lambda args: run(args, Progress()), parse_args(argv), user_errors=(weights.CheckpointError,))
 
 
 if __name__ == "__main__":

@@ -1,24 +1,19 @@
 """The study's per-model figures, one function each: the plot call and, beside it, the caption computed
-from the same numbers. Each takes a `growth.ModelStudy` and returns a `Shown` (or None when the figure
+from the same numbers. Each takes a `study.ModelStudy` and returns a `Shown` (or None when the figure
 cannot be drawn); `FIGURES` lists them in the report's order. Figure 3 compares models and is drawn by
-`growth.write_outputs`.
+`report.write_outputs`. A new figure is one function here, added to FIGURES, with its plot in plots.py.
 """
-
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis import measures, parallel, plots
+from analysis import engine, measures, plots, rates
 from analysis.measures import STREAMS
-
-if TYPE_CHECKING:
-    from analysis.growth import ModelStudy
+from analysis.study import ModelStudy
 
 
 @dataclass
@@ -30,16 +25,16 @@ class Shown:
 
 
 def fit_layers(r: ModelStudy) -> slice:
-    return slice(r.growth["first_layer"], r.growth["last_layer"] + 1)
+    return slice(r.rates["first_layer"], r.rates["last_layer"] + 1)
 
 
 def fit_span(r: ModelStudy) -> str:
-    return f"layers {r.growth['first_layer']}–{r.growth['last_layer']}"
+    return f"layers {r.rates['first_layer']}–{r.rates['last_layer']}"
 
 
 def fitted_rate(r: ModelStudy, values) -> float:
     """The least-squares growth rate of per-layer values over the study's fit layers."""
-    return measures.growth_rate(values, r.growth["first_layer"], r.growth["last_layer"])["fit_rate"]
+    return rates.growth_rate(values, r.rates["first_layer"], r.rates["last_layer"])["fit_rate"]
 
 
 def geometric_mean(r: ModelStudy, ratios: np.ndarray) -> float:
@@ -55,7 +50,7 @@ def change(values: np.ndarray) -> str:
 def norm_histograms(r: ModelStudy) -> Shown:
     L, act = r.cfg.n_layers, r.act
     shown = sorted({round(float(x)) for x in np.linspace(0, L - 1, min(8, L))})
-    figure = plots.log_norm_histograms(measures.HISTOGRAM_EDGES, {layer: act.histogram[layer] for layer in shown}, r.slug)
+    figure = plots.log_norm_histograms(engine.HISTOGRAM_EDGES, {layer: act.histogram[layer] for layer in shown}, r.slug)
     first, last = shown[0], shown[-1]
     caption = (
         f"Median ‖resid_post‖ goes from {act.median_norm(first):.3g} at layer {first} to "
@@ -78,7 +73,7 @@ def positions_one_prompt(r: ModelStudy) -> Shown:
 
 
 def growth_ratio_one_prompt(r: ModelStudy) -> Shown:
-    ratios = r.act.example["resid_post"] / r.act.example["resid_pre"]  # [n_layers, n_pos]
+    ratios = measures.growth_ratios(r.act.example)  # [n_layers, n_pos]
     figure = plots.position_growth_ratios(ratios, r.slug)
     in_fit = ratios[fit_layers(r)]
     caption = (
@@ -127,7 +122,7 @@ def attn_and_mlp_out(r: ModelStudy) -> Shown:
     figure = plots.layer_lines(f"{r.slug}: attention and MLP outputs", "mean L2 norm, BOS excluded (log scale)", series)
     caption = (
         f"Over {fit_span(r)}: attn_out grows ×{fitted_rate(r, mean['attn_out']):.3f} per layer and mlp_out "
-        f"×{fitted_rate(r, mean['mlp_out']):.3f} (least-squares fits), against ×{r.growth['fit_rate']:.3f} for the residual."
+        f"×{fitted_rate(r, mean['mlp_out']):.3f} (least-squares fits), against ×{r.rates['fit_rate']:.3f} for the residual."
     )
     return Shown("07-attn-and-mlp-out", "Attention and MLP outputs", figure, caption)
 
@@ -155,14 +150,18 @@ def mlp_random_inputs(r: ModelStudy) -> Shown:
 
 
 def std_and_bounds(r: ModelStudy) -> Shown:
-    stds = {s: r.act.rms_norm(s) / math.sqrt(r.cfg.d_model) for s in STREAMS}  # [n_layers] each
-    rate = r.growth["rate"]
+    stds = {s: r.act.rms(s) / math.sqrt(r.cfg.d_model) for s in STREAMS}  # [n_layers] each
+    rate = r.rates["rate"]
     figure = plots.std_growth(stds, rate, r.slug)
+    # resid_post = resid_mid + mlp_out, so its std is at most the sum of theirs (Minkowski's inequality): the
+    # "fully correlated" line is a bound that always holds. The "uncorrelated" value √(a² + b²) is no bound:
+    # resid_post lies above it where mlp_out is positively correlated with resid_mid, below where negatively.
     uncorrelated = np.sqrt(stds["resid_mid"] ** 2 + stds["mlp_out"] ** 2)
     above = np.mean(stds["resid_post"] >= uncorrelated * 0.999)
     caption = (
-        f"Each curve is divided by {rate:.3f}^l, the residual's growth rate. resid_post lies between the "
-        f"uncorrelated and fully correlated bounds at {above:.0%} of layers."
+        f"Each curve is divided by {rate:.3f}^l, the residual's end-point growth rate. resid_post's std never exceeds "
+        f"the fully correlated sum resid_mid + mlp_out (the triangle inequality). At {above:.0%} of layers it is at or "
+        "above the uncorrelated value √(resid_mid² + mlp_out²): there mlp_out is not anti-correlated with resid_mid."
     )
     return Shown("10-std-and-bounds", "Standard deviations and the addition bounds", figure, caption)
 
@@ -186,7 +185,7 @@ def mlp_weight_norms(r: ModelStudy) -> Shown:
 def gelu_activation_rate(r: ModelStudy) -> Shown:
     w = r.weight_stats
     rates = {
-        "actual run": r.act.active_fraction(),
+        "actual run": r.act.mean("active"),
         "random normalised inputs": w["active_random"],
         "resid_mid from positions 1–6 only": w["active_early_positions"],
         "resid_mid from a random other layer": w["active_other_layer"],
@@ -275,22 +274,13 @@ FIGURES = [
 ]
 
 
-def write(r: ModelStudy, directory: Path) -> list[Shown]:
+def write(r: ModelStudy, directory: Path, makers=FIGURES) -> list[Shown]:
     """Draw and save one model's figures (PNG and SVG) into directory; return them for the report, in order
-    (the figures themselves closed: figure None).
-
-    matplotlib draws on one core: where there are two, a forked process draws every other figure meanwhile
-    (`parallel.two_at_once`). Measured at gpt2-medium shape, two runs each, alternating: from the first
-    figure to the report written 1.9–2.2 s so, against 3.3–4.2 s one after the other."""
-
-    def draw(makers) -> list[Shown]:
-        drawn = []
-        for make in makers:
-            shown = make(r)
-            if shown is not None:
-                plots.save(shown.figure, directory, shown.stem)
-                drawn.append(replace(shown, figure=None))
-        return drawn
-
-    odd, even = parallel.two_at_once(lambda: draw(FIGURES[1::2]), lambda: draw(FIGURES[0::2]))
-    return sorted(odd + even, key=lambda shown: shown.stem)
+    (the figures themselves closed: figure None)."""
+    drawn = []
+    for make in makers:
+        shown = make(r)
+        if shown is not None:
+            plots.save(shown.figure, directory, shown.stem)
+            drawn.append(replace(shown, figure=None))
+    return drawn

@@ -84,7 +84,7 @@ def default_prompt_lengths(directory: Path) -> tuple[list[int], Config]:
     """The study's default prompts as the checkpoint in directory tokenizes them: tokens each, BOS
     included, cut to the context; and the checkpoint's config."""
     import weights
-    from analysis.growth import DEFAULT_PROMPTS, read_prompts
+    from analysis.inputs import DEFAULT_PROMPTS, read_prompts
 
     tokenizer, cfg = weights.read_tokenizer(directory), weights.read_config(directory)
     return [min(1 + len(tokenizer.encode(text)), cfg.n_ctx) for text in read_prompts(DEFAULT_PROMPTS).texts], cfg
@@ -111,17 +111,19 @@ def study_products(directory: Path) -> float:
     of batches of similar length), figure 12's controls (each sampled early resid_mid vector through every
     layer's W_in, its own layer's and another's), and the weight measures (N_RANDOM random vectors per layer
     through the MLP, W_in again, W_V then W_O, and W_V once more)."""
-    from analysis import growth, measures
+    from analysis import engine, measures, study, weight_measures
 
     lengths, cfg = default_prompt_lengths(directory)
     d, d_mlp, L = cfg.d_model, cfg.d_mlp, cfg.n_layers
-    batch_size = growth.parse_args([]).batch_size  # the study's default
-    picks = growth.padding_picks(lengths, cfg.n_ctx)
-    plan = measures.plan_batches(lengths, batch_size, picks, measures.PADDING_EXTRA, measures.BATCH_POSITIONS, cfg.n_ctx)
+    batch_size = study.BATCH_SIZE  # the study's default
+    picks = study.padding_picks(lengths, cfg.n_ctx)
+    plan = engine.plan_batches(lengths, batch_size, picks, measures.PADDING_EXTRA, engine.BATCH_POSITIONS, cfg.n_ctx)
     total = sum(len(chosen) * forward_flops(cfg, width or max(lengths[i] for i in chosen)) for chosen, width in plan)
-    early = min(sum(min(measures.EARLY_POSITIONS, n - 1) for n in lengths), measures.RESERVOIR)
+    early = min(sum(min(measures.EARLY_POSITIONS, n - 1) for n in lengths), engine.RESERVOIR)
     total += L * 2 * early * 2 * d * d_mlp  # figure 12's controls: two sets through each layer's W_in
-    total += L * measures.N_RANDOM * (6 * d * d_mlp + 6 * d * d)  # MLP (4 d d_mlp), W_in (2 d d_mlp), W_OV (4 d²), W_V (2 d²)
+    total += (
+        L * weight_measures.N_RANDOM * (6 * d * d_mlp + 6 * d * d)
+    )  # MLP (4 d d_mlp), W_in (2 d d_mlp), W_OV (4 d²), W_V (2 d²)
     return total
 
 

@@ -19,7 +19,7 @@ import torch
 
 import instrument
 import minigpt.model
-from analysis import measures
+from analysis import engine
 from minigpt import Config
 
 
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     paths = {
         "(a) logits": lambda model: model(tokens),
         "(b) every hook captured": lambda model: instrument.run_with_cache(model, tokens),
-        "(c) residual norms only": lambda model: measures.per_position_norms(model, tokens),
+        "(c) residual norms only": lambda model: engine.per_position_norms(model, tokens),
     }
     times = {(path, label): [] for path in paths for label in versions}
     with torch.no_grad():

@@ -8,7 +8,7 @@ import torch
 
 import instrument
 import weights
-from analysis import measures
+from analysis import engine
 from minigpt import Config
 
 
@@ -53,14 +53,14 @@ def contenders(directory, tokens: torch.Tensor, with_tl: bool, with_bf16: bool) 
     runs = {
         "minigpt (a): plain forward, logits": (lambda: model(tokens), full),
         "minigpt (b): capturing every hook": (lambda: instrument.run_with_cache(model, tokens), full),
-        "minigpt (c): residual norms only, no unembedding": (lambda: measures.per_position_norms(model, tokens), no_unembed),
+        "minigpt (c): residual norms only, no unembedding": (lambda: engine.per_position_norms(model, tokens), no_unembed),
         "HF eager + hidden states": (hf_run("eager"), full),
         f"HF default ({default_attention}) + hidden states": (hf_run(default_attention), full),
     }
     if with_bf16:  # this CPU multiplies bfloat16 natively (avx512_bf16); LayerNorm statistics stay float32
         half, _ = weights.load(directory, dtype=torch.bfloat16)
         runs["minigpt (a) in bfloat16"] = (lambda: half(tokens), full)
-        runs["minigpt (c) in bfloat16"] = (lambda: measures.per_position_norms(half, tokens), no_unembed)
+        runs["minigpt (c) in bfloat16"] = (lambda: engine.per_position_norms(half, tokens), no_unembed)
     if with_tl:
         from transformer_lens.model_bridge import TransformerBridge
 

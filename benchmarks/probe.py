@@ -68,7 +68,7 @@ def write_corpus(path: Path, n: int) -> Path:
     """n prompts as JSON Lines: the study's default prompts, cycled (the first 61 are exactly those)."""
     import json
 
-    from analysis.growth import DEFAULT_PROMPTS, read_prompts
+    from analysis.inputs import DEFAULT_PROMPTS, read_prompts
 
     texts = read_prompts(DEFAULT_PROMPTS).texts
     path.write_text("".join(json.dumps({"text": texts[i % len(texts)]}) + "\n" for i in range(n)), encoding="utf-8")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import weights
-from analysis import measures
+from analysis import measures, rates, weight_measures
 from minigpt import GPT2, Config, gelu_new
 from minigpt.model import LayerNorm
 
@@ -467,7 +467,7 @@ def mean_norm_without_bos(fn: Callable) -> None:
     """fn(norms: list of [n_layers, n_pos] arrays, one per prompt, BOS at position 0) → [n_layers]."""
     __tracebackhide__ = True
     norms = _norms_per_prompt()
-    expected = torch.as_tensor(measures.pooled_mean(norms))
+    expected = torch.as_tensor(measures.mean_over_positions(norms))
     mistakes = {
         "BOS is included: leave out position 0 of every prompt": np.concatenate(norms, axis=1).mean(1),
         "a mean of the prompts' means: pool every (prompt, position) pair, so each vector counts once": np.mean(
@@ -480,7 +480,7 @@ def mean_norm_without_bos(fn: Callable) -> None:
     difference = compare(
         "mean_norm_without_bos", fn(norms), expected, {k: torch.as_tensor(v) for k, v in mistakes.items()}, rtol=1e-9
     )
-    passed("mean_norm_without_bos", "(measures.pooled_mean) on three prompts of random norms", difference)
+    passed("mean_norm_without_bos", "(measures.mean_over_positions) on three prompts of random norms", difference)
 
 
 def _growth_inputs() -> np.ndarray:
@@ -491,7 +491,7 @@ def endpoint_rate(fn: Callable) -> None:
     """fn(mean_norms [n_layers], first, last) → the study's per-layer rate (n[last] / n[first]) ** (1 / (last − first))."""
     __tracebackhide__ = True
     n, first, last = _growth_inputs(), 2, 10
-    expected = torch.tensor(measures.growth_rate(n, first, last)["rate"], dtype=torch.float64)
+    expected = torch.tensor(rates.growth_rate(n, first, last)["rate"], dtype=torch.float64)
     mistakes = {
         f"the root is one too deep: from layer {first} to layer {last} are {last - first} steps, not {last - first + 1}": (
             n[last] / n[first]
@@ -503,14 +503,14 @@ def endpoint_rate(fn: Callable) -> None:
     difference = compare(
         "endpoint_rate", fn(n, first, last), expected, {k: torch.tensor(v) for k, v in mistakes.items()}, rtol=1e-9
     )
-    passed("endpoint_rate", "(measures.growth_rate's 'rate')", difference)
+    passed("endpoint_rate", "(rates.growth_rate's 'rate')", difference)
 
 
 def fitted_rate(fn: Callable) -> None:
     """fn(mean_norms [n_layers], first, last) → exp(slope) of the least-squares line through log(norm) over first..last."""
     __tracebackhide__ = True
     n, first, last = _growth_inputs(), 2, 10
-    expected = torch.tensor(measures.growth_rate(n, first, last)["fit_rate"], dtype=torch.float64)
+    expected = torch.tensor(rates.growth_rate(n, first, last)["fit_rate"], dtype=torch.float64)
     layers = np.arange(first, last + 1)
     mistakes = {
         (
@@ -526,7 +526,7 @@ def fitted_rate(fn: Callable) -> None:
     difference = compare(
         "fitted_rate", fn(n, first, last), expected, {k: torch.tensor(v) for k, v in mistakes.items()}, rtol=1e-9
     )
-    passed("fitted_rate", "(measures.growth_rate's 'fit_rate')", difference)
+    passed("fitted_rate", "(rates.growth_rate's 'fit_rate')", difference)
 
 
 def W_OV_frobenius(fn: Callable) -> None:
@@ -534,7 +534,7 @@ def W_OV_frobenius(fn: Callable) -> None:
     __tracebackhide__ = True
     attn = bundled(process=True).blocks[3].attn
     W_V, W_O = attn.W_V, attn.W_O
-    expected = measures.W_OV_frobenius(W_V, W_O)
+    expected = weight_measures.W_OV_frobenius(W_V, W_O)
     products = W_V @ W_O  # [n_heads, d_model, d_model]
     mistakes = {
         "the square root is missing: ‖A‖_F = √(Σ A²)": products.pow(2).sum((1, 2)),
@@ -544,7 +544,7 @@ def W_OV_frobenius(fn: Callable) -> None:
         ),
     }
     difference = compare("W_OV_frobenius", fn(W_V, W_O), expected, mistakes, rtol=1e-4)
-    passed("W_OV_frobenius", "(measures.W_OV_frobenius) on the processed bundled model's layer 3", difference)
+    passed("W_OV_frobenius", "(weight_measures.W_OV_frobenius) on the processed bundled model's layer 3", difference)
 
 
 # The solutions' check: every checker with its exercise's name, in the lessons' order.

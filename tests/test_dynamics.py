@@ -11,19 +11,19 @@ from safetensors.torch import load_file
 
 import instrument
 import weights
-from analysis import dynamics, growth, measures
+from analysis import dynamics, inputs, rates
 
 
 def test_steady_growth_is_the_bundled_models_bar():
     layers = np.arange(12)
-    exponential = measures.growth_rate(10 * 1.05**layers, 1, 10)
-    assert measures.steady_growth(exponential, 12) == {"r2": True, "rate": True, "span": True, "halves": True, "steady": True}
-    square_root = measures.growth_rate(10 * np.sqrt(layers + 1), 1, 10)  # independent updates: slows down
-    assert not measures.steady_growth(square_root, 12)["halves"]
-    assert not measures.steady_growth(measures.growth_rate(10 * 1.01**layers, 1, 10), 12)["rate"]
-    assert not measures.steady_growth(measures.growth_rate(10 * 1.05**layers, 2, 8), 12)["span"]  # 7 of 12 layers
-    noisy = measures.growth_rate(10 * 1.05**layers * np.where(layers % 2, 1.3, 1 / 1.3), 1, 10)
-    assert not measures.steady_growth(noisy, 12)["r2"]
+    exponential = rates.growth_rate(10 * 1.05**layers, 1, 10)
+    assert rates.steady_growth(exponential, 12) == {"r2": True, "rate": True, "span": True, "halves": True, "steady": True}
+    square_root = rates.growth_rate(10 * np.sqrt(layers + 1), 1, 10)  # independent updates: slows down
+    assert not rates.steady_growth(square_root, 12)["halves"]
+    assert not rates.steady_growth(rates.growth_rate(10 * 1.01**layers, 1, 10), 12)["rate"]
+    assert not rates.steady_growth(rates.growth_rate(10 * 1.05**layers, 2, 8), 12)["span"]  # 7 of 12 layers
+    noisy = rates.growth_rate(10 * 1.05**layers * np.where(layers % 2, 1.3, 1 / 1.3), 1, 10)
+    assert not rates.steady_growth(noisy, 12)["r2"]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_the_numbers_come_from_the_right_tensors(report, tiny_run):
         assert float(row["ln1_gain_rms"]) == pytest.approx(float(gain.pow(2).mean().sqrt()), rel=1e-6)
     # Mean ‖resid_post‖ without NormStats: the processed model's cache, BOS and nothing else left out
     model, tokenizer = weights.load(final)
-    prompts = growth.read_prompts(growth.DEFAULT_PROMPTS)
+    prompts = inputs.read_prompts(inputs.DEFAULT_PROMPTS)
     sums, count = np.zeros(3), 0
     for text in prompts.texts:
         tokens = torch.tensor([[tokenizer.eot, *tokenizer.encode(text)][: model.cfg.n_ctx]])
@@ -72,7 +72,7 @@ def test_the_numbers_come_from_the_right_tensors(report, tiny_run):
         count += tokens.shape[1] - 1
     np.testing.assert_allclose([float(r["mean_resid_post"]) for r in rows], sums / count, rtol=1e-5)
     step = json.loads((out / "summary.json").read_text())["runs"][0]["steps"][-1]
-    expected = measures.growth_rate(sums / count, *measures.default_fit_layers(3))
+    expected = rates.growth_rate(sums / count, *rates.default_fit_layers(3))
     assert step["fit_rate"] == pytest.approx(expected["fit_rate"], rel=1e-5) and step["val_loss"] is not None
 
 

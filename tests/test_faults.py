@@ -23,7 +23,9 @@ from conftest import HubServer
 
 import outdir
 import weights
-from analysis import growth, measures, parallel
+from analysis import engine, growth
+from analysis.engine import processes
+from analysis.progress import Progress
 
 PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
 
@@ -239,16 +241,16 @@ two_cores = pytest.mark.skipif(
 
 @two_cores
 def test_the_figure_helper_process_returns_its_result_and_its_write_errors():
-    assert parallel.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
-    assert parallel.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
+    assert processes.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
+    assert processes.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
 
     def disk_full():
         raise outdir.WriteError("could not write /x/a.png: No space left on device")
 
     with pytest.raises(outdir.WriteError, match=r"^could not write /x/a.png: No space left on device$"):
-        parallel.two_at_once(disk_full, lambda: None)
+        processes.two_at_once(disk_full, lambda: None)
     with pytest.raises(outdir.WriteError, match=r"helper process \d+ failed:\n(.|\n)*ZeroDivisionError"):
-        parallel.two_at_once(lambda: 1 / 0, lambda: None)
+        processes.two_at_once(lambda: 1 / 0, lambda: None)
 
 
 @two_cores
@@ -265,7 +267,7 @@ def test_the_figure_helper_process_is_gone_before_a_failure_here_goes_on(tmp_pat
         raise outdir.Interrupted(signal.SIGINT)
 
     with pytest.raises(outdir.Interrupted):
-        parallel.two_at_once(slow_child, fails_here)
+        processes.two_at_once(slow_child, fails_here)
     time.sleep(1.5)
     assert not late.exists()
 
@@ -279,14 +281,14 @@ def test_a_signal_that_arrives_during_the_fork_is_not_lost():
     with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
         armed.append(True)
         try:
-            parallel.two_at_once(lambda: time.sleep(0.5), lambda: None)
+            processes.two_at_once(lambda: time.sleep(0.5), lambda: None)
         finally:
             armed.clear()
 
 
 def test_on_one_core_both_halves_run_here(monkeypatch):
-    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert parallel.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert processes.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
 
 
 def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path, capsys):
@@ -370,7 +372,7 @@ def test_first_download_into_an_empty_cache_is_the_default_model_and_records_its
 def in_process_mean_norms(directory: Path) -> np.ndarray:
     model, tokenizer = weights.load(directory)
     prompts = [[tokenizer.eot, *tokenizer.encode(line)] for line in PROMPTS.splitlines()]
-    return measures.collect(model, prompts, 4, tokenizer.eot).mean_norm("resid_post")
+    return engine.collect(model, prompts, 4, tokenizer.eot).mean("resid_post")
 
 
 @pytest.mark.parametrize("revision", ["older", "v1"])
@@ -473,12 +475,12 @@ class Terminal(list):
 
 def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
     terminal = Terminal()
-    with growth.Progress(terminal).counting("forward passes", 60, "prompt") as advance:
+    with Progress(terminal).counting("forward passes", 60, "prompt") as advance:
         for _ in range(6):
             advance(10)
     shown = "".join(terminal)
     assert "\r" in shown and "60/60" in shown and re.search(r"prompt/s", shown)
-    with growth.Progress(every=0).counting("forward passes", 3, "prompt") as advance:
+    with Progress(every=0).counting("forward passes", 3, "prompt") as advance:
         for _ in range(3):
             advance(1)
     lines = capsys.readouterr().out.splitlines()

@@ -21,7 +21,7 @@ from .rewrites import (
     process,
 )
 
-DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # by the names commands take
 
 
 def load(
@@ -48,8 +48,8 @@ def load(
 
 
 def check_dtype(dtype: torch.dtype) -> None:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(str(d) for d in DTYPES)}, found {dtype}")
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be one of {', '.join(str(d) for d in DTYPES.values())}, found {dtype}")
 
 
 def from_directory(

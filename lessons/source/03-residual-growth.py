@@ -18,8 +18,8 @@ import torch
 
 import instrument
 import weights
-from analysis import measures, plots
-from analysis.growth import DEFAULT_PROMPTS, read_prompts
+from analysis import engine, measures, plots, rates, weight_measures
+from analysis.inputs import DEFAULT_PROMPTS, read_prompts
 from lessons import check
 
 torch.set_grad_enabled(False)
@@ -112,8 +112,8 @@ def fitted_rate(n, first, last):
 
 # %%
 check.fitted_rate(fitted_rate)
-first, last = measures.default_fit_layers(L)  # the study's 5..41 of 48, scaled to 10 layers
-g = measures.growth_rate(mean_post, first, last)
+first, last = rates.default_fit_layers(L)  # the study's 5..41 of 48, scaled to 10 layers
+g = rates.growth_rate(mean_post, first, last)
 print(
     f"layers {first}–{last}: end-point ×{endpoint_rate(mean_post, first, last):.4f}, "
     f"least squares ×{fitted_rate(mean_post, first, last):.4f} (R² {g['r2']:.2f})"
@@ -154,17 +154,17 @@ plt.show()
 # If the residual grows by a constant factor per layer, what the sublayers add must grow at that rate
 # too, or their contribution would shrink relative to the stream.
 #
-# For thousands of prompts, keeping every position's norm would fill the memory. `measures.collect`,
+# For thousands of prompts, keeping every position's norm would fill the memory. `engine.collect`,
 # which the `analysis.growth` command uses, keeps only running sums (and a few samples) instead: the same
 # means, in memory that does not grow with the number of prompts.
 
 # %%
-act = measures.collect(model, prompts, batch_size=8, pad=tokenizer.eot)
+act = engine.collect(model, prompts, batch_size=8, pad=tokenizer.eot)
 print(f"{act.count} vectors averaged, {act.nbytes() / 1e6:.1f} MB kept")
-mean = {s: act.mean_norm(s) for s in measures.STREAMS}
+mean = {s: act.mean(s) for s in measures.STREAMS}
 print("the same mean as yours:", np.allclose(mean["resid_post"], mean_post, rtol=1e-5))
 for stream in ("attn_out", "mlp_out", "resid_post"):
-    print(f"{stream:10s} fitted ×{measures.growth_rate(mean[stream], first, last)['fit_rate']:.3f} per layer")
+    print(f"{stream:10s} fitted ×{rates.growth_rate(mean[stream], first, last)['fit_rate']:.3f} per layer")
 fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 for stream in ("attn_out", "mlp_out", "resid_post"):
     ax.plot(mean[stream], "o-", label=stream)
@@ -204,7 +204,7 @@ print("mean ‖W_OV‖_F by layer:", np.round(ov.mean(1).numpy(), 2))
 
 # %%
 x = torch.randn(4096, model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-outputs = measures.W_OV_apply(model.blocks[5].attn.W_V, model.blocks[5].attn.W_O, x)  # [n_heads, n, d_model]
+outputs = weight_measures.W_OV_apply(model.blocks[5].attn.W_V, model.blocks[5].attn.W_O, x)  # [n_heads, n, d_model]
 print("√ mean ‖W_OV x‖²:", np.round(outputs.pow(2).sum(-1).mean(1).sqrt().numpy(), 3))
 print("‖W_OV‖_F:        ", np.round(ov[5].numpy(), 3))
 print("mean ‖W_OV x‖:   ", np.round(outputs.norm(dim=-1).mean(1).numpy(), 3))
@@ -216,7 +216,7 @@ print("mean ‖W_OV x‖:   ", np.round(outputs.norm(dim=-1).mean(1).numpy(), 3)
 # And what fraction of its neurons have a positive pre-activation (the GELU's "on" side)?
 
 # %%
-w = measures.weight_measures(model)
+w = weight_measures.weight_measures(model)
 actual = act.active_fraction()
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
 left.plot(w["mlp_random_norm"], "o-", label="MLP(x), x random, normalised")

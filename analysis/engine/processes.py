@@ -1,6 +1,6 @@
 """Two pieces of work at once, one in a forked process: how the study draws its figures on two cores.
 
-Speed machinery, not the study: `figures.write` would give the same figures calling both halves in turn.
+Speed machinery, not the study: drawing both halves of the figures one after the other gives the same files.
 """
 
 import ctypes

@@ -1,0 +1,135 @@
+"""The forward passes of the study at scale: prompts batched by length, reduced as the model runs, summed."""
+
+import numpy as np
+import torch
+
+import instrument
+import weights
+from analysis import measures
+from minigpt import GPT2
+
+from .stats import RESERVOIR, NormStats
+
+BATCH_POSITIONS = 512  # positions per forward pass: matrix products of 512 rows run at this CPU's peak, 100 at ~80%
+
+
+def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The fast form of measures.per_position: {quantity: [n_layers, batch, pos]} for every quantity of
+    measures.PER_POSITION, each reduced as its tensor is produced, so memory holds the weights and one
+    batch's activations, nothing of size d_model kept. The unembedding is skipped (the study reads no logits).
+
+    The reductions are written into one tensor made before the pass: small tensors made during it and
+    kept to its end would sit between its large freed blocks in malloc's heap and keep them from being
+    reused (15 batches at gpt2-medium shape, malloc reusing its heap: peak +688 MiB so, +98 MiB thus).
+    """
+    L = model.cfg.n_layers
+    quantities = list(measures.PER_POSITION)
+    kept = torch.empty(len(quantities), L, *tokens.shape, device=model.W_E.device)  # [quantity, layer, batch, pos]
+    into = {}  # hook name → (reduction, where its result goes)
+    for i, (hook, reduce) in enumerate(measures.PER_POSITION.values()):
+        into |= {f"blocks.{l}.{hook}": (reduce, kept[i, l]) for l in range(L)}
+
+    def reduce_into(tensor: torch.Tensor, name: str) -> None:
+        reduce, out = into[name]
+        reduce(tensor, out=out)
+
+    with torch.no_grad(), instrument.hooks(model, dict.fromkeys(into, reduce_into)):
+        model(tokens, unembed=False)
+    return dict(zip(quantities, kept))
+
+
+def keep_prompt_tokens(model: GPT2, prompts: list, pad: int) -> tuple[list, int]:
+    """Keep only the embedding rows that the prompts and the pad token use (`weights.keep_tokens`: 13% of
+    gpt2-medium's file freed before the first batch), and renumber the prompts to the rows kept. The
+    residual stream is bit for bit the same."""
+    renumber = weights.keep_tokens(model, np.concatenate([*prompts, [pad]])).numpy()
+    return [renumber[p] for p in prompts], int(renumber[pad])
+
+
+def by_length(indices: list[int], lengths, batch_size: int, max_positions: int) -> list[list[int]]:
+    """indices (sorted by length; lengths[i] is prompt i's) cut into consecutive batches of at most
+    batch_size prompts whose padded size, count × longest, stays within max_positions (a longer prompt
+    gets a batch of its own)."""
+    batches, current = [], []
+    for i in indices:
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[i] > max_positions):
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + [current] if current else batches
+
+
+def plan_batches(
+    lengths: list[int], batch_size: int, padded: list[int] | None, extra: int, max_positions: int, n_ctx: int
+) -> list[tuple[list[int], int | None]]:
+    """How `collect` runs prompts of these lengths: (the prompts' indices, the width they are padded to)
+    per batch, in order. The padded prompts come first, all `extra` positions beyond the longest of them
+    (within n_ctx); then the rest by length, each batch padded to its longest (width None)."""
+    set_apart = sorted(set(padded or []))
+    rest = sorted(set(range(len(lengths))) - set(set_apart), key=lambda i: lengths[i])
+    plan = []
+    if set_apart:  # all padded to one width, in as many batches as max_positions needs
+        width = min(max(lengths[i] for i in set_apart) + extra, n_ctx)
+        plan += [(chosen, width) for chosen in by_length(set_apart, dict.fromkeys(set_apart, width), batch_size, max_positions)]
+    return plan + [(chosen, None) for chosen in by_length(rest, lengths, batch_size, max_positions)]
+
+
+def collect(
+    model: GPT2,
+    prompts: list,
+    batch_size: int,
+    pad: int,
+    *,
+    example: int | None = None,
+    padded: list[int] | None = None,
+    extra: int = measures.PADDING_EXTRA,
+    max_positions: int = BATCH_POSITIONS,
+    reservoir: int = RESERVOIR,
+    seed: int = 0,
+    on_batch=None,
+) -> NormStats:
+    """Run every prompt (token ids, BOS first) in batches of similar length and keep NormStats.
+
+    A batch holds at most batch_size prompts and, padding included, max_positions positions (unless one
+    prompt alone is longer): sorted by length, neighbours pad little.
+
+    example: the index of the prompt whose per-position norms figures 2 and 4 show. padded: indices of
+    prompts run first, all right-padded to `extra` positions beyond the longest of them, as
+    measures.padding_norms pads them (in as many batches as max_positions needs); their
+    measures.padding_means go to stats.padding, and their ordinary positions count like any other (the
+    padding after a prompt cannot change it: attention is causal). on_batch(n), if given, is called after
+    each batch with the number of prompts it held.
+    """
+    L = model.cfg.n_layers
+    stats = NormStats(L, reservoir=reservoir, seed=seed)
+    plan = plan_batches([len(p) for p in prompts], batch_size, padded, extra, max_positions, model.cfg.n_ctx)
+    padding_rows, padding_lengths = [], []  # resid_post norms [L, rows, width] of the padded prompts
+    early_kept = stats.choose_early([[len(prompts[i]) for i in chosen] for chosen, _ in plan])
+    # Figure 12's controls as each layer's resid_mid goes past: the sample's vectors through that layer's
+    # MLP and through the MLP of each layer that reads this one as its "other layer", so no vector outlives its batch.
+    readers = {k: [k, *(l for l in range(L) if l != k and stats.other_layer[l] == k)] for k in range(L)}
+    early_names = [measures.hook_name(l, "resid_mid") for l in range(L)]
+    for (chosen, width), kept in zip(plan, early_kept):
+        tokens, lengths = measures.pad_batch([prompts[i] for i in chosen], pad, width)
+        rows, positions = [row for row, _ in kept], [position for _, position in kept]
+
+        def early_controls(resid_mid: torch.Tensor, name: str, rows=rows, positions=positions) -> None:
+            source = int(name.split(".")[1])
+            sample = resid_mid[rows, positions]  # [n_kept, d_model]
+            for reader in readers[source]:
+                active = measures.active_count(model, reader, sample)
+                stats.add_early(reader, source, active, sample.shape[0] * model.cfg.d_mlp)
+
+        with instrument.hooks(model, dict.fromkeys(early_names, early_controls) if kept else {}):
+            values = per_position_norms(model, tokens.to(model.W_E.device))  # [L, batch, pos] each
+        values = {quantity: v.cpu() for quantity, v in values.items()}
+        row = chosen.index(example) if example in chosen else None
+        stats.add(values, lengths, example_row=row)
+        if width is not None:
+            padding_rows.append(values["resid_post"].numpy())
+            padding_lengths += lengths
+        if on_batch:
+            on_batch(len(chosen))
+    if padding_rows:
+        stats.padding = measures.padding_means(np.concatenate(padding_rows, axis=1), padding_lengths)
+    return stats

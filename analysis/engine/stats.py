@@ -1,0 +1,181 @@
+"""NormStats: what the study keeps from its forward passes, of a size fixed by the model, not by the number of prompts."""
+
+import numpy as np
+import torch
+
+from analysis import measures
+
+HISTOGRAM_EDGES = np.linspace(-2.0, 5.0, 1401)  # log10 ‖resid_post‖ from 0.01 to 100,000, bins of 0.005 decade (1.2%)
+RESERVOIR = 1024  # figure 12's controls count at most this many (prompt, position) pairs: a uniform, seeded sample
+
+# Every per-position quantity summed: measures.PER_POSITION's (the norms, the active fraction) and Appendix 1's two sides.
+SUMMED = (*measures.PER_POSITION, *measures.APPENDIX1)
+
+
+class NormStats:
+    """Running sums of analysis.measures' per-position quantities over every averaged position (BOS and padding
+    excluded), per layer:
+        count                  how many (prompt, position) pairs were averaged
+        sum[q], square_sum[q]  Σ q and Σ q² for q in SUMMED          (mean, rms)
+        bos_sum[q]             Σ q at position 0, over n_prompts prompts  (bos)
+        violations             vectors breaking Appendix 1's bound beyond float rounding, and worst_excess
+        histogram              counts of log10 ‖resid_post‖ on the fixed bins HISTOGRAM_EDGES (figure 1)
+    Each of these merges across shards by addition (worst_excess by maximum): a study sharded over prompts
+    is a map and a sum (`merge`).
+
+    Two things of fixed size come from samples, and do not merge by addition:
+        example   every stream's per-position norms of one chosen prompt (figures 2 and 4)
+        early     figure 12's controls, counted as the batches run (`choose_early`, `add_early`): at most
+                  `reservoir` (prompt, position 1..6) pairs, a uniform seeded sample, the same pairs at every
+                  layer; early_active[l] counts the pre-activations > 0 when layer l's MLP reads layer l's
+                  resid_mid at those pairs, other_active[l] when it reads layer other_layer[l]'s.
+    and `padding`, set by collect(padded=…): measures.padding_means of those prompts.
+    """
+
+    def __init__(self, n_layers: int, *, reservoir: int = RESERVOIR, seed: int = 0):
+        self.n_layers, self.reservoir = n_layers, reservoir
+        self.count = self.n_prompts = self.violations = 0
+        self.sum = {q: np.zeros(n_layers) for q in SUMMED}
+        self.square_sum = {q: np.zeros(n_layers) for q in SUMMED}
+        self.bos_sum = {q: np.zeros(n_layers) for q in SUMMED}
+        self.worst_excess = -np.inf
+        self.histogram = np.zeros((n_layers, len(HISTOGRAM_EDGES) - 1), dtype=np.int64)
+        self.padding: dict[str, np.ndarray] | None = None
+        self.example: dict[str, np.ndarray] | None = None  # {stream: [n_layers, n_pos]}
+        self.early_seen = self.early_kept = 0  # early (prompt, position) pairs gone past, and in the sample
+        self.other_layer = measures.other_layers(n_layers, seed)
+        self.early_active = np.zeros(n_layers, dtype=np.int64)
+        self.other_active = np.zeros(n_layers, dtype=np.int64)
+        self.early_units = np.zeros(n_layers, dtype=np.int64)  # pre-activations counted per layer, for each control
+        self._rng = np.random.default_rng(seed)
+
+    # -- reading: the measures, as measures.py defines them over all the prompts --
+
+    def mean(self, quantity: str) -> np.ndarray:
+        """measures.mean_over_positions of the quantity, over every prompt."""
+        return self.sum[quantity] / self.count
+
+    def rms(self, quantity: str) -> np.ndarray:
+        """measures.rms_over_positions: sqrt(mean q²) per layer."""
+        return np.sqrt(self.square_sum[quantity] / self.count)
+
+    def bos(self, quantity: str) -> np.ndarray:
+        """measures.bos_norm: the mean at position 0."""
+        return self.bos_sum[quantity] / self.n_prompts
+
+    def appendix1(self) -> dict:
+        """measures.appendix1 over every prompt."""
+        return {
+            "growth_minus_1": self.mean("growth_minus_1"),
+            "bound": self.mean("bound"),
+            "violations": self.violations,
+            "worst_excess": float(self.worst_excess),
+        }
+
+    def median_norm(self, layer: int) -> float:
+        """The median ‖resid_post‖ at layer, read from the histogram (interpolated within a 1.2%-wide bin)."""
+        counts = self.histogram[layer]
+        cumulative = np.cumsum(counts)
+        half = cumulative[-1] / 2
+        i = int(np.searchsorted(cumulative, half))
+        below = cumulative[i - 1] if i else 0
+        fraction = (half - below) / counts[i]
+        return float(10 ** (HISTOGRAM_EDGES[i] + fraction * (HISTOGRAM_EDGES[i + 1] - HISTOGRAM_EDGES[i])))
+
+    def early_controls(self) -> dict[str, np.ndarray]:
+        """measures.early_controls on the sample: [n_layers] each."""
+        return {
+            "active_early_positions": self.early_active / self.early_units,
+            "active_other_layer": self.other_active / self.early_units if self.n_layers > 1 else np.array([np.nan]),
+            "other_layer": np.array(self.other_layer),
+        }
+
+    def nbytes(self) -> int:
+        """Bytes held: what a memory test counts (the example prompt is one prompt's worth)."""
+        arrays = [self.histogram, self.early_active, self.other_active, self.early_units]
+        arrays += [a for sums in (self.sum, self.square_sum, self.bos_sum) for a in sums.values()]
+        arrays += list(self.example.values()) if self.example else []
+        return sum(a.nbytes for a in arrays)
+
+    # -- adding --
+
+    def add(self, values: dict[str, torch.Tensor], lengths: list[int], example_row: int | None = None) -> None:
+        """One batch: values[q] [n_layers, batch, pos] for q in measures.PER_POSITION (right-padded to pos),
+        lengths the true lengths with BOS."""
+        width = values["resid_pre"].shape[-1]
+        averaged = torch.from_numpy(measures.averaged_positions(lengths, width))  # [batch, pos]
+        self.count += int(averaged.sum())
+        self.n_prompts += len(lengths)
+        values = {q: v.float() for q, v in values.items()}
+        values |= {q: side(values) for q, side in measures.APPENDIX1.items()}  # in float32, as the norms are
+        for q in SUMMED:
+            x = values[q]
+            self.sum[q] += _masked_sum(x, averaged)
+            self.square_sum[q] += _masked_sum(x * x, averaged)
+            self.bos_sum[q] += x[:, :, 0].double().sum(1).numpy()
+        growth, bound = values["growth_minus_1"], values["bound"]
+        broken = (growth > bound + measures.APPENDIX1_TOLERANCE * (1 + bound.abs())) & averaged
+        self.violations += int(broken.sum())
+        if averaged.any():
+            self.worst_excess = max(self.worst_excess, float((growth - bound)[:, averaged].max()))
+        # Figure 1's histogram of log10 ‖resid_post‖, on fixed bins (values outside go to the end bins)
+        n_bins = len(HISTOGRAM_EDGES) - 1
+        edges = torch.as_tensor(HISTOGRAM_EDGES, dtype=torch.float32)
+        bins = torch.bucketize(values["resid_post"].log10(), edges).sub_(1).clamp_(0, n_bins - 1)
+        layer_offset = torch.arange(self.n_layers)[:, None, None] * n_bins
+        self.histogram += (
+            torch.bincount((bins + layer_offset)[:, averaged].flatten(), minlength=self.n_layers * n_bins)
+            .view(self.n_layers, n_bins)
+            .numpy()
+        )
+        if example_row is not None:
+            n = lengths[example_row]
+            self.example = {s: values[s][:, example_row, :n].numpy().copy() for s in measures.STREAMS}
+
+    def choose_early(self, batches: list[list[int]]) -> list[list[tuple[int, int]]]:
+        """The sample for figure 12's controls, drawn before any batch runs from the lengths alone (batches:
+        each batch's prompt lengths with BOS, in the order they will run): reservoir sampling (Vitter's
+        algorithm R) over every (prompt, position 1..6) pair in that order. The pairs kept, per batch, as
+        (row, position)."""
+        slots = {}  # slot → (batch, row, position); a later pair may take an earlier one's slot
+        for batch, lengths in enumerate(batches):
+            for row, n in enumerate(lengths):
+                for position in range(1, min(measures.EARLY_POSITIONS, n - 1) + 1):
+                    if self.early_seen < self.reservoir:
+                        slot = self.early_seen
+                    else:
+                        slot = int(self._rng.integers(0, self.early_seen + 1))  # kept with probability reservoir/seen
+                    self.early_seen += 1
+                    if slot < self.reservoir:
+                        slots[slot] = (batch, row, position)
+        kept = [[] for _ in batches]
+        for batch, row, position in sorted(slots.values()):
+            kept[batch].append((row, position))
+        self.early_kept += len(slots)
+        return kept
+
+    def add_early(self, reader: int, source: int, active: int, units: int) -> None:
+        """Layer reader's MLP read the sample's resid_mid vectors of one batch at layer source (itself, or
+        other_layer[reader]): active of its units pre-activations were > 0."""
+        if source == reader:
+            self.early_active[reader] += active
+            self.early_units[reader] += units
+        else:
+            self.other_active[reader] += active
+
+    def merge(self, other: "NormStats") -> "NormStats":
+        """Add another shard's sums (its prompts distinct from ours); the samples stay ours."""
+        self.count += other.count
+        self.n_prompts += other.n_prompts
+        self.violations += other.violations
+        for mine, theirs in ((self.sum, other.sum), (self.square_sum, other.square_sum), (self.bos_sum, other.bos_sum)):
+            for q in SUMMED:
+                mine[q] += theirs[q]
+        self.histogram += other.histogram
+        self.worst_excess = max(self.worst_excess, other.worst_excess)
+        return self
+
+
+def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """[n_layers] float64: Σ of x [n_layers, batch, pos] over the positions where mask [batch, pos] holds."""
+    return x[:, mask].double().sum(1).numpy()

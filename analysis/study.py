@@ -1,0 +1,121 @@
+"""The study of one model: load it processed, run the prompts, measure the weights, fit the growth.
+
+`analyse` reads as the study's steps; what each number is, is defined in measures.py, weight_measures.py and
+rates.py, and the engine (analysis/engine/) is how the forward passes run fast and small.
+"""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import outdir
+import weights
+from analysis import engine, rates, weight_measures
+from analysis.measures import STREAMS
+from analysis.progress import Progress
+from minigpt import Config
+
+BATCH_SIZE = 64  # prompts per forward pass at most (engine.BATCH_POSITIONS positions with padding)
+
+
+@dataclass
+class Plan:
+    """One model to analyse: its name, where its files are, and the prompts in its tokens."""
+
+    name: str  # as the user gave it (or chosen by default)
+    directory: Path
+    source: dict
+    cfg: Config
+    prompts: list[np.ndarray]  # token ids, BOS first
+    truncated: int  # prompts cut to the model's context
+    fit_layers: tuple[int, int]
+
+
+@dataclass
+class ModelStudy:
+    """Everything measured on one model, as the figures, the report and the tables read it."""
+
+    name: str  # as given
+    slug: str  # short name for titles and folders
+    cfg: Config
+    source: dict  # repo, revision, path, dtype (weights.load)
+    example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
+    act: engine.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
+    mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
+    rates: dict  # rates.growth_rate of mean ‖resid_post‖ over the fit layers
+    appendix: dict  # measures.appendix1 over every prompt
+    weight_stats: dict[str, np.ndarray]  # weight_measures.weight_measures and figure 12's resampled rates
+    padding: dict[str, np.ndarray] | None  # measures.padding_means of the padding batch (None if no room for padding)
+    padding_prompts: list[int]  # which prompts formed the padding batch
+    example: int  # the prompt of figures 2 and 4
+
+
+def slug(name: str) -> str:
+    """A short name for titles and folders: a directory's own name, or the hub id with / replaced."""
+    return Path(name).name if Path(name).is_dir() else name.replace("/", "__")
+
+
+def check_fit_layers(name: str, cfg: Config, fit_layers) -> tuple[int, int]:
+    """Check the fit layers against the model's config.json before anything heavy is loaded; return them."""
+    if cfg.n_layers < 2:
+        raise outdir.UsageError(f"{name} has {cfg.n_layers} layer; a growth rate needs at least 2")
+    first, last = fit_layers or rates.default_fit_layers(cfg.n_layers)
+    if not 0 <= first < last <= cfg.n_layers - 1:
+        raise outdir.UsageError(
+            f"--fit-layers {first}:{last} is outside {name}'s {cfg.n_layers} layers "
+            f"(need 0 <= FIRST < LAST <= {cfg.n_layers - 1})"
+        )
+    return first, last
+
+
+def padding_picks(lengths: list[int], n_ctx: int) -> list[int] | None:
+    """The prompts of the BOS and padding figure: 8 spread over the lengths, padded 4 positions beyond the
+    longest of them (measures.padding_norms), run as part of the forward passes; None if the context has no room."""
+    shortest_first = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    picks = sorted({shortest_first[round(k)] for k in np.linspace(0, len(lengths) - 1, min(8, len(lengths)))})
+    return picks if n_ctx > max(lengths[i] for i in picks) else None
+
+
+def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.device, log: Progress) -> ModelStudy:
+    dtype_name = str(dtype).removeprefix("torch.")
+    log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
+    # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
+    model, tokenizer = weights.from_directory(plan.directory, plan.source, dtype=dtype, device=device, unembed=False)
+    cfg, prompts = model.cfg, plan.prompts
+    n_tokens = sum(map(len, prompts))
+    # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
+    example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
+    example_text = (tokenizer.decode(prompts[example][:1]), tokenizer.decode(prompts[example][1:9]))
+    pad = tokenizer.eot
+    del tokenizer  # its BPE tables (21 MB held, measured with tracemalloc) are all the figures would keep it for
+    prompts, pad = engine.keep_prompt_tokens(model, prompts, pad)
+    picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
+
+    log(f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}")
+    started = time.perf_counter()
+    with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
+        act = engine.collect(model, prompts, batch_size, pad, example=example, padded=picks, on_batch=advance)
+    seconds = time.perf_counter() - started
+    log(f"{plan.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
+
+    with log.counting(f"{plan.name}: measuring the weights", cfg.n_layers, "layer") as advance:
+        weight_stats = weight_measures.weight_measures(model, on_layer=advance)
+    mean = {s: act.mean(s) for s in STREAMS}
+    return ModelStudy(
+        name=plan.name,
+        slug=slug(plan.name),
+        cfg=cfg,
+        source=model.source,
+        example_text=example_text,
+        act=act,
+        mean=mean,
+        rates=rates.growth_rate(mean["resid_post"], *plan.fit_layers),
+        appendix=act.appendix1(),
+        weight_stats=weight_stats | act.early_controls(),
+        padding=act.padding,
+        padding_prompts=picks or [],
+        example=example,
+    )

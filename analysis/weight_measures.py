@@ -1,0 +1,103 @@
+"""The study's measures of the weights alone, no prompts needed: figures 8, 9, 11, 13 and 15, and figure 12's
+random-input rate.
+
+What growth written into the weights would look like: attention's W_OV = W_V @ W_O and the MLP's matrices
+growing in norm with depth, and the blocks' outputs on random inputs of a fixed size growing with them.
+Inputs are "random normalised" vectors: Gaussian, then shifted and scaled to mean 0 and variance 1 over
+d_model, which is what a folded LayerNorm hands the next layer whatever the residual's size.
+"""
+
+import numpy as np
+import torch
+
+import instrument
+from minigpt import GPT2
+
+
+def random_normalised(n: int, d_model: int, seed: int = 0) -> torch.Tensor:
+    """n Gaussian vectors, each shifted and scaled to mean 0 and variance 1 over its d_model entries:
+    what a (folded) LayerNorm hands the next layer."""
+    x = torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed))
+    x = x - x.mean(-1, keepdim=True)
+    return x / x.pow(2).mean(-1, keepdim=True).sqrt()
+
+
+def W_OV_frobenius(W_V: torch.Tensor, W_O: torch.Tensor) -> torch.Tensor:
+    """‖W_V[h] @ W_O[h]‖_F for every head, without forming the d_model × d_model products.
+
+    ‖AB‖_F² = trace(Bᵀ Aᵀ A B) = trace((AᵀA)(BBᵀ)) = Σ (AᵀA) ∘ (BBᵀ), with d_head × d_head factors.
+    """
+    W_V, W_O = W_V.double(), W_O.double()
+    gram_V = W_V.transpose(1, 2) @ W_V  # [n_heads, d_head, d_head]
+    gram_O = W_O @ W_O.transpose(1, 2)
+    return (gram_V * gram_O).sum((1, 2)).clamp(min=0).sqrt().float()
+
+
+def W_OV_apply(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[n_heads, n, d_model]: x @ W_V[h] @ W_O[h] for every head h, computed through the d_head bottleneck."""
+    return torch.einsum("nd,hde->hne", x, W_V) @ W_O
+
+
+def W_OV_sum_apply(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[n, d_model]: Σ_h x @ W_V[h] @ W_O[h], the heads side by side: x @ [W_V[0] … W_V[H-1]] then @ W_O stacked."""
+    n_heads, d_model, d_head = W_V.shape
+    return (x @ W_V.permute(1, 0, 2).reshape(d_model, n_heads * d_head)) @ W_O.reshape(n_heads * d_head, d_model)
+
+
+def W_OV_norms(W_V: torch.Tensor, W_O: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """[n_heads, n]: ‖x @ W_V[h] @ W_O[h]‖ without the [n_heads, n, d_model] products.
+
+    With y = x @ W_V[h] [n, d_head]: ‖y W_O[h]‖² = y (W_O[h] W_O[h]ᵀ) yᵀ, a d_head × d_head Gram matrix.
+    """
+    y = torch.einsum("nd,hde->hne", x, W_V)  # [n_heads, n, d_head]
+    gram = W_O @ W_O.transpose(1, 2)  # [n_heads, d_head, d_head]
+    return ((y @ gram) * y).sum(-1).clamp(min=0).sqrt()
+
+
+def mlp_on(model: GPT2, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer's MLP applied to x, LayerNorm's output [n, d_model]: (pre-activations [n, d_mlp], output [n, d_model])."""
+    seen = []
+    with instrument.hooks(model, {f"blocks.{layer}.mlp.hook_pre": lambda pre, name: seen.append(pre)}):
+        out = model.blocks[layer].mlp(x)
+    return seen[0], out
+
+
+N_RANDOM = 512  # random input vectors per layer for the weight measures
+
+
+@torch.no_grad()
+def weight_measures(model: GPT2, n_random: int = N_RANDOM, seed: int = 0, on_layer=None) -> dict[str, np.ndarray]:
+    """Per-layer measurements of the weights alone (figures 8, 9, 11, 12-random, 13, 15); on_layer(1) after each layer."""
+    cfg = model.cfg
+    x_normalised = random_normalised(n_random, cfg.d_model, seed).to(model.W_E)
+    x_gaussian = torch.randn(n_random, cfg.d_model, generator=torch.Generator().manual_seed(seed + 1)).to(model.W_E)
+    rows = []
+    for l, block in enumerate(model.blocks):
+        attn, mlp = block.attn, block.mlp
+        W_V, W_O = attn.W_V.float(), attn.W_O.float()
+        pre_random, mlp_random_out = mlp_on(model, l, x_normalised)
+        active_random = int(torch.count_nonzero(pre_random > 0)) / pre_random.numel()
+        del pre_random  # [n_random, d_mlp]: the widest tensor here, not kept while the next ones are made
+        rows.append(
+            {
+                "W_OV_frobenius": W_OV_frobenius(W_V, W_O).cpu().numpy(),  # [n_heads]
+                "b_O_norm": float(attn.b_O.float().norm()),
+                "ov_random_norm": float(W_OV_sum_apply(W_V, W_O, x_normalised.float()).norm(dim=-1).mean()),
+                "mlp_random_norm": float(mlp_random_out.float().norm(dim=-1).mean()),
+                "active_random": active_random,
+                "W_in_norm": float(mlp.W_in.float().norm()),
+                "b_in_norm": float(mlp.b_in.float().norm()),
+                "W_out_norm": float(mlp.W_out.float().norm()),
+                "b_out_norm": float(mlp.b_out.float().norm()),
+                "W_Q_norm": float(attn.W_Q.float().norm()),
+                "W_K_norm": float(attn.W_K.float().norm()),
+                "W_V_norm": float(W_V.norm()),
+                "W_O_norm": float(W_O.norm()),
+                # Footnote 5: E‖W x‖² = ‖W‖_F² for x with identity covariance, so mean ‖W x‖ ≈ ‖W‖_F.
+                "W_OV_mean_Wx": W_OV_norms(W_V, W_O, x_gaussian.float()).mean(1).cpu().numpy(),  # [n_heads]
+                "W_in_mean_Wx": float((x_gaussian @ mlp.W_in).float().norm(dim=-1).mean()),
+            }
+        )
+        if on_layer:
+            on_layer(1)
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
