@@ -400,7 +400,8 @@ def read_pre_tokenizer(pre: dict | None) -> tuple:
         pattern = part["pattern"]
         steps.append(regex.compile(pattern["Regex"] if "Regex" in pattern else regex.escape(pattern["String"])))
     byte_level = parts[-1]
-    # tokenizers' defaults when a field is absent: add_prefix_space true, use_regex true.
+    # tokenizers' defaults when a field is absent: add_prefix_space true, use_regex true. (trim_offsets moves
+    # the offsets of the tokens only, which minigpt does not report.)
     if byte_level.get("add_prefix_space", True):
         steps.append(PREFIX_SPACE)
     if byte_level.get("use_regex", True):
@@ -426,7 +427,7 @@ def read_added_tokens(entries: list[dict], vocab: dict[str, int]) -> tuple[Added
         if entry.get("id", given) != given:
             raise ValueError(f"tokenizer.json: added_tokens[{i}] {content!r} has id {entry['id']}; tokenizers gives it {given}")
         given_flags = {flag: bool(entry.get(flag, False)) for flag in flags}
-        given_flags["normalized"] = bool(entry.get("normalized", not given_flags["special"]))  # tokenizers' default
+        given_flags["normalized"] = bool(entry.get("normalized", not given_flags["special"]))  # as AddedToken::from sets it
         tokens[content] = AddedToken(content, given, **given_flags)
     return tuple(tokens.values())
 
@@ -441,6 +442,9 @@ def explain(tokenizer: Tokenizer, text: str) -> str:
     if tokenizer.added_tokens or tokenizer.normalizer:
         normalized = f"normalized ({'+'.join(tokenizer.normalizer)})" if tokenizer.normalizer else "not normalized"
         lines += ["", f"0. Added tokens, found first and given their ids; the text between them {normalized}:"]
+        for raw, added_id in find_added(text, tokenizer.raw_pattern, tokenizer.raw_added):
+            if added_id is None and tokenizer.normalize(raw) != raw:  # show what normalizing changed, code point by code point
+                lines.append(f"   normalizing {ascii(raw)} gives {ascii(tokenizer.normalize(raw))}")
         lines += [f"   {s!r:24} " + ("text" if i is None else f"added token {i}") for s, i in segments]
     # Each piece with what made it: GPT-2's regex alternative (run last, when the pre-tokenizer has it), or
     # "split" for another regex's pieces. An added token is a piece of its own.

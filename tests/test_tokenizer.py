@@ -213,10 +213,16 @@ def test_tokenizer_json_random_unicode_matches_tokenizers(neox):
         check_same(*neox, text)
 
 
-def test_merges_written_as_strings_read_the_same():
-    """tokenizers before 0.20 wrote each merge as "left right"; both forms give the same ids."""
+def test_a_file_written_as_pythias_was_reads_the_same():
+    """Pythia's tokenizer.json was written by tokenizers before 0.20: each merge "left right", and no use_regex,
+    byte_fallback or ignore_merges fields (tokenizers' defaults: true, false, false). The same ids."""
     obj = train_neox_like()
     obj["model"]["merges"] = [" ".join(pair) for pair in obj["model"]["merges"]]
+    for part, field in [("pre_tokenizer", "use_regex"), ("post_processor", "use_regex"), ("decoder", "use_regex"),
+                        ("model", "byte_fallback"), ("model", "ignore_merges")]:  # fmt: skip
+        del obj[part][field]
+    for part in ("post_processor", "decoder"):
+        obj[part]["add_prefix_space"] = False
     ours, theirs = from_json(obj)
     for text in SCRIPTS + WHITESPACE:
         check_same(ours, theirs, text)
@@ -353,6 +359,7 @@ def test_explain_shows_added_tokens_and_normalizing_first(neox):
     assert re.search(r"^   '<\|endoftext\|>' +added token 0$", shown, re.M)
     assert re.search(rf"^   '     ' +added token {ours.id_of(' ' * 5)}$", shown, re.M)  # 5 spaces: one token
     assert re.search(r"^   'Café' +text$", shown, re.M)  # composed by NFC before BPE
+    assert r"normalizing 'Cafe\u0301     ok' gives 'Caf\xe9     ok'" in shown
 
 
 # ---------------------------------------------------------------------------------------------
