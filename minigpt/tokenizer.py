@@ -54,10 +54,10 @@ NAMED = regex.compile("|".join(f"(?P<{name}>{pattern})" for name, pattern in ALT
 END_OF_TEXT = "<|endoftext|>"
 
 # A pre-tokenizer is a sequence of steps, each turning a list of pieces into a longer one: a regex (each
-# piece is cut into its matches and the text between them) or PREFIX_SPACE (a space is put before each
-# piece that does not start with one). GPT-2's is its regex alone.
-PREFIX_SPACE = "prefix space"
-GPT2_PRE_TOKENIZER = (PATTERN,)
+# piece is cut into its matches and the text between them), GPT2_REGEX (the same with PATTERN), or
+# PREFIX_SPACE (a space is put before each piece that does not start with one). GPT-2's is its regex alone.
+GPT2_REGEX, PREFIX_SPACE = "GPT-2's regex", "prefix space"
+GPT2_PRE_TOKENIZER = (GPT2_REGEX,)
 
 NORMALIZERS = ("NFC", "NFD", "NFKC", "NFKD")  # Unicode normal forms, as unicodedata computes them
 
@@ -219,7 +219,8 @@ class Tokenizer:
             if step == PREFIX_SPACE:
                 pieces = [piece if piece.startswith(" ") else " " + piece for piece in pieces]
             else:
-                pieces = [part for piece in pieces for part in split_isolated(step, piece)]
+                pattern = PATTERN if step == GPT2_REGEX else step
+                pieces = [part for piece in pieces for part in split_isolated(pattern, piece)]
         return pieces
 
     def merge_steps(self, piece: str) -> Iterator[tuple[list[str], tuple[str, str] | None]]:
@@ -405,7 +406,7 @@ def read_pre_tokenizer(pre: dict | None) -> tuple:
     if byte_level.get("add_prefix_space", True):
         steps.append(PREFIX_SPACE)
     if byte_level.get("use_regex", True):
-        steps.append(PATTERN)
+        steps.append(GPT2_REGEX)
     return tuple(steps)
 
 
@@ -453,12 +454,12 @@ def explain(tokenizer: Tokenizer, text: str) -> str:
         steps = tokenizer.pre_tokenizer
         if added_id is not None:
             pieces.append((segment, "added token", added_id))
-        elif steps and steps[-1] is PATTERN:
+        elif steps and steps[-1] == GPT2_REGEX:
             before = tokenizer.pre_tokenize(segment, steps[:-1])
             pieces += [(m.group(), m.lastgroup, None) for piece in before for m in NAMED.finditer(piece)]
         else:
             pieces += [(piece, "split", None) for piece in tokenizer.pre_tokenize(segment)]
-    regex_used = "GPT-2's regex" if PATTERN in tokenizer.pre_tokenizer else "the tokenizer's Split regex"
+    regex_used = "GPT-2's regex" if GPT2_REGEX in tokenizer.pre_tokenizer else "the tokenizer's Split regex"
     prefix = ", after a space put before each piece that lacks one" if PREFIX_SPACE in tokenizer.pre_tokenizer else ""
     lines += ["", f"1. Split by {regex_used}{prefix} (each piece, and the alternative that matched it):"]
     lines += [f"   {piece!r:24} {how}" for piece, how, _ in pieces]

@@ -3,6 +3,7 @@
 
 import json
 import os
+import pickle
 import random
 import re
 import subprocess
@@ -446,3 +447,11 @@ def test_the_command_reads_a_tokenizer_json(tmp_path, neox):
     for given in (path, tmp_path):  # the file, or a folder holding it (and no vocab.json)
         shown = command(["--tokenizer", str(given), "Hello  world"])
         assert shown.endswith(f"token ids ({len(ours.encode('Hello  world'))}): {ours.encode('Hello  world')}")
+
+
+def test_a_tokenizer_survives_pickling_for_another_process(neox):
+    ours, _ = neox
+    text = "<|endoftext|>Hello   world, δοκιμή\n"
+    again = pickle.loads(pickle.dumps(ours))
+    assert again.encode(text) == ours.encode(text) and explain(again, text) == explain(ours, text)
+    assert "whitespace_before_next" in explain(again, text)
