@@ -1,6 +1,7 @@
 """minigpt's BPE against tiktoken's GPT-2 encoding, both built offline from the same two files; a tokenizer.json
 (Pythia's configuration, trained here) against the `tokenizers` library; TransformerLens's to_tokens; the command."""
 
+import functools
 import json
 import os
 import pickle
@@ -146,7 +147,13 @@ LONG = " ".join(CORPUS[:-1] + SCRIPTS + WHITESPACE) * 20
 NEOX_TEXTS = CORPUS + SCRIPTS + WHITESPACE + [LONG]
 
 
-def train_neox_like(add_whitespace_tokens: bool = True):
+def train_neox_like(add_whitespace_tokens: bool = True) -> dict:
+    """A fresh copy, for a test to edit, of `trained_neox_like`'s tokenizer.json."""
+    return json.loads(trained_neox_like(add_whitespace_tokens))
+
+
+@functools.cache
+def trained_neox_like(add_whitespace_tokens: bool) -> str:
     """A small byte-level BPE trained by `tokenizers` with GPT-NeoX's configuration, as Pythia's tokenizer.json
     holds it: NFC normalizer, ByteLevel pre-tokenizer without a prefix space, ByteLevel post-processor and
     decoder, <|endoftext|> and <|padding|> as ids 0 and 1, and runs of 24 down to 2 spaces as added tokens."""
@@ -167,7 +174,7 @@ def train_neox_like(add_whitespace_tokens: bool = True):
     theirs.train_from_iterator(CORPUS + SCRIPTS * 5 + WHITESPACE, trainer)
     if add_whitespace_tokens:
         theirs.add_tokens([AddedToken(" " * n, normalized=True) for n in range(24, 1, -1)])
-    return json.loads(theirs.to_str())
+    return theirs.to_str()
 
 
 def from_json(obj):
