@@ -17,7 +17,9 @@ a regex of its own first (a Split pre-tokenizer).
 
 The tokenizer is built from files' contents and reads no file itself (`weights` reads them from disk):
 GPT-2's vocab.json, {symbol: id}, and merges.txt, one "left right" pair per line in rank order
-(`from_strings`), or a tokenizer.json's parsed contents (`from_tokenizer_json`).
+(`from_strings`), or a tokenizer.json's parsed contents (`from_tokenizer_json`). Only the command, at
+the end of this file, reads files: the bundled model's, found by path (minigpt never imports weights),
+or the one it is given.
 """
 
 import argparse
@@ -459,9 +461,11 @@ def explain(tokenizer: Tokenizer, text: str) -> str:
             pieces += [(m.group(), m.lastgroup, None) for piece in before for m in NAMED.finditer(piece)]
         else:
             pieces += [(piece, "split", None) for piece in tokenizer.pre_tokenize(segment)]
-    regex_used = "GPT-2's regex" if GPT2_REGEX in tokenizer.pre_tokenizer else "the tokenizer's Split regex"
+    gpt2 = GPT2_REGEX in tokenizer.pre_tokenizer
+    regex_used = "GPT-2's regex" if gpt2 else "the tokenizer's Split regex"
     prefix = ", after a space put before each piece that lacks one" if PREFIX_SPACE in tokenizer.pre_tokenizer else ""
-    lines += ["", f"1. Split by {regex_used}{prefix} (each piece, and the alternative that matched it):"]
+    shown = "each piece, and the alternative that matched it" if gpt2 else "each piece"
+    lines += ["", f"1. Split by {regex_used}{prefix} ({shown}):"]
     lines += [f"   {piece!r:24} {how}" for piece, how, _ in pieces]
     lines += ["", "2. Each piece's UTF-8 bytes, each byte written as one printable character (space → Ġ, newline → Ċ):"]
     chars = {}
