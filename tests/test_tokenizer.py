@@ -1,15 +1,24 @@
-"""minigpt's BPE against tiktoken's GPT-2 encoding, both built offline from the same two files."""
+"""minigpt's BPE against tiktoken's GPT-2 encoding, both built offline from the same two files; a tokenizer.json
+(Pythia's configuration, trained here) against the `tokenizers` library; TransformerLens's to_tokens; the command."""
 
+import functools
 import json
+import os
+import pickle
 import random
 import re
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
 
 import pytest
 import tiktoken
+import torch
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from minigpt import Tokenizer
-from minigpt.tokenizer import NAMED, PATTERN, explain
+from minigpt.tokenizer import BUNDLED, NAMED, PATTERN, command, explain
 
 CORPUS = [
     "Hello world",
@@ -67,6 +76,12 @@ def test_random_unicode_matches_tiktoken(tokenizers):
         assert ours.decode(ours.encode(text)) == text
 
 
+def test_stage_2s_fast_form_writes_each_byte_as_bytes_to_unicode_does(tokenizers):
+    ours, _ = tokenizers
+    for b in range(256):
+        assert bytes([b]).decode("latin-1").translate(ours.byte_table) == ours.byte_to_char[b]
+
+
 def test_end_of_text_and_decoding_errors(tokenizers):
     ours, _ = tokenizers
     assert ours.eot == 50256 and ours.decode([50256]) == "<|endoftext|>"
@@ -102,3 +117,348 @@ def test_the_named_regex_is_gpt2s_pattern_with_groups():
     assert PATTERN.pattern == r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
     for text in CORPUS:
         assert [m.group() for m in NAMED.finditer(text)] == PATTERN.findall(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# A tokenizer.json, read by the same BPE: Pythia's (GPT-NeoX's) configuration, against `tokenizers` itself.
+
+SCRIPTS = [
+    "Ça coûte 5 € à Zürich: façade, jalapeño, Øresund, Łódź, İstanbul, straße",
+    "Привет, как дела? Съешь же ещё этих мягких французских булок",
+    "Καλημέρα κόσμε· ΑΒΓΔ αβγδ ά έ ή ώ",
+    "日本語の文章、中文句子。한국어 문장입니다. 「引用」と『二重』",
+    "مرحبا بالعالم، هذا نص عربي ١٢٣",
+    "हिन्दी देवनागरी, ไทย ภาษา, עברית",
+    "emoji 😀😃🤖 👩🏽‍💻 ❤️ 🇯🇵 keycap 1️⃣",
+    # NFC composes these (e + combining acute → é; the ohm sign → omega; Hangul jamo → one syllable).
+    "combining: e\u0301 vs é, A\u030a vs Å, n\u0303, \u1100\u1161 vs 가, ohm \u2126, ﬁ ligature, Z\u0351\u0352a\u0353",
+]
+WHITESPACE = [
+    "a  b   c    d     e",
+    " " * 30 + "thirty spaces, then 25:" + " " * 25 + "end",
+    "\t\t  \n   \n\n    indented code\n        more",
+    "trailing   ",
+    "   ",
+    "\u00a0\u00a0 no-break \u3000 ideographic \u2003 em",
+    "\r\n\r\n  \r\n",
+    "<|endoftext|>  <|endoftext|><|padding|>x <|endoftext|>\n",
+]
+LONG = " ".join(CORPUS[:-1] + SCRIPTS + WHITESPACE) * 20
+NEOX_TEXTS = CORPUS + SCRIPTS + WHITESPACE + [LONG]
+
+
+def train_neox_like(add_whitespace_tokens: bool = True) -> dict:
+    """A fresh copy, for a test to edit, of `trained_neox_like`'s tokenizer.json."""
+    return json.loads(trained_neox_like(add_whitespace_tokens))
+
+
+@functools.cache
+def trained_neox_like(add_whitespace_tokens: bool) -> str:
+    """A small byte-level BPE trained by `tokenizers` with GPT-NeoX's configuration, as Pythia's tokenizer.json
+    holds it: NFC normalizer, ByteLevel pre-tokenizer without a prefix space, ByteLevel post-processor and
+    decoder, <|endoftext|> and <|padding|> as ids 0 and 1, and runs of 24 down to 2 spaces as added tokens."""
+    from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    theirs = HFTokenizer(models.BPE())
+    theirs.normalizer = normalizers.NFC()
+    theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    theirs.post_processor = processors.ByteLevel(trim_offsets=True)
+    theirs.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1200,
+        special_tokens=["<|endoftext|>", "<|padding|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    theirs.train_from_iterator(CORPUS + SCRIPTS * 5 + WHITESPACE, trainer)
+    if add_whitespace_tokens:
+        theirs.add_tokens([AddedToken(" " * n, normalized=True) for n in range(24, 1, -1)])
+    return theirs.to_str()
+
+
+def from_json(obj):
+    from tokenizers import Tokenizer as HFTokenizer
+
+    return Tokenizer.from_tokenizer_json(obj), HFTokenizer.from_str(json.dumps(obj))
+
+
+@pytest.fixture(scope="module")
+def neox():
+    return from_json(train_neox_like())
+
+
+def check_same(ours, theirs, text, round_trip=True):
+    """The same ids as tokenizers, decoded to the same text: the text itself, NFC-normalized (unless a prefix
+    space was put before it, which decoding keeps)."""
+    ids = ours.encode(text)
+    assert ids == theirs.encode(text, add_special_tokens=False).ids, repr(text)
+    assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=False), repr(text)
+    assert ours.decode(ids) == unicodedata.normalize("NFC", text) or not round_trip, repr(text)
+
+
+def test_the_trained_file_is_laid_out_as_pythias():
+    obj = train_neox_like()
+    assert obj["normalizer"] == {"type": "NFC"}
+    assert obj["pre_tokenizer"]["type"] == "ByteLevel" and obj["pre_tokenizer"]["add_prefix_space"] is False
+    assert [t["content"] for t in obj["added_tokens"][:2]] == ["<|endoftext|>", "<|padding|>"]
+    assert [t["id"] for t in obj["added_tokens"][2:]] == list(range(len(obj["model"]["vocab"]), len(obj["model"]["vocab"]) + 23))
+    assert isinstance(obj["model"]["merges"][0], list)  # tokenizers >= 0.20 writes [left, right]
+
+
+@pytest.mark.parametrize("text", NEOX_TEXTS, ids=range(len(NEOX_TEXTS)))
+def test_tokenizer_json_ids_match_tokenizers_and_round_trip(neox, text):
+    check_same(*neox, text)
+
+
+def test_tokenizer_json_random_unicode_matches_tokenizers(neox):
+    """Seeded random strings as in the GPT-2 test, with more spaces (Pythia's whitespace tokens) and special tokens."""
+    ranges = [(0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x4E00, 0x4FFF), (0x1F300, 0x1F64F), (0x9, 0xD), (0x20, 0x20)]
+    rng = random.Random(1)
+    for _ in range(300):
+        text = "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(rng.randint(1, 60)))
+        text += rng.choice(["", "<|endoftext|>", " " * rng.randint(2, 30)])
+        check_same(*neox, text)
+
+
+def test_a_file_written_as_pythias_was_reads_the_same():
+    """Pythia's tokenizer.json was written by tokenizers before 0.20: each merge "left right", and no use_regex,
+    byte_fallback or ignore_merges fields (tokenizers' defaults: true, false, false). The same ids."""
+    obj = train_neox_like()
+    obj["model"]["merges"] = [" ".join(pair) for pair in obj["model"]["merges"]]
+    for part, field in [("pre_tokenizer", "use_regex"), ("post_processor", "use_regex"), ("decoder", "use_regex"),
+                        ("model", "byte_fallback"), ("model", "ignore_merges")]:  # fmt: skip
+        del obj[part][field]
+    for part in ("post_processor", "decoder"):
+        obj[part]["add_prefix_space"] = False
+    ours, theirs = from_json(obj)
+    for text in SCRIPTS + WHITESPACE:
+        check_same(ours, theirs, text)
+
+
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@pytest.mark.parametrize(
+    "pre_tokenizer",
+    [
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": False},
+        {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+            ],
+        },
+        {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"String": "-"}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            ],
+        },
+    ],
+    ids=["prefix_space", "no_regex", "llama3_split", "split_string_then_byte_level"],
+)
+def test_other_pre_tokenizers_match_tokenizers(pre_tokenizer):
+    obj = train_neox_like()
+    obj["pre_tokenizer"] = pre_tokenizer
+    ours, theirs = from_json(obj)
+    short = [text for text in CORPUS + SCRIPTS + WHITESPACE if len(text) < 200]  # no regex: one piece per text
+    for text in short + ["a-b--c - d", "<|endoftext|>Hello", "x<|endoftext|> y"]:
+        check_same(ours, theirs, text, round_trip='"add_prefix_space": true' not in json.dumps(pre_tokenizer))
+
+
+def test_added_token_flags_match_tokenizers():
+    """lstrip and rstrip take the whitespace around a token; single_word keeps it out of longer words; a
+    normalized token is found after NFC (so "A" + combining ring finds "Å"), a raw one before."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as HFTokenizer
+
+    theirs = HFTokenizer.from_str(json.dumps(train_neox_like()))
+    theirs.add_special_tokens([AddedToken("[MASK]", lstrip=True, rstrip=True), AddedToken("<raw\u0301>", normalized=False)])
+    theirs.add_tokens([AddedToken("cat", single_word=True), AddedToken("Å"), AddedToken("ing", rstrip=True)])
+    ours, theirs = from_json(json.loads(theirs.to_str()))
+    for text in [
+        "a  [MASK]  b",
+        "[MASK][MASK]x",
+        "   [MASK]",
+        "cat concat cats _cat cat_ (cat) écat cat",
+        "cat\n",
+        "x\ncat\n\n",
+        "A\u030a and Å, and <raw\u0301> vs <raw\u0301> composed",
+        "sing  along, ing\tover ing",
+        "[MASK]ing   [MASK]",
+        "sing  [MASK]  sing",
+    ]:
+        check_same(ours, theirs, text, round_trip=False)  # lstrip and rstrip drop the whitespace they take
+
+
+def test_gpt2_converted_to_tokenizer_json_matches_the_gpt2_path(tokenizers, vocab_files):
+    """GPT-2's own vocab.json and merges.txt, made a tokenizer.json by `tokenizers`: the same ids as minigpt's
+    GPT-2 path on every test string. With <|endoftext|> as a special added token (as Hugging Face's gpt2
+    tokenizer.json has it), that text becomes id 50256, as `tokenizers` gives it."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+
+    gpt2, _ = tokenizers
+    vocab, merges = vocab_files
+    theirs = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    theirs.decoder = decoders.ByteLevel()
+    ours = Tokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
+    for text in CORPUS + SCRIPTS + WHITESPACE:
+        assert ours.encode(text) == gpt2.encode(text) == theirs.encode(text).ids, repr(text)
+        assert ours.decode(gpt2.encode(text)) == text
+    theirs.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    ours = Tokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
+    for text in CORPUS + WHITESPACE:
+        assert ours.encode(text) == theirs.encode(text).ids, repr(text)
+    assert ours.encode("a<|endoftext|>b") == [gpt2.encode("a")[0], 50256, gpt2.encode("b")[0]]
+    assert ours.eot == ours.bos == ours.pad == 50256
+
+
+def edited(path: str, value):
+    """A NeoX-like tokenizer.json with one field (a dotted path) set to value."""
+    obj = train_neox_like(add_whitespace_tokens=False)
+    *parents, last = path.split(".")
+    node = obj
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    node[int(last) if last.isdigit() else last] = value
+    return obj
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("normalizer", {"type": "Lowercase"}, 'normalizer {"type": "Lowercase"} is not implemented'),
+        ("normalizer", {"type": "Sequence", "normalizers": [{"type": "NFC"}, {"type": "Strip"}]}, "normalizer[1] {"),
+        ("pre_tokenizer", {"type": "Whitespace"}, 'pre_tokenizer {"type": "Whitespace"} is not implemented'),
+        ("pre_tokenizer", None, "pre_tokenizer null is not implemented"),
+        ("pre_tokenizer", {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "ByteLevel"}]}, "pretokenizers[0]"),
+        ("model.type", "WordPiece", 'model.type "WordPiece" is not implemented'),
+        ("model.dropout", 0.1, "model.dropout 0.1 is not implemented"),
+        ("model.unk_token", "<unk>", 'model.unk_token "<unk>"'),
+        ("model.ignore_merges", True, "model.ignore_merges true"),
+        ("post_processor", {"type": "TemplateProcessing"}, 'post_processor {"type": "TemplateProcessing"}'),
+        ("decoder", None, "decoder null is not implemented"),
+        ("truncation", {"max_length": 8}, "truncation {"),
+        ("added_tokens.0.id", 5, "added_tokens[0] '<|endoftext|>' has id 5; tokenizers gives it 0"),
+        ("added_tokens.1.weird", True, "added_tokens[1].weird true is not implemented"),
+        ("model.merges.0", "a b c", "model.merges[0] 'a b c' is not two symbols"),
+    ],
+)
+def test_what_is_not_implemented_is_refused_in_one_line(path, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)) as refused:
+        Tokenizer.from_tokenizer_json(edited(path, value))
+    assert "\n" not in str(refused.value)
+
+
+def test_explain_shows_added_tokens_and_normalizing_first(neox):
+    ours, _ = neox
+    text = "<|endoftext|>Caf\u0065\u0301     ok"
+    shown = explain(ours, text)
+    assert shown.endswith(f"token ids ({len(ours.encode(text))}): {ours.encode(text)}")
+    assert "0. Added tokens, found first and given their ids; the text between them normalized (NFC):" in shown
+    assert re.search(r"^   '<\|endoftext\|>' +added token 0$", shown, re.M)
+    assert re.search(rf"^   '     ' +added token {ours.id_of(' ' * 5)}$", shown, re.M)  # 5 spaces: one token
+    assert re.search(r"^   'Café' +text$", shown, re.M)  # composed by NFC before BPE
+    assert r"normalizing 'Cafe\u0301     ok' gives 'Caf\xe9     ok'" in shown
+
+
+# ---------------------------------------------------------------------------------------------
+# TransformerLens's to_tokens and to_string.
+
+
+def test_to_tokens_prepends_bos_and_pads_on_the_right(tokenizers):
+    ours, _ = tokenizers
+    one = ours.to_tokens("Hello world")
+    assert one.dtype == torch.long and one.tolist() == [[50256, *ours.encode("Hello world")]]
+    assert ours.to_tokens("Hello world", prepend_bos=False).tolist() == [ours.encode("Hello world")]
+    batch = ours.to_tokens(["Hello world, again", "Hi"])
+    long, short = ours.encode("Hello world, again"), ours.encode("Hi")
+    assert batch.tolist() == [[50256, *long], [50256, *short] + [ours.pad] * (len(long) - len(short))]
+    assert ours.to_string(one) == ["<|endoftext|>Hello world"] and ours.to_string(one[0]) == "<|endoftext|>Hello world"
+    assert ours.to_string(ours.encode("Hello")) == ours.decode(ours.encode("Hello")) == "Hello"
+    with pytest.raises(ValueError, match="non-empty list"):
+        ours.to_tokens([])
+
+
+def test_right_padding_leaves_each_rows_real_positions_as_alone(tokenizers):
+    """Why to_tokens pads on the right: under the causal mask, the real tokens' logits equal the unpadded run's."""
+    from minigpt import GPT2, Config
+    from training.train import init_weights
+
+    ours, _ = tokenizers
+    model = init_weights(GPT2(Config.sized(2, 32, 4, n_ctx=64)), seed=0).eval()
+    batch = ours.to_tokens(["A much longer prompt than the other one", "Short"])
+    alone = ours.to_tokens("Short")
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch)[1, : alone.shape[1]], model(alone)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_without_a_bos_token_to_tokens_says_so():
+    ours = Tokenizer.from_tokenizer_json(train_neox_like(), bos_token=None)
+    assert ours.bos is None and ours.to_tokens("hi", prepend_bos=False).tolist() == [ours.encode("hi")]
+    with pytest.raises(ValueError, match="no BOS token"):
+        ours.to_tokens("hi")
+    with pytest.raises(ValueError, match="no padding token"):
+        ours.to_tokens(["hi", "hello there"], prepend_bos=False)
+    with pytest.raises(ValueError, match="'<s>' is neither an added token nor in the vocabulary"):
+        Tokenizer.from_tokenizer_json(train_neox_like(), bos_token="<s>")
+
+
+def test_pythias_bos_and_padding_are_id_0(neox):
+    ours, _ = neox
+    assert ours.eot == ours.bos == ours.pad == 0
+    short, long = ours.encode("x"), ours.encode("xx yy")
+    assert ours.to_tokens(["x", "xx yy"]).tolist() == [[0, *short] + [0] * (len(long) - len(short)), [0, *long]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command, and the package's layering.
+
+REPO = Path(__file__).parent.parent
+
+
+def test_the_readmes_command_shows_the_whitespace_alternatives_and_imports_no_weights():
+    """README reading-path step 3, run by bash as a reader would: the newlines reach the command. And minigpt ←
+    weights: the command finds the bundled files by path (BUNDLED), so Python's import log never names weights."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    (line,) = [m.group(1) for m in re.finditer(r"`(python -m minigpt\.tokenizer [^`]+)`", readme)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    line = line.replace("python", f"{sys.executable} -X importtime", 1)
+    run = subprocess.run(["bash", "-c", line], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    assert re.search(r"^   '\\n' +whitespace_before_next$", run.stdout, re.M)
+    assert re.search(r"^   '\\n' +whitespace$", run.stdout, re.M)
+    assert "backslash" not in run.stdout
+    imported = [line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")]
+    assert "regex" in imported  # the import log is there to read
+    assert not [name for name in imported if name.split(".")[0] == "weights"]
+    assert (BUNDLED / "vocab.json").is_file() and (BUNDLED / "merges.txt").is_file()
+
+
+def test_the_command_says_when_it_got_a_backslash_and_an_n():
+    assert command(["It's\\n\\nHello"]).startswith('note: the text holds a backslash and an "n", not a newline')
+    assert not command(["It's\n\nHello"]).startswith("note")
+
+
+def test_the_command_reads_a_tokenizer_json(tmp_path, neox):
+    ours, _ = neox
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(train_neox_like()), encoding="utf-8")
+    for given in (path, tmp_path):  # the file, or a folder holding it (and no vocab.json)
+        shown = command(["--tokenizer", str(given), "Hello  world"])
+        assert shown.endswith(f"token ids ({len(ours.encode('Hello  world'))}): {ours.encode('Hello  world')}")
+
+
+def test_a_tokenizer_survives_pickling_for_another_process(neox):
+    ours, _ = neox
+    text = "<|endoftext|>Hello   world, δοκιμή\n"
+    again = pickle.loads(pickle.dumps(ours))
+    assert again.encode(text) == ours.encode(text) and explain(again, text) == explain(ours, text)
+    assert "whitespace_before_next" in explain(again, text)
