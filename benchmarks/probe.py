@@ -20,10 +20,10 @@ from pathlib import Path
 
 def load(contender: str, directory: Path):
     if contender == "raw":
-        from weights.checkpoint import SafetensorsFile
+        from weights.formats import SafetensorsFile
 
         weights_file = SafetensorsFile(directory / "model.safetensors")
-        return {key: weights_file.read(key) for key in weights_file.header}
+        return {key: weights_file.read(key) for key in weights_file.keys()}
     if contender in ("minigpt", "minigpt-raw"):
         import weights
 
@@ -95,6 +95,12 @@ def peak_rss() -> int:
     return int(line.split()[1]) * 1024
 
 
+def weights_bytes(directory: Path) -> int:
+    """The size of the weights files: model.safetensors or pytorch_model.bin, or all of their shards."""
+    files = [*directory.glob("model*.safetensors")] or [*directory.glob("pytorch_model*.bin")]
+    return sum(path.stat().st_size for path in files)
+
+
 def main() -> None:
     contender, directory = sys.argv[1], Path(sys.argv[2])
     import_baseline(contender)
@@ -104,7 +110,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     peak = peak_rss()
     del loaded
-    checkpoint = (directory / "model.safetensors").stat().st_size
+    checkpoint = weights_bytes(directory)
     print(
         json.dumps(
             {
