@@ -62,7 +62,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        self.out_unchanged = True  # set by ReportFolder: False once the new report is in place
+        self.out_unchanged = True  # set by OutputFolder: False once the new output is in place
 
 
 @contextmanager
