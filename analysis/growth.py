@@ -117,7 +117,10 @@ def run(args, log: Progress) -> Path:
         if args.revision:
             for name in args.model:
                 if not weights.is_hub_name(name):
-                    what = "the bundled model" if name == weights.BUNDLED_NAME else "a local directory"
+                    if name == weights.BUNDLED_NAME:
+                        what = "the bundled model"
+                    else:
+                        what = "a local directory" if Path(name).is_dir() else "a path, not a hub id (and no such directory)"
                     raise outdir.UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
     else:
         choices = [choose_default_model(args.revision)]

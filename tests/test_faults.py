@@ -437,6 +437,10 @@ def test_with_neither_server_nor_cache_the_default_is_the_bundled_model(hub, pro
             r"the repository does not have: model-00001-of-00002\.safetensors, model-00002-of-00002\.safetensors$",
         ),
         (["--model", "bundled", "--revision", "v1"], "error: --revision v1 applies to hub models; bundled is the bundled model"),
+        (
+            ["--model", "./missing", "--revision", "v1"],
+            r"error: --revision v1 applies to hub models; \./missing is a path, not a hub id \(and no such directory\)$",
+        ),
     ],
 )
 def test_what_the_hub_does_not_have_is_one_line_exit_2(args, expected, hub, prompts, tmp_path):
