@@ -76,7 +76,8 @@ def center_writing_weights(model: GPT2) -> GPT2:
     """
     _untie_unembed(model)
     model.W_E -= model.W_E.mean(dim=-1, keepdim=True)
-    model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
+    if model.W_pos is not None:  # GPT-NeoX has none
+        model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
     for block in model.blocks:
         for W in (block.attn.W_O, block.attn.b_O, block.mlp.W_out, block.mlp.b_out):
             W -= W.mean(dim=-1, keepdim=True)
