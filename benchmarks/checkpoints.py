@@ -86,11 +86,59 @@ def config_json(n_layers, d_model, n_heads, *, d_vocab=50257, n_ctx=1024):
     }
 
 
-def write_checkpoint(directory, n_layers=2, d_model=64, n_heads=4, *, layout="official", seed=0, n_ctx=1024):
-    """Write config.json, model.safetensors, vocab.json and merges.txt into directory and return it.
+def save_weights(state: dict, directory, *, weights_format="safetensors", max_shard_bytes=None) -> Path:
+    """Write state as the hub's repositories hold it: model.safetensors or pytorch_model.bin (torch.save's zip,
+    as transformers 4 wrote it); given max_shard_bytes, shards of at most that many bytes each (a larger tensor
+    is a shard of its own), named and indexed as save_pretrained names them. Returns the file loaders open."""
+    directory = Path(directory)
+    single = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}[weights_format]
+
+    def write(tensors, path):
+        if weights_format == "safetensors":
+            save_file(tensors, path, metadata={"format": "pt"})
+        else:
+            torch.save(tensors, path)
+
+    if max_shard_bytes is None:
+        write(state, directory / single)
+        return directory / single
+    shards, size = [{}], 0
+    for key, tensor in state.items():
+        n_bytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + n_bytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += n_bytes
+    stem, extension = single.rsplit(".", 1)
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        name = f"{stem}-{i:05d}-of-{len(shards):05d}.{extension}"
+        write(shard, directory / name)
+        weight_map |= dict.fromkeys(shard, name)
+    total = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    index = directory / f"{single}.index.json"
+    index.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return index
+
+
+def write_checkpoint(
+    directory,
+    n_layers=2,
+    d_model=64,
+    n_heads=4,
+    *,
+    layout="official",
+    seed=0,
+    n_ctx=1024,
+    weights_format="safetensors",
+    max_shard_bytes=None,
+):
+    """Write config.json, the weights, vocab.json and merges.txt into directory and return it.
 
     layout: "official" (hub files: no prefix, float32 mask buffers), "save_pretrained" ("transformer."
-    prefix, no masks) or "old" (official plus attn.masked_bias).
+    prefix, no masks) or "old" (official plus attn.masked_bias). weights_format and max_shard_bytes: as
+    `save_weights` writes them (model.safetensors by default).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -99,7 +147,7 @@ def write_checkpoint(directory, n_layers=2, d_model=64, n_heads=4, *, layout="of
     )
     if layout == "save_pretrained":
         state = {f"transformer.{key}": tensor for key, tensor in state.items()}
-    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    save_weights(state, directory, weights_format=weights_format, max_shard_bytes=max_shard_bytes)
     (directory / "config.json").write_text(json.dumps(config_json(n_layers, d_model, n_heads, n_ctx=n_ctx), indent=2))
     vocab, merges = gpt2_vocab_files()
     (directory / "vocab.json").write_bytes(vocab.read_bytes())

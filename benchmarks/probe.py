@@ -20,10 +20,10 @@ from pathlib import Path
 
 def load(contender: str, directory: Path):
     if contender == "raw":
-        from weights.checkpoint import SafetensorsFile
+        from weights.formats import SafetensorsFile
 
         weights_file = SafetensorsFile(directory / "model.safetensors")
-        return {key: weights_file.read(key) for key in weights_file.header}
+        return {key: weights_file.read(key) for key in weights_file.keys()}
     if contender in ("minigpt", "minigpt-raw"):
         import weights
 

@@ -19,13 +19,13 @@ import shutil
 import pytest
 import torch
 from conftest import record
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OPTForCausalLM
 
 import instrument
 import weights
-from benchmarks.checkpoints import gpt2_vocab_files
+from benchmarks.checkpoints import gpt2_vocab_files, save_weights
 from minigpt import GPT2, OPT, GPTNeo, GPTNeoX
 from weights import CheckpointError
 
@@ -159,20 +159,22 @@ def released_state(family: str, hf_model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def write_family(directory, family: str, *, seed=0, weights_file="model.safetensors", **size):
-    """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights,
-    and GPT-2's vocab.json and merges.txt."""
+# How each family's main branch ships its weights: OPT's only as pytorch_model.bin.
+RELEASED_FORMAT = {"gpt_neo": "safetensors", "opt": "bin", "gpt_neox": "safetensors"}
+
+
+def write_family(directory, family: str, *, seed=0, weights_format=None, max_shard_bytes=None, **size):
+    """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights
+    (in the family's released format unless weights_format says otherwise; sharded given max_shard_bytes, as
+    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(released_config(family, **size), indent=2))
     torch.manual_seed(seed)
     hf_cfg = HF_CLASSES[family].config_class.from_pretrained(directory)
     hf_model = HF_CLASSES[family](hf_cfg).eval()
     randomise(hf_model, seed)
-    state = released_state(family, hf_model)
-    if weights_file == "model.safetensors":
-        save_file({key: t.contiguous() for key, t in state.items()}, directory / weights_file, metadata={"format": "pt"})
-    else:
-        torch.save(state, directory / weights_file)
+    state = {key: t.contiguous() for key, t in released_state(family, hf_model).items()}
+    save_weights(state, directory, weights_format=weights_format or RELEASED_FORMAT[family], max_shard_bytes=max_shard_bytes)
     vocab, merges = gpt2_vocab_files()
     shutil.copy(vocab, directory / "vocab.json")
     shutil.copy(merges, directory / "merges.txt")
@@ -268,6 +270,30 @@ def test_pythia_config_in_transformers_5_form_reads_the_same(family_checkpoints,
     assert "rotary_pct" not in written and written["rope_parameters"]["partial_rotary_factor"] == 0.25
     assert weights.read_config(tmp_path / "v5") == weights.read_config(source)
     check_against_hf(tmp_path / "v5", "gpt_neox", "gpt_neox (transformers 5 config)")
+
+
+def test_opt_checkpoint_is_pytorch_model_bin_only_as_released(family_checkpoints):
+    assert sorted(path.name for path in family_checkpoints["opt"].iterdir()) == [
+        "config.json",
+        "merges.txt",
+        "pytorch_model.bin",
+        "vocab.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    "family, weights_format, max_shard_bytes",
+    [("gpt_neox", "bin", None), ("opt", "safetensors", None), ("gpt_neo", "safetensors", 2_000_000), ("opt", "bin", 2_000_000)],
+)
+def test_every_weights_format_reads_to_the_same_model(family_checkpoints, tmp_path, family, weights_format, max_shard_bytes):
+    """Pythia's step revisions ship pytorch_model.bin; large repositories shard their files: the same tensors in
+    another file format give exactly the same model."""
+    other = write_family(tmp_path / family, family, seed=7, weights_format=weights_format, max_shard_bytes=max_shard_bytes)
+    tokens = prompts(n_batch=1, n_pos=12, seed=4)
+    with torch.no_grad():
+        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
+        found = weights.load(other, process=False)[0](tokens)
+    assert torch.equal(found, expected)
 
 
 def test_local_attention_reads_only_the_window(family_checkpoints):
@@ -394,8 +420,6 @@ def test_a_missing_field_is_named(family_checkpoints, tmp_path):
 
 
 def test_a_checkpoint_that_does_not_match_its_config_lists_every_problem(family_checkpoints, tmp_path):
-    from safetensors.torch import load_file
-
     directory = tmp_path / "pythia"
     shutil.copytree(family_checkpoints["gpt_neox"], directory)
     state = load_file(directory / "model.safetensors")

@@ -85,14 +85,19 @@ def test_git_lfs_pointer_is_recognised(checkpoint_copy):
 
 def test_directory_without_weights(checkpoint_copy):
     (checkpoint_copy / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"no weights \(expected model\.safetensors\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no weights \(expected model\.safetensors, model\.safetensors\.index\.json, pytorch_model\.bin or "
+        r"pytorch_model\.bin\.index\.json\)",
+    ):
         weights.load(checkpoint_copy)
 
 
-def test_pickle_only_checkpoint_is_refused_with_the_reason(checkpoint_copy):
-    (checkpoint_copy / "model.safetensors").rename(checkpoint_copy / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="pickle, which can run arbitrary code.*save_pretrained"):
-        weights.load(checkpoint_copy)
+def test_pickle_only_checkpoint_loads_through_the_safe_loader(checkpoint_copy, small_checkpoint):
+    """pytorch_model.bin alone, as OPT's repositories hold it: read with torch.load(weights_only=True)."""
+    (checkpoint_copy / "model.safetensors").unlink()
+    torch.save(official_state(3, 64, 4, seed=1), checkpoint_copy / "pytorch_model.bin")
+    assert torch.equal(logits_of(checkpoint_copy), logits_of(small_checkpoint))
 
 
 def test_unknown_model_name_lists_the_known_ones():

@@ -10,7 +10,8 @@ from minigpt import GPT2, Tokenizer
 
 from . import devices, rewrites
 from .checkpoint import read_config, read_model, read_tokenizer, save
-from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, CheckpointError, is_hub_name, locate
+from .formats import CheckpointError, open_weights
+from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, is_hub_name, locate
 from .rewrites import (
     center_unembed,
     center_writing_weights,
@@ -91,6 +92,7 @@ __all__ = [
     "keep_tokens",
     "load",
     "locate",
+    "open_weights",
     "process",
     "read_config",
     "read_model",

@@ -18,21 +18,19 @@ into W_Q, W_K, W_V and each of those into heads, all as views of the tensor read
 
 import json
 import re
-import struct
 from pathlib import Path
 
 import torch
 
 from minigpt import GPT2, Config, Tokenizer
+from minigpt.tokenizer import END_OF_TEXT
 
 from . import families
-from .hub import CheckpointError, pickle_only
+from .formats import CheckpointError, json_field, open_weights, read_float32, read_json, read_merges, read_vocab
 from .keys import check_tied, match_keys
 from .keys import set_parameter as _set
 from .rewrites import drop_unembed
 
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-LFS_POINTER_START = b"version https://git-lfs"
 # Causal masks (minigpt builds its own) and the tied lm_head (checked against wte): not read as parameters.
 IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight")
 
@@ -48,35 +46,34 @@ def read_config(directory: Path) -> Config:
         raise CheckpointError(
             f"{directory}: no config.json (a GPT-2 directory holds config.json, model.safetensors, vocab.json, merges.txt)"
         )
-    try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
-    model_type = hf.get("model_type", "gpt2")
+    hf = read_json(path)
+    model_type = json_field(hf, path, "model_type", str, "gpt2")
     if model_type in families.FAMILIES:
         return families.read_config(model_type, hf, path)
     if model_type != "gpt2":
         known = ", ".join(["gpt2", *families.FAMILIES])
         raise CheckpointError(f"{path}: model_type is {model_type!r}; minigpt reads the model types {known}")
     # "gelu_pytorch_tanh" is the same tanh formula computed by torch; both are GPT-2's GELU.
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise CheckpointError(f"{path}: activation_function {hf['activation_function']!r}; GPT-2 uses gelu_new")
-    if not hf.get("scale_attn_weights", True) or hf.get("scale_attn_by_inverse_layer_idx", False):
+    activation = json_field(hf, path, "activation_function", str, "gelu_new")
+    if activation not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise CheckpointError(f"{path}: activation_function {activation!r}; GPT-2 uses gelu_new")
+    if not json_field(hf, path, "scale_attn_weights", bool, True) or json_field(
+        hf, path, "scale_attn_by_inverse_layer_idx", bool, False
+    ):
         raise CheckpointError(f"{path}: non-standard attention scaling is not implemented in minigpt")
-    try:
-        d_model = hf["n_embd"]
-        return Config(
-            n_layers=hf["n_layer"],
-            d_model=d_model,
-            n_heads=hf["n_head"],
-            d_head=d_model // hf["n_head"],
-            d_mlp=hf.get("n_inner") or 4 * d_model,
-            d_vocab=hf["vocab_size"],
-            n_ctx=hf["n_positions"],
-            ln_eps=hf.get("layer_norm_epsilon", 1e-5),
-        )
-    except KeyError as missing:
-        raise CheckpointError(f"{path}: missing the field {missing}") from None
+    d_model, n_heads = json_field(hf, path, "n_embd", int), json_field(hf, path, "n_head", int)
+    if d_model % n_heads:
+        raise CheckpointError(f"{path}: n_embd {d_model} is not divisible by n_head {n_heads}")
+    return Config(
+        n_layers=json_field(hf, path, "n_layer", int),
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=d_model // n_heads,
+        d_mlp=json_field(hf, path, "n_inner", int, 4 * d_model),
+        d_vocab=json_field(hf, path, "vocab_size", int),
+        n_ctx=json_field(hf, path, "n_positions", int),
+        ln_eps=json_field(hf, path, "layer_norm_epsilon", float, 1e-5),
+    )
 
 
 def hf_config(cfg: Config) -> dict:
@@ -123,83 +120,7 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
 
 
-class SafetensorsFile:
-    """A .safetensors file read one tensor at a time with plain reads.
-
-    The format: 8 bytes giving the header's length, a JSON header {key: {dtype, shape, data_offsets}},
-    then the raw little-endian tensor bytes. Reading into fresh tensors, rather than through a memory
-    map, keeps resident memory to the tensors we hold: a map's pages stay resident as well.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            start = f.read(64)
-            if start.startswith(LFS_POINTER_START):
-                raise CheckpointError(
-                    f"{path} is a Git LFS pointer ({size} bytes), not the weights: run `git lfs pull` in that clone, "
-                    "or download the file itself"
-                )
-            problem = None
-            if size < 8:
-                problem = f"only {size} bytes"
-            else:
-                (header_len,) = struct.unpack("<Q", start[:8])
-                if 8 + header_len > size:
-                    problem = f"its header claims {header_len} bytes but the file has {size}"
-                else:
-                    f.seek(8)
-                    try:
-                        self.header = json.loads(f.read(header_len))
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        problem = "its header is not valid JSON"
-            if problem is None:
-                self.header.pop("__metadata__", None)
-                self.data_start = 8 + header_len
-                end = max((info["data_offsets"][1] for info in self.header.values()), default=0)
-                if self.data_start + end > size:
-                    problem = f"truncated: the header needs {self.data_start + end} bytes, the file has {size}"
-        if problem:
-            raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({problem}). {how_to_replace(path)}")
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: tuple(info["shape"]) for key, info in self.header.items()}
-
-    def read(self, key: str) -> torch.Tensor:
-        info = self.header[key]
-        if info["dtype"] not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {key} has dtype {info['dtype']}; expected F32, F16 or BF16")
-        begin, end = info["data_offsets"]
-        raw = torch.empty(end - begin, dtype=torch.uint8)
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(self.data_start + begin)
-            f.readinto(raw.numpy())
-        return raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
-
-
-def how_to_replace(path: Path) -> str:
-    """What to do about a bad file: in the Hugging Face cache the snapshot's file is a link to a blob, and the
-    blob is what must go (huggingface_hub links a surviving blob again instead of downloading it)."""
-    if path.is_symlink():
-        return (
-            f"It is Hugging Face's cached copy: delete it with `rm {path.resolve()} {path}` and run again to download it afresh"
-        )
-    return "Delete it and download it again"
-
-
-def open_weights(directory: Path) -> SafetensorsFile:
-    path = directory / "model.safetensors"
-    if path.is_file():
-        return SafetensorsFile(path)
-    if (directory / "model.safetensors.index.json").is_file():
-        raise CheckpointError(f"{directory}: sharded checkpoints are not supported; merge the shards into one model.safetensors")
-    if (directory / "pytorch_model.bin").is_file():
-        raise pickle_only(str(directory))
-    raise CheckpointError(f"{directory}: no weights (expected model.safetensors)")
-
-
-def check_keys(checkpoint_file: SafetensorsFile, cfg: Config) -> dict[str, str]:
+def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
     """{official key: key in the file (perhaps "transformer."-prefixed)}, after checking every tensor is present,
     known and of its shape."""
     return match_keys(checkpoint_file, cfg, expected_shapes(cfg), "transformer.", IGNORED)
@@ -210,8 +131,10 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt)")
-    vocab = json.loads(files["vocab.json"].read_text(encoding="utf-8"))
-    return Tokenizer.from_strings(vocab, files["merges.txt"].read_text(encoding="utf-8"))
+    vocab = read_vocab(files["vocab.json"])
+    if END_OF_TEXT not in vocab:
+        raise CheckpointError(f"{files['vocab.json']}: no {END_OF_TEXT} (GPT-2's end-of-text token, its BOS and padding)")
+    return Tokenizer(vocab, read_merges(files["merges.txt"]))
 
 
 def read_model(directory: Path, unembed: bool = True) -> GPT2:
@@ -224,7 +147,7 @@ def read_model(directory: Path, unembed: bool = True) -> GPT2:
     keys = check_keys(checkpoint_file, cfg)
 
     def read(key: str) -> torch.Tensor:
-        return checkpoint_file.read(keys[key]).float()
+        return read_float32(checkpoint_file, keys[key])
 
     with torch.device("meta"):  # parameters without memory, each replaced by the checkpoint's tensor
         model = GPT2(cfg)

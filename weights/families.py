@@ -22,16 +22,20 @@ from minigpt.gpt_neo import GPTNeo, NeoConfig
 from minigpt.gpt_neox import GPTNeoX, NeoXConfig
 from minigpt.opt import OPT, OPTConfig
 
-from .hub import CheckpointError
+from .formats import CheckpointError, json_field, read_float32
 from .keys import check_tied, match_keys
 from .keys import set_parameter as _set
 from .rewrites import drop_unembed
 
 
-def field(hf: dict, name: str, path):
-    if name not in hf:
-        raise CheckpointError(f"{path}: missing the field {name!r}")
-    return hf[name]
+def fields(hf: dict, path):
+    """get(name, kind[, default]): config.json's field, refused in one line unless it is of that kind
+    (formats.json_field: int a positive integer, float a number, str, bool, list, dict; null counts as absent)."""
+
+    def get(name: str, kind: type, *default):
+        return json_field(hf, path, name, kind, *default)
+
+    return get
 
 
 def refuse_unless(ok: bool, path, what: str) -> None:
@@ -84,20 +88,22 @@ def expand_attention_types(attention_types) -> list[str]:
 
 
 def neo_config(hf: dict, path) -> NeoConfig:
-    activation = hf.get("activation_function", "gelu_new")
+    get = fields(hf, path)
+    activation = get("activation_function", str, "gelu_new")
     refuse_unless(
         activation in ("gelu_new", "gelu_pytorch_tanh"), path, f"activation_function {activation!r}; GPT-Neo uses gelu_new"
     )
-    n_layers = field(hf, "num_layers", path)
+    n_layers = get("num_layers", int)
+    attention_types = get("attention_types", list, [[["global", "local"], 12]])  # HF's default
     try:
-        layers = expand_attention_types(hf.get("attention_types", [[["global", "local"], 12]]))
+        layers = expand_attention_types(attention_types)
     except (TypeError, ValueError):
-        raise CheckpointError(f"{path}: attention_types {hf['attention_types']!r} is not [[[kinds…], repeat], …]") from None
+        raise CheckpointError(f"{path}: attention_types {attention_types!r} is not [[[kinds…], repeat], …]") from None
     refuse_unless(len(layers) == n_layers, path, f"attention_types gives {len(layers)} layers, num_layers is {n_layers}")
     refuse_unless(
         set(layers) <= {"global", "local"}, path, f"attention_types {sorted(set(layers))}; GPT-Neo has global and local"
     )
-    d_model, n_heads = field(hf, "hidden_size", path), field(hf, "num_heads", path)
+    d_model, n_heads = get("hidden_size", int), get("num_heads", int)
     return shape(
         NeoConfig,
         path,
@@ -105,11 +111,11 @@ def neo_config(hf: dict, path) -> NeoConfig:
         d_model=d_model,
         n_heads=n_heads,
         d_head=d_model // n_heads,
-        d_mlp=hf.get("intermediate_size") or 4 * d_model,
-        d_vocab=field(hf, "vocab_size", path),
-        n_ctx=field(hf, "max_position_embeddings", path),
-        ln_eps=hf.get("layer_norm_epsilon", 1e-5),
-        window_size=hf.get("window_size", 256),
+        d_mlp=get("intermediate_size", int, 4 * d_model),
+        d_vocab=get("vocab_size", int),
+        n_ctx=get("max_position_embeddings", int),
+        ln_eps=get("layer_norm_epsilon", float, 1e-5),
+        window_size=get("window_size", int, 256),
         local_layers=tuple(l for l, kind in enumerate(layers) if kind == "local"),
     )
 
@@ -133,7 +139,7 @@ def read_neo(checkpoint_file, cfg: NeoConfig, unembed: bool) -> GPTNeo:
     keys = match_keys(checkpoint_file, cfg, neo_shapes(cfg), "transformer.", NEO_IGNORED)
 
     def read(key: str) -> torch.Tensor:
-        return checkpoint_file.read(keys[key]).float()
+        return read_float32(checkpoint_file, keys[key])
 
     with torch.device("meta"):
         model = GPTNeo(cfg)
@@ -173,43 +179,44 @@ def read_neo(checkpoint_file, cfg: NeoConfig, unembed: bool) -> GPTNeo:
 
 
 def opt_config(hf: dict, path) -> OPTConfig:
-    d_model = field(hf, "hidden_size", path)
+    get = fields(hf, path)
+    d_model = get("hidden_size", int)
     refuse_unless(
-        hf.get("do_layer_norm_before", True),
+        get("do_layer_norm_before", bool, True),
         path,
         "do_layer_norm_before is false (opt-350m): a post-LayerNorm OPT normalises the residual stream itself after "
         "each sublayer, so it is not GPT-2's pre-LayerNorm block and the study's rewrites do not hold; minigpt reads "
         "the pre-LayerNorm OPTs (opt-125m, -1.3b, -2.7b, …)",
     )
-    projected = hf.get("word_embed_proj_dim") or d_model
+    projected = get("word_embed_proj_dim", int, d_model)
     refuse_unless(
         projected == d_model,
         path,
         f"word_embed_proj_dim {projected} differs from hidden_size {d_model}: the embedding's project_in/project_out "
         "layers are not implemented in minigpt",
     )
-    activation = hf.get("activation_function", "relu")
+    activation = get("activation_function", str, "relu")
     refuse_unless(activation == "relu", path, f"activation_function {activation!r}; OPT uses relu")
-    refuse_unless(hf.get("enable_bias", True), path, "enable_bias is false; minigpt's OPT has biases on every layer")
+    refuse_unless(get("enable_bias", bool, True), path, "enable_bias is false; minigpt's OPT has biases on every layer")
     refuse_unless(
-        hf.get("layer_norm_elementwise_affine", True),
+        get("layer_norm_elementwise_affine", bool, True),
         path,
         "layer_norm_elementwise_affine is false; minigpt's OPT LayerNorms have a gain and a bias",
     )
     refuse_unless(
-        not hf.get("_remove_final_layer_norm", False), path, "_remove_final_layer_norm is true; OPT has a final LayerNorm"
+        not get("_remove_final_layer_norm", bool, False), path, "_remove_final_layer_norm is true; OPT has a final LayerNorm"
     )
-    n_heads = field(hf, "num_attention_heads", path)
+    n_heads = get("num_attention_heads", int)
     return shape(
         OPTConfig,
         path,
-        n_layers=field(hf, "num_hidden_layers", path),
+        n_layers=get("num_hidden_layers", int),
         d_model=d_model,
         n_heads=n_heads,
         d_head=d_model // n_heads,
-        d_mlp=field(hf, "ffn_dim", path),
-        d_vocab=field(hf, "vocab_size", path),
-        n_ctx=field(hf, "max_position_embeddings", path),
+        d_mlp=get("ffn_dim", int),
+        d_vocab=get("vocab_size", int),
+        n_ctx=get("max_position_embeddings", int),
         ln_eps=1e-5,  # OPT's LayerNorms are nn.LayerNorm with its default ε; config.json has no field for it
     )
 
@@ -242,7 +249,7 @@ def read_opt(checkpoint_file, cfg: OPTConfig, unembed: bool) -> OPT:
     keys = match_keys(checkpoint_file, cfg, opt_shapes(cfg), "model.", re.compile(r"lm_head\.weight"))
 
     def read(key: str) -> torch.Tensor:
-        return checkpoint_file.read(keys[key]).float()
+        return read_float32(checkpoint_file, keys[key])
 
     with torch.device("meta"):
         model = OPT(cfg)
@@ -278,40 +285,47 @@ def read_opt(checkpoint_file, cfg: OPTConfig, unembed: bool) -> OPT:
 def rotary(hf: dict, path) -> tuple[float, float]:
     """(rotary_pct, base) from either form of config.json: transformers 4.x wrote rotary_pct and rotary_emb_base
     (as every released Pythia has them); transformers 5 writes rope_parameters {rope_theta, partial_rotary_factor,
-    rope_type}. As in HF's GPTNeoXConfig, rope_parameters wins where both are present."""
-    name = "rope_parameters" if hf.get("rope_parameters") else "rope_scaling"
-    rope = hf.get(name) or {}
-    refuse_unless(isinstance(rope, dict), path, f"{name} {rope!r} is not an object")
+    rope_type}. As in HF's GPTNeoXConfig, rope_parameters wins where both are present, and a 4.x rope_scaling
+    (null in every Pythia) would take its place."""
+    get = fields(hf, path)
+    name = "rope_parameters" if get("rope_parameters", dict, {}) else "rope_scaling"
+    rope = get(name, dict, {})
     kind = rope.get("rope_type", rope.get("type", "default"))
     refuse_unless(kind == "default", path, f"{name} has rope_type {kind!r}; minigpt implements only the default rotary embedding")
-    return rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25)), rope.get("rope_theta", hf.get("rotary_emb_base", 10000))
+    inner = fields(rope, f"{path}: {name}")
+    pct = inner("partial_rotary_factor", float, get("rotary_pct", float, 0.25))
+    base = inner("rope_theta", float, get("rotary_emb_base", float, 10000.0))
+    return pct, base
 
 
 def neox_config(hf: dict, path) -> NeoXConfig:
-    activation = hf.get("hidden_act", "gelu")
+    get = fields(hf, path)
+    activation = get("hidden_act", str, "gelu")
     refuse_unless(activation == "gelu", path, f"hidden_act {activation!r}; Pythia uses gelu, the exact (erf) GELU")
     refuse_unless(
-        hf.get("attention_bias", True), path, "attention_bias is false; minigpt's GPT-NeoX has biases on q, k, v and the output"
+        get("attention_bias", bool, True),
+        path,
+        "attention_bias is false; minigpt's GPT-NeoX has biases on q, k, v and the output",
     )
     refuse_unless(
-        not hf.get("tie_word_embeddings", False), path, "tie_word_embeddings is true; GPT-NeoX unembeds with its own embed_out"
+        not get("tie_word_embeddings", bool, False), path, "tie_word_embeddings is true; GPT-NeoX unembeds with its own embed_out"
     )
-    d_model, n_heads = field(hf, "hidden_size", path), field(hf, "num_attention_heads", path)
+    d_model, n_heads = get("hidden_size", int), get("num_attention_heads", int)
     pct, base = rotary(hf, path)
     return shape(
         NeoXConfig,
         path,
-        n_layers=field(hf, "num_hidden_layers", path),
+        n_layers=get("num_hidden_layers", int),
         d_model=d_model,
         n_heads=n_heads,
         d_head=d_model // n_heads,
-        d_mlp=field(hf, "intermediate_size", path),
-        d_vocab=field(hf, "vocab_size", path),
-        n_ctx=field(hf, "max_position_embeddings", path),
-        ln_eps=hf.get("layer_norm_eps", 1e-5),
+        d_mlp=get("intermediate_size", int),
+        d_vocab=get("vocab_size", int),
+        n_ctx=get("max_position_embeddings", int),
+        ln_eps=get("layer_norm_eps", float, 1e-5),
         rotary_dims=int(d_model // n_heads * pct),  # as HF's GPTNeoXAttention.rotary_ndims
         rotary_base=float(base),
-        parallel_residual=hf.get("use_parallel_residual", True),
+        parallel_residual=get("use_parallel_residual", bool, True),
     )
 
 
@@ -337,7 +351,7 @@ def read_neox(checkpoint_file, cfg: NeoXConfig, unembed: bool) -> GPTNeoX:
     keys = match_keys(checkpoint_file, cfg, neox_shapes(cfg), "gpt_neox.", NEOX_IGNORED)
 
     def read(key: str) -> torch.Tensor:
-        return checkpoint_file.read(keys[key]).float()
+        return read_float32(checkpoint_file, keys[key])
 
     with torch.device("meta"):
         model = GPTNeoX(cfg)

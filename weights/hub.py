@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+from .formats import CheckpointError
+
 # The short names of the released checkpoints, and the hub repositories that hold them.
 REPOS = {
     "gpt2": "openai-community/gpt2",
@@ -16,10 +18,6 @@ FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
 # The small GPT-2 trained by `python -m training` and shipped inside this package.
 BUNDLED_NAME = "bundled"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-
-
-class CheckpointError(ValueError):
-    """A model could not be found or read. The message says what was wrong and what to do."""
 
 
 def pickle_only(where: str) -> CheckpointError:

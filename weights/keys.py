@@ -12,7 +12,7 @@ from torch import nn
 
 from minigpt import Config
 
-from .hub import CheckpointError
+from .formats import CheckpointError, read_float32
 
 
 def match_keys(
@@ -48,9 +48,7 @@ def match_keys(
 
 def check_tied(checkpoint_file, embedding: torch.Tensor, embedding_key: str, family: str) -> None:
     """Some files also carry lm_head.weight, the unembedding tied to the embedding: refuse one that is not tied."""
-    if "lm_head.weight" in checkpoint_file.shapes() and not torch.equal(
-        checkpoint_file.read("lm_head.weight").float(), embedding
-    ):
+    if "lm_head.weight" in checkpoint_file and not torch.equal(read_float32(checkpoint_file, "lm_head.weight"), embedding):
         raise CheckpointError(
             f"{checkpoint_file.path}: lm_head.weight differs from {embedding_key}; {family} ties them and minigpt requires it"
         )
