@@ -17,7 +17,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 sys.path.insert(0, str(Path(__file__).parent))  # conftest.record
 sys.path.insert(0, str(Path(__file__).parent.parent))  # benchmarks.checkpoints
 
-from benchmarks.checkpoints import gpt2_vocab_files, write_checkpoint
+from benchmarks.checkpoints import gpt2_vocab_files, save_weights, write_checkpoint
 from minigpt import GPT2, Config
 from training.train import TrainConfig, init_weights, train
 
@@ -116,10 +116,29 @@ class HubServer:
         return env | {"HF_ENDPOINT": self.endpoint, "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
+def commit_repo(mirrors: Path, repo_id: str, files: dict[str, Path | bytes]) -> str:
+    """mirrors/models/OWNER/NAME as a git repository of one commit holding files {name: source file or bytes}."""
+    repo = mirrors / "models" / repo_id
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "main")
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (repo / name).write_bytes(content)
+        else:
+            shutil.copy(content, repo / name)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", f"{len(files)} files")
+    return git(repo, "rev-parse", "HEAD")
+
+
 @pytest.fixture(scope="session")
 def hub_mirrors(tmp_path_factory):
     """Hub repositories as git repositories, named like the real ones: openai-community/gpt2 with two commits
-    of different weights (the older tagged v1), and someone/gpt2-pickle, which has only pytorch_model.bin.
+    of different weights (the older tagged v1); and, each in one of the other weights formats and holding
+    files a download should leave behind, someone/gpt2-pickle (pytorch_model.bin only), someone/gpt2-sharded
+    (safetensors shards), someone/gpt2-bin-sharded (.bin shards), someone/tokenizer-json (tokenizer.json
+    instead of vocab.json and merges.txt), someone/flax-only (no weights minigpt reads) and
+    someone/shard-missing (an index naming a shard the repository lacks).
     Returns (mirrors folder, {what: commit or source directory})."""
     root = tmp_path_factory.mktemp("hub")
     mirrors, sources = root / "mirrors", root / "sources"
@@ -136,14 +155,24 @@ def hub_mirrors(tmp_path_factory):
         facts[label] = git(repo, "rev-parse", "HEAD")
         facts[f"{label}_dir"] = source
     git(repo, "tag", "v1", facts["older"])
-    pickle_repo = mirrors / "models" / "someone" / "gpt2-pickle"
-    pickle_repo.mkdir(parents=True)
-    git(pickle_repo, "init", "-q", "-b", "main")
-    for name in ("config.json", "vocab.json", "merges.txt"):
-        shutil.copy(facts["newer_dir"] / name, pickle_repo / name)
-    (pickle_repo / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not read: minigpt never unpickles")
-    git(pickle_repo, "add", "-A")
-    git(pickle_repo, "commit", "-q", "-m", "weights as a pickle only")
+    decoys = {"tf_model.h5": b"not fetched", "tokenizer.json": b"not fetched: vocab.json and merges.txt come first"}
+    for label, seed, kwargs in (
+        ("pickle", 23, dict(weights_format="bin")),
+        ("sharded", 24, dict(max_shard_bytes=300_000)),
+        ("bin-sharded", 25, dict(weights_format="bin", max_shard_bytes=300_000)),
+    ):
+        source = write_checkpoint(sources / label, n_layers=3, d_model=64, n_heads=4, seed=seed, n_ctx=128, **kwargs)
+        extra = decoys | ({"pytorch_model.bin": b"not fetched: safetensors come first"} if label == "sharded" else {})
+        commit_repo(mirrors, f"someone/gpt2-{label}", {path.name: path for path in source.iterdir()} | extra)
+        facts[f"{label}_dir"] = source
+    newer = facts["newer_dir"]
+    small = {"config.json": newer / "config.json", "model.safetensors": b"not read by locate"}
+    commit_repo(mirrors, "someone/tokenizer-json", small | {"tokenizer.json": b"{}", "vocab.json": newer / "vocab.json"})
+    commit_repo(mirrors, "someone/flax-only", {"config.json": newer / "config.json", "flax_model.msgpack": b"flax"})
+    partial = root / "partial"
+    partial.mkdir()
+    save_weights({"a": torch.zeros(300_000), "b": torch.zeros(300_000)}, partial, max_shard_bytes=1_000_000)
+    commit_repo(mirrors, "someone/shard-missing", {"model.safetensors.index.json": partial / "model.safetensors.index.json"})
     return mirrors, facts
 
 

@@ -423,8 +423,15 @@ def test_with_neither_server_nor_cache_the_default_is_the_bundled_model(hub, pro
             "error: openai-community/gpt2: the hub has no revision 'no-such-branch' .*; it has branches main and tags v1$",
         ),
         (
-            ["--model", "someone/gpt2-pickle"],
-            r"error: someone/gpt2-pickle \(revision [0-9a-f]{40}\) has only pytorch_model.bin, a pickle",
+            ["--model", "someone/flax-only"],
+            r"error: someone/flax-only \(revision main\) has none of the weight files minigpt reads \(model\.safetensors, "
+            r"model\.safetensors\.index\.json, pytorch_model\.bin, pytorch_model\.bin\.index\.json\); it has config\.json, "
+            r"flax_model\.msgpack$",
+        ),
+        (
+            ["--model", "someone/shard-missing"],
+            r"error: someone/shard-missing \(revision [0-9a-f]{40}\): model\.safetensors\.index\.json names 2 shard\(s\) "
+            r"the repository does not have: model-00001-of-00002\.safetensors, model-00002-of-00002\.safetensors$",
         ),
         (["--model", "bundled", "--revision", "v1"], "error: --revision v1 applies to hub models; bundled is the bundled model"),
     ],
@@ -434,6 +441,51 @@ def test_what_the_hub_does_not_have_is_one_line_exit_2(args, expected, hub, prom
     assert result.returncode == 2
     assert re.match(expected, error_line(result)), error_line(result)
     assert not (tmp_path / "out").exists()
+
+
+def cached_files(hf_home: Path, repo: str) -> list[str]:
+    (snapshot,) = (hf_home / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir()
+    return sorted(path.name for path in snapshot.iterdir())
+
+
+def test_a_pickle_only_and_a_sharded_repository_download_what_they_have_and_load(hub, hub_mirrors, prompts, tmp_path):
+    """pytorch_model.bin alone (as OPT's repositories are), and safetensors shards beside a decoy .bin: each
+    download fetches the weights file(s) minigpt reads and the tokenizer, nothing else, and the study's
+    numbers are those of the same weights read from a local directory."""
+    _, facts = hub_mirrors
+    repos = {"someone/gpt2-pickle": "pickle_dir", "someone/gpt2-sharded": "sharded_dir"}
+    models = [arg for repo in repos for arg in ("--model", repo)]
+    result = run_cli(*models, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
+    assert result.returncode == 0, result.stderr
+    tokenizer = ["config.json", "merges.txt", "vocab.json"]
+    assert cached_files(tmp_path / "hf", "someone/gpt2-pickle") == sorted(["pytorch_model.bin", *tokenizer])
+    shards = sorted(p.name for p in facts["sharded_dir"].glob("model-*.safetensors"))
+    assert len(shards) > 2
+    assert cached_files(tmp_path / "hf", "someone/gpt2-sharded") == sorted(["model.safetensors.index.json", *shards, *tokenizer])
+    by_repo = {model["source"]["repo"]: model for model in summary_of(tmp_path / "out").values()}
+    for repo, source in repos.items():
+        expected = in_process_mean_norms(facts[source])
+        np.testing.assert_allclose(by_repo[repo]["mean_norm"]["resid_post"], expected, rtol=1e-5)
+
+
+def test_a_download_takes_the_tokenizer_and_shards_each_repository_has(hub, tmp_path):
+    """.bin shards with their index; tokenizer.json where vocab.json and merges.txt are not both there."""
+    script = "import json, weights; print(json.dumps(sorted(p.name for p in weights.locate(NAME)[0].iterdir())))"
+    found = {}
+    for repo in ("someone/gpt2-bin-sharded", "someone/tokenizer-json"):
+        result = subprocess.run(
+            [sys.executable, "-c", script.replace("NAME", repr(repo))],
+            env=hub.env(tmp_path / "hf"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found[repo] = json.loads(result.stdout)
+    bin_shards = [name for name in found["someone/gpt2-bin-sharded"] if name.startswith("pytorch_model-")]
+    assert len(bin_shards) > 2 and found["someone/gpt2-bin-sharded"] == sorted(
+        ["config.json", "merges.txt", "pytorch_model.bin.index.json", "vocab.json", *bin_shards]
+    )
+    assert found["someone/tokenizer-json"] == ["config.json", "model.safetensors", "tokenizer.json"]
 
 
 def test_a_truncated_cached_file_is_named_with_the_way_to_fix_it(hub, prompts, tmp_path):

@@ -1,9 +1,9 @@
-"""From a model name to a local directory holding its four files, downloading through huggingface_hub."""
+"""From a model name to a local directory holding its files, downloading through huggingface_hub."""
 
 import sys
 from pathlib import Path
 
-from .formats import CheckpointError
+from .formats import WEIGHT_FILES, CheckpointError, shard_names
 
 # The short names of the released checkpoints, and the hub repositories that hold them.
 REPOS = {
@@ -13,19 +13,14 @@ REPOS = {
     "gpt2-xl": "openai-community/gpt2-xl",
     "distilgpt2": "distilbert/distilgpt2",
 }
-FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt")
+# What a download fetches, of the files a repository has: config.json, the first of WEIGHT_FILES it holds (and,
+# for a sharded checkpoint, the shards its index names), and the tokenizer: vocab.json and merges.txt, or else
+# tokenizer.json. Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
+TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
 # The small GPT-2 trained by `python -m training` and shipped inside this package.
 BUNDLED_NAME = "bundled"
 BUNDLED_DIR = Path(__file__).parent / "bundled"
-
-
-def pickle_only(where: str) -> CheckpointError:
-    return CheckpointError(
-        f"{where} has only pytorch_model.bin, a pickle, which can run arbitrary code when loaded; minigpt reads "
-        "only model.safetensors. Convert it once, e.g. transformers' GPT2LMHeadModel.from_pretrained(dir)"
-        ".save_pretrained(dir), which writes model.safetensors"
-    )
 
 
 def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
@@ -39,11 +34,15 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
     path = Path(name).expanduser()
     if path.is_dir():
         return path, {"name": name, "repo": None, "revision": "local", "path": str(path.resolve())}
-    looks_like_path = name.startswith(("/", ".", "~")) or path.exists()
-    is_hub_id = name.count("/") == 1 and not looks_like_path and all(name.split("/"))
-    if name not in REPOS and not is_hub_id:
+    is_hub_id = name.count("/") == 1 and all(name.split("/"))
+    if looks_like_path(name) or (name not in REPOS and not is_hub_id):
         known = ", ".join([*REPOS, BUNDLED_NAME])
-        what = "no such directory" if looks_like_path or "/" in name else "not a known model name"
+        if path.exists():
+            what = "not a directory"
+        elif looks_like_path(name) or "/" in name:
+            what = "no such directory"
+        else:
+            what = "not a known model name"
         raise CheckpointError(
             f"{name!r}: {what}. Known names: {known}; or a hub id such as openai-community/gpt2; or a local directory"
         )
@@ -53,15 +52,22 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
     return folder, source | ({"requested_revision": revision} if revision else {})
 
 
+def looks_like_path(name: str) -> bool:
+    """A name that means a place on disk, whether or not anything is there: it starts with /, ., or ~, or it
+    exists. No hub id starts so, and a file or folder of that name in the working directory wins over one."""
+    return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+
+
 def is_hub_name(name_or_path: str) -> bool:
     """Whether `locate` would look this name up on the hub (rather than in the package or on disk)."""
     name = str(name_or_path)
-    return name != BUNDLED_NAME and not Path(name).expanduser().is_dir()
+    return name != BUNDLED_NAME and not looks_like_path(name)
 
 
 def _download(repo: str, revision: str | None) -> Path:
-    """Fetch the four files into the Hugging Face cache (or find them there) and return their snapshot folder,
-    named by the resolved commit. When the hub cannot be reached, the cache answers for what it holds."""
+    """Fetch the files the model needs (`files_to_fetch`) into the Hugging Face cache, or find them there, and
+    return their snapshot folder, named by the resolved commit. When the hub cannot be reached, the cache
+    answers for what it holds."""
     import huggingface_hub
     from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -71,7 +77,22 @@ def _download(repo: str, revision: str | None) -> Path:
     if quiet:
         disable_progress_bars()
     try:
-        folder = Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=list(FILES)))
+        listing = _repo_files(repo, revision)
+        if listing is None:
+            folder = _cached_folder(repo, revision)
+        else:
+            files = files_to_fetch(listing, f"{repo} (revision {revision or 'main'})")
+            folder = Path(huggingface_hub.snapshot_download(repo, revision=revision, allow_patterns=files))
+            index = next((name for name in files if name.endswith(".index.json")), None)
+            if index is not None:  # the shards are known once the index is here: fetch them at the same commit
+                shards = shard_names(folder / index)
+                missing = sorted(set(shards) - set(listing))
+                if missing:
+                    raise CheckpointError(
+                        f"{repo} (revision {folder.name}): {index} names {len(missing)} shard(s) the repository does "
+                        f"not have: {', '.join(missing[:6])}"
+                    )
+                folder = Path(huggingface_hub.snapshot_download(repo, revision=folder.name, allow_patterns=files + shards))
     except (RevisionNotFoundError, RepositoryNotFoundError) as error:
         # Some servers (mirrors among them) answer an unknown revision as an unknown repository: ask which it is.
         refs = _refs(repo) if revision is not None else None
@@ -85,15 +106,37 @@ def _download(repo: str, revision: str | None) -> Path:
         at = f" at revision {revision!r}" if revision else ""
         raise CheckpointError(
             f"{repo}{at} is not in the Hugging Face cache and the hub cannot be reached (offline, or HF_HUB_OFFLINE=1). "
-            f"Download it once with network access, or pass a local directory holding {', '.join(FILES)}; "
-            f"'{BUNDLED_NAME}' names the small model shipped with minigpt"
+            "Download it once with network access, or pass a local directory holding config.json, the weights and "
+            f"the tokenizer's files; '{BUNDLED_NAME}' names the small model shipped with minigpt"
         ) from None
     finally:
         if quiet:
             enable_progress_bars()
-    if not (folder / "model.safetensors").exists() and "pytorch_model.bin" in _repo_files(repo, folder.name):
-        raise pickle_only(f"{repo} (revision {folder.name})")
     return folder
+
+
+def files_to_fetch(listing: list[str], where: str) -> list[str]:
+    """Of a repository's files, those a model needs: config.json, the first of WEIGHT_FILES present (a
+    sharded index without its shards, which only the index names), and the tokenizer's files."""
+    have = set(listing)
+    weights = next((name for name in WEIGHT_FILES if name in have), None)
+    if weights is None:
+        shown = ", ".join(sorted(have)[:12]) + (" …" if len(have) > 12 else "")
+        raise CheckpointError(f"{where} has none of the weight files minigpt reads ({', '.join(WEIGHT_FILES)}); it has {shown}")
+    tokenizer = next((names for names in TOKENIZER_FILES if have.issuperset(names)), ())
+    return ["config.json", weights, *tokenizer]
+
+
+def _cached_folder(repo: str, revision: str | None) -> Path:
+    """The cached snapshot of that revision (a branch or tag as the last download resolved it), found
+    without the network; its files are what earlier downloads left there."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    config = huggingface_hub.try_to_load_from_cache(repo, "config.json", revision=revision)
+    if not isinstance(config, str):
+        raise LocalEntryNotFoundError(f"{repo}: no cached snapshot")
+    return Path(config).parent
 
 
 def _refs(repo: str) -> dict[str, list[str]] | None:
@@ -107,10 +150,14 @@ def _refs(repo: str) -> dict[str, list[str]] | None:
     return {"branches": [ref.name for ref in refs.branches], "tags": [ref.name for ref in refs.tags]}
 
 
-def _repo_files(repo: str, revision: str) -> list[str]:
+def _repo_files(repo: str, revision: str | None) -> list[str] | None:
+    """The repository's files at that revision, or None if the hub cannot be reached (or asked)."""
     import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return huggingface_hub.list_repo_files(repo, revision=revision)
-    except Exception:  # offline: the listing is unknown, and the missing file is reported when it is read
-        return []
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise
+    except Exception:  # offline, unreachable, a server error: the cache answers instead
+        return None
