@@ -15,10 +15,13 @@ go into every directory, Pythia's too: the released Pythia repositories carry to
 import json
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import record
+from conftest import HubServer, git, record
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OPTForCausalLM
@@ -439,3 +442,58 @@ def test_only_gpt2_is_saved_in_gpt2s_layout(family_checkpoints, tmp_path, vocab_
     model, _ = weights.load(family_checkpoints["opt"], process=False)
     with pytest.raises(ValueError, match="only GPT-2 is written in GPT-2's official layout; this model is OPT"):
         weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hub path: one repository of each family through olah on 127.0.0.1, as tests/test_faults.py does for gpt2.
+
+HUB_REPOS = {"gpt_neo": "EleutherAI/gpt-neo-125m", "opt": "facebook/opt-125m", "gpt_neox": "EleutherAI/pythia-70m"}
+
+
+@pytest.fixture(scope="session")
+def family_hub(family_checkpoints, tmp_path_factory):
+    """olah serving the tiny checkpoints under the released repositories' names (OPT's holds only pytorch_model.bin)."""
+    root = tmp_path_factory.mktemp("family-hub")
+    for family, repo in HUB_REPOS.items():
+        mirror = root / "mirrors" / "models" / repo
+        mirror.mkdir(parents=True)
+        git(mirror, "init", "-q", "-b", "main")
+        for path in family_checkpoints[family].iterdir():
+            shutil.copy(path, mirror / path.name)
+        git(mirror, "add", "-A")
+        git(mirror, "commit", "-q", "-m", "weights as released")
+    (root / "olah").mkdir()
+    server = HubServer(root / "mirrors", root / "olah")
+    yield server
+    server.stop()
+
+
+LOAD_FROM_HUB = """
+import sys, torch, weights
+model, tokenizer = weights.load(sys.argv[1], process=False)
+with torch.no_grad():
+    logits = model(torch.tensor([[int(t) for t in sys.argv[3:]]]))
+torch.save({"logits": logits, "type": type(model).__name__}, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(family_checkpoints, family_hub, family, tmp_path):
+    repo, tokens = HUB_REPOS[family], [str(t) for t in prompts(n_batch=1, n_pos=12, seed=5)[0].tolist()]
+    command = [sys.executable, "-c", LOAD_FROM_HUB, repo, str(tmp_path / "out.pt"), *tokens]
+    result = subprocess.run(
+        command,
+        env=family_hub.env(tmp_path / "hf"),
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (snapshot,) = (tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir()
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in family_checkpoints[family].iterdir())
+    found = torch.load(tmp_path / "out.pt", weights_only=True)
+    model, _ = weights.load(family_checkpoints[family], process=False)
+    with torch.no_grad():
+        expected = model(torch.tensor([[int(t) for t in tokens]]))
+    assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)
