@@ -6,7 +6,8 @@
    form a pair, turned by position · base^(−2i/rotary_dims) (rotary_emb_base, 10000). The rest pass
    unchanged. q · k then depends on how far apart two positions are. Hugging Face's modeling_gpt_neox.py:
    GPTNeoXRotaryEmbedding, rotate_half, apply_rotary_pos_emb. hook_q and hook_k are before the rotation,
-   hook_rot_q and hook_rot_k after it, as in TransformerLens.
+   hook_rot_q and hook_rot_k after it, as in TransformerLens's HookedTransformer (TransformerLens 4's
+   TransformerBridge has no rotated-q/k hooks).
 2. A parallel residual (use_parallel_residual, true for every Pythia): attention and MLP both read the
    LayerNorm of resid_pre, and resid_post = resid_pre + attn_out + mlp_out (GPTNeoXLayer.forward). So a
    block has no resid_mid. With use_parallel_residual false the block is GPT-2's.
@@ -35,7 +36,7 @@ from .model import GPT2, MLP, Attention, Block, HookPoint, LayerNorm, linear, pe
 @dataclass(frozen=True)
 class NeoXConfig(Config):
     rotary_dims: int = 16  # how many of each head's d_head dimensions are rotated (rotary_pct · d_head)
-    rotary_base: float = 10000.0  # rotary_emb_base: the slowest pair turns by position / base per position
+    rotary_base: float = 10000.0  # rotary_emb_base: pair i turns by base^(−2i/rotary_dims) per position
     parallel_residual: bool = True
 
     def __post_init__(self):

@@ -310,6 +310,20 @@ def test_local_attention_reads_only_the_window(family_checkpoints):
         assert torch.all(pattern[:, ~readable] == 0) and torch.all(pattern[:, readable] > 0)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_float32(family_checkpoints, family, dtype):
+    """As GPT-2's: half-precision log-probs stay close to float32's, every parameter in that dtype. GPT-Neo's
+    unscaled scores are taken in float32, so float16 cannot overflow there."""
+    tokens = prompts(n_batch=1, seed=6)
+    reference, _ = weights.load(family_checkpoints[family])
+    half, _ = weights.load(family_checkpoints[family], dtype=dtype)
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    with torch.no_grad():
+        expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
+    assert (found - expected).abs().max() < 0.1
+
+
 def hook_names(model) -> set[str]:
     return {re.sub(r"blocks\.\d+\.", "blocks.{l}.", name) for name in instrument.hook_points(model)}
 
