@@ -299,6 +299,20 @@ def test_every_weights_format_reads_to_the_same_model(family_checkpoints, tmp_pa
     assert torch.equal(found, expected)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_files_written_by_save_pretrained_read_the_same(family_checkpoints, tmp_path, family):
+    """transformers 5's save_pretrained writes OPT under "model.decoder.", drops the buffers and the tied lm_head,
+    and writes model.safetensors in float32: the same model."""
+    hf_reference(family_checkpoints[family], family).save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(family_checkpoints[family] / name, tmp_path / name)
+    tokens = prompts(n_batch=1, n_pos=12, seed=4)
+    with torch.no_grad():
+        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
+        found = weights.load(tmp_path, process=False)[0](tokens)
+    assert torch.equal(found, expected)
+
+
 def test_local_attention_reads_only_the_window(family_checkpoints):
     model, _ = weights.load(family_checkpoints["gpt_neo"], process=False)
     assert model.cfg.local_layers == (1, 3) and model.cfg.window_size == WINDOW

@@ -43,10 +43,10 @@ def refuse_unless(ok: bool, path, what: str) -> None:
         raise CheckpointError(f"{path}: {what}")
 
 
-def shape(cls, path, **fields) -> Config:
+def make_config(cls, path, **sizes) -> Config:
     """The family's config, or the config's own complaint (e.g. d_model not a multiple of n_heads) as one line."""
     try:
-        return cls(**fields)
+        return cls(**sizes)
     except ValueError as error:
         raise CheckpointError(f"{path}: {error}") from None
 
@@ -104,7 +104,7 @@ def neo_config(hf: dict, path) -> NeoConfig:
         set(layers) <= {"global", "local"}, path, f"attention_types {sorted(set(layers))}; GPT-Neo has global and local"
     )
     d_model, n_heads = get("hidden_size", int), get("num_heads", int)
-    return shape(
+    return make_config(
         NeoConfig,
         path,
         n_layers=n_layers,
@@ -146,19 +146,14 @@ def read_neo(checkpoint_file, cfg: NeoConfig, unembed: bool) -> GPTNeo:
     _set(model, "W_E", read("wte.weight"))
     check_tied(checkpoint_file, model.W_E, "wte.weight", "GPT-Neo")
     _set(model, "W_pos", read("wpe.weight"))
-    no_bias = torch.zeros(cfg.d_model)  # q, k and v have none; folding LayerNorm gives them one
     for i, block in enumerate(model.blocks):
         at = f"h.{i}.attn.attention"
         set_layer_norm(block.ln1, read(f"h.{i}.ln_1.weight"), read(f"h.{i}.ln_1.bias"))
-        W = {name: in_out(read(f"{at}.{name.lower()}_proj.weight")) for name in "QKV"} | {
-            "O": in_out(read(f"{at}.out_proj.weight"))
-        }
-        set_attention(
-            block.attn,
-            cfg,
-            W,
-            {"Q": no_bias.clone(), "K": no_bias.clone(), "V": no_bias.clone(), "O": read(f"{at}.out_proj.bias")},
-        )
+        W = {name: in_out(read(f"{at}.{name.lower()}_proj.weight")) for name in "QKV"}
+        W["O"] = in_out(read(f"{at}.out_proj.weight"))
+        # q, k and v have no bias: zeros, which folding LayerNorm then fills as it does GPT-2's.
+        b = {name: torch.zeros(cfg.d_model) for name in "QKV"} | {"O": read(f"{at}.out_proj.bias")}
+        set_attention(block.attn, cfg, W, b)
         set_layer_norm(block.ln2, read(f"h.{i}.ln_2.weight"), read(f"h.{i}.ln_2.bias"))
         m = f"h.{i}.mlp"
         set_mlp(
@@ -207,7 +202,7 @@ def opt_config(hf: dict, path) -> OPTConfig:
         not get("_remove_final_layer_norm", bool, False), path, "_remove_final_layer_norm is true; OPT has a final LayerNorm"
     )
     n_heads = get("num_attention_heads", int)
-    return shape(
+    return make_config(
         OPTConfig,
         path,
         n_layers=get("num_hidden_layers", int),
@@ -312,7 +307,7 @@ def neox_config(hf: dict, path) -> NeoXConfig:
     )
     d_model, n_heads = get("hidden_size", int), get("num_attention_heads", int)
     pct, base = rotary(hf, path)
-    return shape(
+    return make_config(
         NeoXConfig,
         path,
         n_layers=get("num_hidden_layers", int),
