@@ -203,9 +203,11 @@ def hf_reference(directory, family: str):
 
 
 def hf_layers(hf_model, family: str):
-    return {"gpt_neo": lambda: hf_model.transformer.h, "opt": lambda: hf_model.model.decoder.layers}.get(
-        family, lambda: hf_model.gpt_neox.layers
-    )()
+    if family == "gpt_neo":
+        return hf_model.transformer.h
+    if family == "opt":
+        return hf_model.model.decoder.layers
+    return hf_model.gpt_neox.layers
 
 
 def prompts(n_batch=2, n_pos=40, seed=0, d_vocab=50257):
