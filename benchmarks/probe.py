@@ -95,6 +95,12 @@ def peak_rss() -> int:
     return int(line.split()[1]) * 1024
 
 
+def weights_bytes(directory: Path) -> int:
+    """The size of the weights files: model.safetensors or pytorch_model.bin, or all of their shards."""
+    files = [*directory.glob("model*.safetensors")] or [*directory.glob("pytorch_model*.bin")]
+    return sum(path.stat().st_size for path in files)
+
+
 def main() -> None:
     contender, directory = sys.argv[1], Path(sys.argv[2])
     import_baseline(contender)
@@ -104,7 +110,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     peak = peak_rss()
     del loaded
-    checkpoint = (directory / "model.safetensors").stat().st_size
+    checkpoint = weights_bytes(directory)
     print(
         json.dumps(
             {

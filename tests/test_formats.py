@@ -26,13 +26,16 @@ from weights.formats import SafetensorsFile, read_tokenizer_json
 
 SHAPE = dict(n_layers=3, d_model=64, n_heads=4)
 SEED = 1  # as small_checkpoint's
-SHARD = 3_000_000  # bytes: wte (12.9 MB) is a shard of its own, the blocks share two more
+SHARD = 3_000_000  # bytes: wte (12.9 MB) and each causal mask (4.2 MB) are shards of their own, the rest share two
 
 
-def logits_of(directory) -> torch.Tensor:
+TOKENS = torch.arange(12)[None] * 11
+
+
+def logits_of(directory, tokens=TOKENS) -> torch.Tensor:
     model, _ = weights.load(directory, process=False)
     with torch.no_grad():
-        return model(torch.arange(12)[None] * 11)
+        return model(tokens)
 
 
 FORMATS = {
@@ -86,13 +89,7 @@ def test_shards_written_by_transformers_load_exactly(tmp_path, vocab_files):
     tokens = torch.arange(20)[None] * 13
     with torch.no_grad():
         expected = hf(tokens).logits
-    assert (logits_of_tokens(tmp_path, tokens) - expected).abs().max() < 1e-4  # float32 rounding: GPT-2's parity bound
-
-
-def logits_of_tokens(directory, tokens):
-    model, _ = weights.load(directory, process=False)
-    with torch.no_grad():
-        return model(tokens)
+    assert (logits_of(tmp_path, tokens) - expected).abs().max() < 1e-4  # float32 rounding: test_parity's bound
 
 
 def test_safetensors_is_preferred_over_the_same_weights_as_a_pickle(formats, tmp_path):
@@ -170,7 +167,7 @@ def torch_save(obj):
 
 
 def first_shard(directory: Path, index: str) -> str:
-    return sorted(set(json.loads((directory / index).read_text())["weight_map"].values()))[0]
+    return first_shard_of(json.loads((directory / index).read_text()))
 
 
 def remove_first_shard(index: str):
@@ -428,11 +425,11 @@ def test_a_damaged_file_is_one_line_naming_it(damaged, expected):
     assert re.search(expected, message), message
 
 
-LIBRARY_CASES = [name for name, case in CASES.items() if case[0] == "safetensors" and name in {
+LIBRARY_CASES = [
     "offsets_disagree_with_shape", "reversed_offsets", "missing_data_offsets", "header_is_a_list", "string_offsets",
     "overlapping_offsets", "unknown_dtype", "negative_shape", "boolean_in_shape", "metadata_not_strings",
     "entry_not_an_object", "bytes_belonging_to_no_tensor", "bytes_after_the_last_tensor", "truncated",
-}]  # fmt: skip
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("damaged", LIBRARY_CASES, indirect=True)
@@ -530,3 +527,56 @@ def test_a_name_that_exists_on_disk_is_not_a_hub_name(tmp_path, monkeypatch):
     assert weights.is_hub_name("owner/other") and not weights.is_hub_name("owner/notes")
     with pytest.raises(CheckpointError, match="'owner/notes': not a directory"):
         weights.locate("owner/notes")
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory: a .bin is mapped, and each read lets go of the pages it touched
+
+
+def resident_bytes_of_mapping(path: Path) -> int:
+    """How much of this process's mapping of path is resident, from /proc/self/smaps."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5:  # a mapping's first line: range, perms, offset, dev, inode, path
+            inside = len(fields) >= 6 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_reading_a_bin_leaves_none_of_its_map_resident(formats, monkeypatch):
+    """Each tensor is copied out of torch's map of the file and its pages dropped (madvise), so resident memory
+    is the copies alone, as with safetensors. Without the release the map stays resident beside them."""
+    from weights import formats as formats_module
+
+    path = formats["bin"] / "pytorch_model.bin"
+    source = formats_module.PickleFile(path)
+    copies = [source.read(key) for key in source.keys()]
+    size = path.stat().st_size
+    assert resident_bytes_of_mapping(path.resolve()) < size / 20  # what stays: the zip's headers, a page per record
+    monkeypatch.setattr(formats_module, "MADVISE", None)
+    kept = formats_module.PickleFile(path)
+    copies += [kept.read(key) for key in kept.keys()]
+    assert resident_bytes_of_mapping(path.resolve()) > size / 2
+
+
+def test_json_field_checks_each_kind_and_says_what_it_expected(tmp_path):
+    from weights.formats import json_field
+
+    path = tmp_path / "config.json"
+    data = {"bos_token_id": 0, "rotary_pct": 0.25, "rope_parameters": {"rope_theta": 10000}, "n_head": -1, "x": None}
+    assert json_field(data, path, "bos_token_id", int, minimum=0) == 0
+    assert json_field(data, path, "rotary_pct", float) == 0.25
+    assert json_field(data, path, "rope_parameters", dict) == {"rope_theta": 10000}
+    assert json_field(data, path, "x", int, 7) == 7 and json_field(data, path, "absent", str, "gpt2") == "gpt2"
+    for name, kind, expected in [
+        ("n_head", int, r"config\.json: n_head is -1; expected a positive integer$"),
+        ("rope_parameters", list, r"config\.json: rope_parameters is \{\"rope_theta\": 10000\}; expected a list$"),
+        ("absent", int, r"config\.json: missing the field 'absent'$"),
+    ]:
+        with pytest.raises(CheckpointError, match=expected):
+            json_field(data, path, name, kind)
+    with pytest.raises(CheckpointError, match=r"n_head is -1; expected an integer of at least 0$"):
+        json_field(data, path, "n_head", int, minimum=0)

@@ -44,7 +44,7 @@ def read_config(directory: Path) -> Config:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(
-            f"{directory}: no config.json (a GPT-2 directory holds config.json, model.safetensors, vocab.json, merges.txt)"
+            f"{directory}: no config.json (a GPT-2 directory holds config.json, the weights, vocab.json and merges.txt)"
         )
     hf = read_json(path)
     model_type = json_field(hf, path, "model_type", str, "gpt2")

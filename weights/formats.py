@@ -120,15 +120,13 @@ def header_problem(header, data_bytes: int) -> str | None:
             return f"tensor {key!r} has reversed data_offsets {offsets} (end before begin)"
         bits = math.prod(shape) * SAFETENSORS_BITS[dtype]
         if bits % 8 or end - begin != bits // 8:
-            return (
-                f"tensor {key!r}: data_offsets {offsets} hold {end - begin} bytes, but shape {shape} of {dtype} needs "
-                f"{bits / 8:g}"
-            )
+            needs = bits // 8 if bits % 8 == 0 else bits / 8
+            return f"tensor {key!r}: data_offsets {offsets} hold {end - begin} bytes, but shape {shape} of {dtype} needs {needs}"
         spans.append((begin, end, key))
     spans.sort()
-    for (_, end, key), (begin, _, next_key) in zip(spans, spans[1:]):  # sorted by begin, any overlap is adjacent
+    for (_, end, key), (begin, next_end, next_key) in zip(spans, spans[1:]):  # sorted by begin: an overlap is adjacent
         if begin < end:
-            return f"tensors {key!r} and {next_key!r} overlap (both hold bytes {begin} to {end} of the data)"
+            return f"tensors {key!r} and {next_key!r} overlap (both hold bytes {begin} to {min(end, next_end)} of the data)"
     position, previous = 0, None
     for begin, end, key in spans:
         if begin > position:
@@ -255,7 +253,9 @@ class PickleFile:
         if not isinstance(state, dict):
             raise CheckpointError(f"{self.path}: holds a {type(state).__name__}, not a state dict {{name: tensor}}")
         for key, value in state.items():
-            if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            if not isinstance(key, str):
+                raise CheckpointError(f"{self.path}: its key {key!r} is not a string; a state dict names its tensors")
+            if not isinstance(value, torch.Tensor):
                 raise CheckpointError(
                     f"{self.path}: its entry {key!r} is not a tensor ({type(value).__name__} {value!r:.40}); a state "
                     "dict holds only tensors"
@@ -422,23 +422,24 @@ def read_json(path: Path) -> dict:
 REQUIRED = object()
 
 
-def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED):
-    """data[name], refused in one line naming the file and the field unless it is of kind: int (a positive
-    integer), float (any finite number), str or bool. A field set to null counts as absent."""
+def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED, *, minimum: int = 1):
+    """data[name], refused in one line naming the file and the field unless it is of kind: int (an integer of
+    at least minimum, 1 unless told), float (any finite number), str, bool, list or dict. A field set to null
+    counts as absent: default is returned, and a field without a default is required."""
     value = data.get(name)
     if value is None:
         if default is REQUIRED:
             raise CheckpointError(f"{path}: missing the field '{name}'")
         return default
     if kind is int:
-        good = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        wanted = "a positive integer"
+        good = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+        wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
     elif kind is float:
         good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         wanted = "a number"
     else:
         good = isinstance(value, kind)
-        wanted = {str: "a string", bool: "true or false"}.get(kind, kind.__name__)
+        wanted = {str: "a string", bool: "true or false", list: "a list", dict: "an object"}.get(kind, kind.__name__)
     if not good:
         raise CheckpointError(f"{path}: {name} is {json.dumps(value)}; expected {wanted}")
     return value
