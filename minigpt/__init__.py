@@ -1,7 +1,10 @@
 """minigpt: GPT-2 written out to be read, with every intermediate tensor named."""
 
 from .config import OFFICIAL, Config, config_for
+from .gpt_neo import GPTNeo, NeoConfig
+from .gpt_neox import GPTNeoX, NeoXConfig
 from .model import GPT2, HookPoint, gelu_new
+from .opt import OPT, OPTConfig
 from .sampling import generate
 
 
@@ -15,4 +18,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
 
 
-__all__ = ["GPT2", "Config", "HookPoint", "OFFICIAL", "Tokenizer", "config_for", "gelu_new", "generate"]
+__all__ = [
+    "GPT2",
+    "OPT",
+    "Config",
+    "GPTNeo",
+    "GPTNeoX",
+    "HookPoint",
+    "NeoConfig",
+    "NeoXConfig",
+    "OFFICIAL",
+    "OPTConfig",
+    "Tokenizer",
+    "config_for",
+    "gelu_new",
+    "generate",
+]

@@ -21,19 +21,26 @@ import re
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from minigpt import GPT2, Config, Tokenizer
 from minigpt.tokenizer import END_OF_TEXT
 
+from . import families
 from .formats import CheckpointError, json_field, open_weights, read_float32, read_json, read_merges, read_vocab
+from .keys import check_tied, match_keys
+from .keys import set_parameter as _set
 from .rewrites import drop_unembed
 
-BUFFERS = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")  # causal masks: ignored, minigpt builds its own
+# Causal masks (minigpt builds its own) and the tied lm_head (checked against wte): not read as parameters.
+IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight")
 
 
 def read_config(directory: Path) -> Config:
-    """The model's shape from a Hugging Face GPT-2 config.json, refusing settings minigpt does not implement."""
+    """The model's shape from a Hugging Face config.json, refusing settings minigpt does not implement.
+
+    GPT-2's is read here; config.json's model_type picks another family's reader (weights/families.py),
+    whose config type (NeoConfig, OPTConfig, NeoXConfig) then says which model `read_model` builds.
+    """
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointError(
@@ -41,8 +48,11 @@ def read_config(directory: Path) -> Config:
         )
     hf = read_json(path)
     model_type = json_field(hf, path, "model_type", str, "gpt2")
+    if model_type in families.FAMILIES:
+        return families.read_config(model_type, hf, path)
     if model_type != "gpt2":
-        raise CheckpointError(f"{path}: model_type is {model_type!r}; minigpt reads only GPT-2 checkpoints")
+        known = ", ".join(["gpt2", *families.FAMILIES])
+        raise CheckpointError(f"{path}: model_type is {model_type!r}; minigpt reads the model types {known}")
     # "gelu_pytorch_tanh" is the same tanh formula computed by torch; both are GPT-2's GELU.
     activation = json_field(hf, path, "activation_function", str, "gelu_new")
     if activation not in ("gelu_new", "gelu_pytorch_tanh"):
@@ -110,31 +120,10 @@ def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
 
 
-def check_keys(checkpoint_file, cfg: Config) -> str:
-    """The key prefix ("" or "transformer."), after checking every tensor is present, known and of its shape."""
-    found = checkpoint_file.shapes()
-    prefix = "transformer." if any(key.startswith("transformer.") for key in found) else ""
-    found = {key.removeprefix(prefix): shape for key, shape in found.items()}
-    found = {key: shape for key, shape in found.items() if not BUFFERS.fullmatch(key) and key != "lm_head.weight"}
-    expected = expected_shapes(cfg)
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
-    misshaped = [
-        f"{key} {list(found[key])} (expected {list(shape)})"
-        for key, shape in expected.items()
-        if key in found and found[key] != shape
-    ]
-    if missing or unexpected or misshaped:
-        parts = [
-            f"{label} ({len(keys)}): {', '.join(keys[:12])}{' …' if len(keys) > 12 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
-            if keys
-        ]
-        raise CheckpointError(
-            f"{checkpoint_file.path} does not match its config.json ({cfg.n_layers} layers, d_model {cfg.d_model}): "
-            + "; ".join(parts)
-        )
-    return prefix
+def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
+    """{official key: key in the file (perhaps "transformer."-prefixed)}, after checking every tensor is present,
+    known and of its shape."""
+    return match_keys(checkpoint_file, cfg, expected_shapes(cfg), "transformer.", IGNORED)
 
 
 def read_tokenizer(directory: Path) -> Tokenizer:
@@ -148,29 +137,23 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     return Tokenizer(vocab, read_merges(files["merges.txt"]))
 
 
-def _set(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    setattr(module, name, nn.Parameter(tensor, requires_grad=False))
-
-
 def read_model(directory: Path, unembed: bool = True) -> GPT2:
     """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time.
     unembed=False leaves ln_final out (`weights.drop_unembed`): the model gives the residual stream only."""
     cfg = read_config(directory)
     checkpoint_file = open_weights(directory)
-    prefix = check_keys(checkpoint_file, cfg)
+    if type(cfg) is not Config:  # another family: its config type says which
+        return families.read_model(checkpoint_file, cfg, unembed)
+    keys = check_keys(checkpoint_file, cfg)
 
     def read(key: str) -> torch.Tensor:
-        return read_float32(checkpoint_file, prefix + key)
+        return read_float32(checkpoint_file, keys[key])
 
     with torch.device("meta"):  # parameters without memory, each replaced by the checkpoint's tensor
         model = GPT2(cfg)
-    lm_head = "lm_head.weight"
-    if lm_head in checkpoint_file and not torch.equal(read_float32(checkpoint_file, lm_head), read("wte.weight")):
-        raise CheckpointError(
-            f"{checkpoint_file.path}: lm_head.weight differs from wte.weight; GPT-2 ties them and minigpt requires it"
-        )
     n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
     _set(model, "W_E", read("wte.weight"))
+    check_tied(checkpoint_file, model.W_E, "wte.weight", "GPT-2")
     _set(model, "W_pos", read("wpe.weight"))
     for i, block in enumerate(model.blocks):
         for ln, key in ((block.ln1, "ln_1"), (block.ln2, "ln_2")):
@@ -200,6 +183,8 @@ def read_model(directory: Path, unembed: bool = True) -> GPT2:
 
 def official_state_dict(model: GPT2) -> dict[str, torch.Tensor]:
     """The model's weights under the official keys and shapes (without mask buffers): the inverse of read_model."""
+    if type(model) is not GPT2:
+        raise ValueError(f"only GPT-2 is written in GPT-2's official layout; this model is {type(model).__name__}")
     if model.W_U is not None or model.ln_final.w is None:
         raise ValueError("only unprocessed weights have the official layout; save the model before weights.process")
     cfg = model.cfg

@@ -7,6 +7,13 @@ whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it
 one that also knows every token it will embed may then `keep_tokens`, the embedding's rows for those alone.
 Each works in place, one tensor at a time (so processing needs little memory beyond the model), and
 returns the model. The tests check each invariant claimed below against the unprocessed model.
+
+The other families (GPT-Neo, OPT, Pythia/GPT-NeoX; minigpt/gpt_neo.py, opt.py, gpt_neox.py) have GPT-2's
+parameters under GPT-2's names, so the same four functions rewrite them; each docstring's "Families" line
+says what differs and why the identity still holds (tests/test_families.py checks each, as for GPT-2).
+Every rewrite applies to every family minigpt reads. Where one would not (a post-LayerNorm OPT such as
+opt-350m normalises the residual stream itself, so no LayerNorm reads it alone), the model is refused
+when it is read, not rewritten into something else.
 """
 
 from dataclasses import replace
@@ -42,6 +49,11 @@ def fold_layer_norm(model: GPT2) -> GPT2:
     Readers: ln1 → W_Q, W_K, W_V (and biases); ln2 → W_in (b_in); ln_final → W_U (a new b_U).
     Afterwards every LayerNorm only centres and normalises (w = b = None).
     Invariant: logits exactly (up to float rounding); residual stream unchanged.
+    Families: GPT-Neo's q, k, v have no bias in its files (b_Q, b_K, b_V are zeros) and get one here. In
+    GPT-NeoX's parallel block ln2 reads resid_pre rather than resid_mid: the identity is about a LayerNorm
+    and the weights that read it, not about what it reads, so it holds; the rotary embedding turns q and k
+    after this product, and q and k are unchanged. OPT's final LayerNorm is ln_final, as GPT-2's; Pythia's
+    W_U is its own matrix (embed_out), rewritten in place like the untied copy GPT-2 gets.
     """
     _untie_unembed(model)
     for block in model.blocks:
@@ -73,10 +85,14 @@ def center_writing_weights(model: GPT2) -> GPT2:
     by its mean, and after this every residual vector has zero mean (norm = std·√d_model).
     Invariant: logits exactly (up to float rounding); the residual stream up to its mean.
     The unembedding is untied first, since W_U = W_E.T reads, and must keep reading, the old W_E.
+    Families: GPT-NeoX has no W_pos (positions are rotations of q and k), and its W_U is already its own.
+    In its parallel block attention and MLP both write to, and both LayerNorms read, the residual stream,
+    so every reader is still a LayerNorm and the identity holds.
     """
     _untie_unembed(model)
     model.W_E -= model.W_E.mean(dim=-1, keepdim=True)
-    model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
+    if model.W_pos is not None:  # GPT-NeoX has none
+        model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
     for block in model.blocks:
         for W in (block.attn.W_O, block.attn.b_O, block.mlp.W_out, block.mlp.b_out):
             W -= W.mean(dim=-1, keepdim=True)
@@ -89,6 +105,8 @@ def center_unembed(model: GPT2) -> GPT2:
 
     Identity: each position's logits all shift by the same amount, (x @ mean_v(W_U) + mean(b_U)),
     and softmax ignores a constant shift. Invariant: log-probabilities (not logits).
+    Families: the same for all; for the padded vocabularies (OPT's 50272 rows, Pythia's 50304) the mean is
+    over every row, padding included, which shifts every logit of a position alike, so softmax still ignores it.
     """
     _untie_unembed(model)
     if model.ln_final is not None:
@@ -104,6 +122,8 @@ def fold_value_biases(model: GPT2) -> GPT2:
     Identity: z_q = Σ_k pattern[q, k]·(v_k + b_V) = Σ_k pattern[q, k]·v_k + b_V, because each row of
     the attention pattern sums to 1; so b_V reaches attn_out as the constant b_V @ W_O.
     Invariant: attn_out, the residual stream and logits; hook_v and hook_z change by b_V.
+    Families: the rows still sum to 1 under GPT-Neo's local window (fewer keys, still a softmax) and with
+    GPT-NeoX's rotation, which turns q and k and never v.
     """
     for block in model.blocks:
         attn = block.attn

@@ -1,0 +1,529 @@
+"""GPT-Neo, OPT and Pythia (GPT-NeoX) against Hugging Face's own classes, and the rewrites' invariances for each.
+
+Each family's tiny checkpoint is built with transformers' own class (GPTNeoForCausalLM, OPTForCausalLM,
+GPTNeoXForCausalLM) from a config.json in the form the released repositories carry, and written as they are:
+GPT-Neo's model.safetensors with its causal-mask buffers, OPT's float16 tensors under "decoder.", Pythia's
+float16 model.safetensors with its buffers and embed_out, padded beyond the tokenizer's vocabulary. Every
+LayerNorm gain and bias and every linear bias is random, as in benchmarks/checkpoints.py. The prompts (40
+tokens) are longer than GPT-Neo's local window (8 here), so local attention changes the result.
+
+Tolerances are GPT-2's (tests/test_parity.py): logits and log-probs ≤ 1e-4 max abs; residual streams ≤ 1e-4
+relative per position. Measured maxima are printed at the end of the run. GPT-2's vocab.json and merges.txt
+go into every directory, Pythia's too: the released Pythia repositories carry tokenizer.json only.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import HubServer, git, record
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OPTForCausalLM
+
+import instrument
+import weights
+from benchmarks.checkpoints import gpt2_vocab_files, save_weights
+from minigpt import GPT2, OPT, GPTNeo, GPTNeoX
+from weights import CheckpointError
+
+TOL = 1e-4
+N_LAYERS, D_MODEL, N_CTX, WINDOW = 4, 64, 64, 8
+
+
+def released_config(family: str, *, n_layers=N_LAYERS, d_model=D_MODEL, n_heads=4, n_ctx=N_CTX) -> dict:
+    """config.json as EleutherAI/gpt-neo-125m, facebook/opt-125m and EleutherAI/pythia-70m carry it, at this size."""
+    if family == "gpt_neo":
+        kinds = [["global", "local"], n_layers // 2]
+        return {
+            "activation_function": "gelu_new",
+            "architectures": ["GPTNeoForCausalLM"],
+            "attention_dropout": 0,
+            "attention_layers": ["global", "local"] * (n_layers // 2),
+            "attention_types": [kinds],
+            "bos_token_id": 50256,
+            "embed_dropout": 0,
+            "eos_token_id": 50256,
+            "gradient_checkpointing": False,
+            "hidden_size": d_model,
+            "initializer_range": 0.02,
+            "intermediate_size": None,
+            "layer_norm_epsilon": 1e-05,
+            "max_position_embeddings": n_ctx,
+            "model_type": "gpt_neo",
+            "num_heads": n_heads,
+            "num_layers": n_layers,
+            "resid_dropout": 0,
+            "summary_activation": None,
+            "summary_first_dropout": 0.1,
+            "summary_proj_to_labels": True,
+            "summary_type": "cls_index",
+            "summary_use_proj": True,
+            "torch_dtype": "float32",
+            "transformers_version": "4.9.0.dev0",
+            "use_cache": True,
+            "vocab_size": 50257,
+            "window_size": WINDOW,
+        }
+    if family == "opt":
+        return {
+            "_name_or_path": "facebook/opt-125m",
+            "activation_dropout": 0.0,
+            "activation_function": "relu",
+            "architectures": ["OPTForCausalLM"],
+            "attention_dropout": 0.0,
+            "bos_token_id": 2,
+            "do_layer_norm_before": True,
+            "dropout": 0.1,
+            "eos_token_id": 2,
+            "ffn_dim": 4 * d_model,
+            "hidden_size": d_model,
+            "init_std": 0.02,
+            "layerdrop": 0.0,
+            "max_position_embeddings": n_ctx,
+            "model_type": "opt",
+            "num_attention_heads": n_heads,
+            "num_hidden_layers": n_layers,
+            "pad_token_id": 1,
+            "prefix": "</s>",
+            "torch_dtype": "float16",
+            "transformers_version": "4.21.0.dev0",
+            "use_cache": True,
+            "vocab_size": 50272,
+            "word_embed_proj_dim": d_model,
+        }
+    return {
+        "architectures": ["GPTNeoXForCausalLM"],
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+        "hidden_act": "gelu",
+        "hidden_size": d_model,
+        "initializer_range": 0.02,
+        "intermediate_size": 4 * d_model,
+        "layer_norm_eps": 1e-05,
+        "max_position_embeddings": n_ctx,
+        "model_type": "gpt_neox",
+        "num_attention_heads": n_heads,
+        "num_hidden_layers": n_layers,
+        "rotary_emb_base": 10000,
+        "rotary_pct": 0.25,
+        "tie_word_embeddings": False,
+        "torch_dtype": "float16",
+        "transformers_version": "4.24.0",
+        "use_cache": True,
+        "use_parallel_residual": True,
+        "vocab_size": 50304,
+    }
+
+
+HF_CLASSES = {"gpt_neo": GPTNeoForCausalLM, "opt": OPTForCausalLM, "gpt_neox": GPTNeoXForCausalLM}
+
+
+@torch.no_grad()
+def randomise(model: nn.Module, seed: int) -> None:
+    """Every weight random, LayerNorm gains around 1 and every bias around 0 but not at it."""
+    g = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        params = dict(module.named_parameters(recurse=False))
+        for name, p in params.items():
+            if isinstance(module, nn.LayerNorm):
+                p.copy_(torch.randn(p.shape, generator=g) * (0.2 if name == "weight" else 0.1) + (name == "weight"))
+            elif name == "bias":
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def released_state(family: str, hf_model: nn.Module) -> dict[str, torch.Tensor]:
+    """The HF model's tensors under the keys, and in the dtype, of the released files, with their buffers."""
+    state = {key: t.detach().clone() for key, t in hf_model.state_dict().items() if key != "lm_head.weight"}
+    cfg = hf_model.config
+    n = cfg.max_position_embeddings
+    if family == "gpt_neo":  # the old GPTNeoSelfAttention's persistent buffers, as gpt-neo-125m's files keep them
+        for i in range(cfg.num_layers):
+            state[f"transformer.h.{i}.attn.attention.bias"] = torch.ones(n, n, dtype=torch.bool).tril().view(1, 1, n, n)
+            state[f"transformer.h.{i}.attn.attention.masked_bias"] = torch.tensor(-1e9)
+    if family == "opt":  # OPTModel's keys ("decoder."), float16
+        state = {key.removeprefix("model."): t.half() for key, t in state.items()}
+    if family == "gpt_neox":
+        state["embed_out.weight"] = hf_model.lm_head.weight.detach().clone()
+        d_rot = int(cfg.hidden_size // cfg.num_attention_heads * 0.25)
+        for i in range(cfg.num_hidden_layers):
+            at = f"gpt_neox.layers.{i}.attention"
+            state[f"{at}.bias"] = torch.ones(n, n, dtype=torch.bool).tril().view(1, 1, n, n)
+            state[f"{at}.masked_bias"] = torch.tensor(-1e9)
+            state[f"{at}.rotary_emb.inv_freq"] = 1.0 / (10000 ** (torch.arange(0, d_rot, 2).float() / d_rot))
+        state = {key: t.half() if t.is_floating_point() else t for key, t in state.items()}
+    return state
+
+
+# How each family's main branch ships its weights: OPT's only as pytorch_model.bin.
+RELEASED_FORMAT = {"gpt_neo": "safetensors", "opt": "bin", "gpt_neox": "safetensors"}
+
+
+def write_family(directory, family: str, *, seed=0, weights_format=None, max_shard_bytes=None, **size):
+    """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights
+    (in the family's released format unless weights_format says otherwise; sharded given max_shard_bytes, as
+    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(released_config(family, **size), indent=2))
+    torch.manual_seed(seed)
+    hf_cfg = HF_CLASSES[family].config_class.from_pretrained(directory)
+    hf_model = HF_CLASSES[family](hf_cfg).eval()
+    randomise(hf_model, seed)
+    state = {key: t.contiguous() for key, t in released_state(family, hf_model).items()}
+    save_weights(state, directory, weights_format=weights_format or RELEASED_FORMAT[family], max_shard_bytes=max_shard_bytes)
+    vocab, merges = gpt2_vocab_files()
+    shutil.copy(vocab, directory / "vocab.json")
+    shutil.copy(merges, directory / "merges.txt")
+    return directory
+
+
+FAMILIES = ["gpt_neo", "opt", "gpt_neox"]
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {family: write_family(root / family, family, seed=7) for family in FAMILIES}
+
+
+def hf_reference(directory, family: str):
+    """HF's model from the directory, in float32 (the files may be float16), eager attention, every tensor read."""
+    model, info = HF_CLASSES[family].from_pretrained(
+        directory, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["mismatched_keys"], info
+    return model.eval()
+
+
+def hf_layers(hf_model, family: str):
+    if family == "gpt_neo":
+        return hf_model.transformer.h
+    if family == "opt":
+        return hf_model.model.decoder.layers
+    return hf_model.gpt_neox.layers
+
+
+def prompts(n_batch=2, n_pos=40, seed=0, d_vocab=50257):
+    return torch.randint(0, d_vocab, (n_batch, n_pos), generator=torch.Generator().manual_seed(seed))
+
+
+def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return ((ours - theirs).norm(dim=-1) / theirs.norm(dim=-1)).max().item()
+
+
+@torch.no_grad()
+def hf_run(directory, family: str, tokens):
+    """HF's logits, the residual entering block 0 and every block's output (forward hooks on its layers)."""
+    hf = hf_reference(directory, family)
+    outputs = []
+    handles = [
+        layer.register_forward_hook(lambda _m, _i, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+        for layer in hf_layers(hf, family)
+    ]
+    result = hf(tokens, output_hidden_states=True)
+    for handle in handles:
+        handle.remove()
+    return result.logits, result.hidden_states[0], outputs
+
+
+def check_against_hf(directory, family: str, label: str) -> None:
+    """Unprocessed logits and residuals, processed log-probs and centred residuals, all against HF."""
+    tokens = prompts()
+    hf_logits, hf_embedded, hf_blocks = hf_run(directory, family, tokens)
+    assert len(hf_blocks) == N_LAYERS
+
+    def resid(name: str) -> bool:
+        return name.endswith("hook_resid_post") or name == "blocks.0.hook_resid_pre"
+
+    model, _ = weights.load(directory, process=False)
+    logits, cache = instrument.run_with_cache(model, tokens, names=resid)
+    record(f"{label}: unprocessed logits, max abs diff", (logits - hf_logits).abs().max().item(), TOL)
+    worst = max(relative(cache[f"blocks.{l}.hook_resid_post"], hf_blocks[l]) for l in range(N_LAYERS))
+    worst = max(worst, relative(cache["blocks.0.hook_resid_pre"], hf_embedded))
+    record(f"{label}: unprocessed residuals (every block), relative", worst, TOL)
+
+    processed, _ = weights.load(directory, process=True)
+    logits, cache = instrument.run_with_cache(processed, tokens, names=resid)
+    diff = (logits.log_softmax(-1) - hf_logits.log_softmax(-1)).abs().max().item()
+    record(f"{label}: processed log-probs, max abs diff", diff, TOL)
+    worst = 0.0
+    for l in range(N_LAYERS):
+        centred = hf_blocks[l] - hf_blocks[l].mean(-1, keepdim=True)
+        worst = max(worst, relative(cache[f"blocks.{l}.hook_resid_post"], centred))
+    record(f"{label}: processed residuals vs centred HF residuals, relative", worst, TOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_matches_hugging_face(family_checkpoints, family):
+    check_against_hf(family_checkpoints[family], family, family)
+
+
+def test_pythia_config_in_transformers_5_form_reads_the_same(family_checkpoints, tmp_path):
+    """transformers 5 writes rope_parameters {rope_theta, partial_rotary_factor} instead of rotary_emb_base and
+    rotary_pct: the same model, and still HF's numbers."""
+    source = family_checkpoints["gpt_neox"]
+    shutil.copytree(source, tmp_path / "v5")
+    GPTNeoXConfig.from_pretrained(source).save_pretrained(tmp_path / "v5")
+    written = json.loads((tmp_path / "v5" / "config.json").read_text())
+    assert "rotary_pct" not in written and written["rope_parameters"]["partial_rotary_factor"] == 0.25
+    assert weights.read_config(tmp_path / "v5") == weights.read_config(source)
+    check_against_hf(tmp_path / "v5", "gpt_neox", "gpt_neox (transformers 5 config)")
+
+
+def test_opt_checkpoint_is_pytorch_model_bin_only_as_released(family_checkpoints):
+    assert sorted(path.name for path in family_checkpoints["opt"].iterdir()) == [
+        "config.json",
+        "merges.txt",
+        "pytorch_model.bin",
+        "vocab.json",
+    ]
+
+
+@pytest.mark.parametrize(
+    "family, weights_format, max_shard_bytes",
+    [("gpt_neox", "bin", None), ("opt", "safetensors", None), ("gpt_neo", "safetensors", 2_000_000), ("opt", "bin", 2_000_000)],
+)
+def test_every_weights_format_reads_to_the_same_model(family_checkpoints, tmp_path, family, weights_format, max_shard_bytes):
+    """Pythia's step revisions ship pytorch_model.bin; large repositories shard their files: the same tensors in
+    another file format give exactly the same model."""
+    other = write_family(tmp_path / family, family, seed=7, weights_format=weights_format, max_shard_bytes=max_shard_bytes)
+    tokens = prompts(n_batch=1, n_pos=12, seed=4)
+    with torch.no_grad():
+        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
+        found = weights.load(other, process=False)[0](tokens)
+    assert torch.equal(found, expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_files_written_by_save_pretrained_read_the_same(family_checkpoints, tmp_path, family):
+    """transformers 5's save_pretrained writes OPT under "model.decoder.", drops the buffers and the tied lm_head,
+    and writes model.safetensors in float32: the same model."""
+    hf_reference(family_checkpoints[family], family).save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(family_checkpoints[family] / name, tmp_path / name)
+    tokens = prompts(n_batch=1, n_pos=12, seed=4)
+    with torch.no_grad():
+        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
+        found = weights.load(tmp_path, process=False)[0](tokens)
+    assert torch.equal(found, expected)
+
+
+def test_local_attention_reads_only_the_window(family_checkpoints):
+    model, _ = weights.load(family_checkpoints["gpt_neo"], process=False)
+    assert model.cfg.local_layers == (1, 3) and model.cfg.window_size == WINDOW
+    _, cache = instrument.run_with_cache(model, prompts(n_batch=1), names=lambda name: name.endswith("hook_pattern"))
+    back = torch.arange(40)[:, None] - torch.arange(40)[None, :]  # [query_pos, key_pos]
+    for l in range(N_LAYERS):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"][0]  # [n_heads, query_pos, key_pos]
+        readable = (back >= 0) & (back < WINDOW) if l in model.cfg.local_layers else back >= 0
+        assert torch.all(pattern[:, ~readable] == 0) and torch.all(pattern[:, readable] > 0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_float32(family_checkpoints, family, dtype):
+    """As GPT-2's: half-precision log-probs stay close to float32's, every parameter in that dtype. GPT-Neo's
+    unscaled scores are taken in float32, so float16 cannot overflow there."""
+    tokens = prompts(n_batch=1, seed=6)
+    reference, _ = weights.load(family_checkpoints[family])
+    half, _ = weights.load(family_checkpoints[family], dtype=dtype)
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    with torch.no_grad():
+        expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
+    assert (found - expected).abs().max() < 0.1
+
+
+def hook_names(model) -> set[str]:
+    return {re.sub(r"blocks\.\d+\.", "blocks.{l}.", name) for name in instrument.hook_points(model)}
+
+
+def test_hook_names_are_gpt2s_except_where_a_family_lacks_the_tensor(family_checkpoints, small_checkpoint):
+    gpt2 = hook_names(weights.load(small_checkpoint, process=False)[0])
+    found = {family: hook_names(weights.load(family_checkpoints[family], process=False)[0]) for family in FAMILIES}
+    assert found["gpt_neo"] == gpt2 and found["opt"] == gpt2
+    assert gpt2 - found["gpt_neox"] == {"hook_pos_embed", "blocks.{l}.hook_resid_mid"}  # rotary; parallel residual
+    assert found["gpt_neox"] - gpt2 == {"blocks.{l}.attn.hook_rot_q", "blocks.{l}.attn.hook_rot_k"}
+
+
+def test_each_family_loads_as_its_own_model(family_checkpoints):
+    classes = {"gpt_neo": GPTNeo, "opt": OPT, "gpt_neox": GPTNeoX}
+    for family, directory in family_checkpoints.items():
+        model, _ = weights.load(directory)
+        assert type(model) is classes[family] and isinstance(model, GPT2)
+    pythia, _ = weights.load(family_checkpoints["gpt_neox"], process=False)
+    assert pythia.W_pos is None and pythia.W_U.shape == (D_MODEL, 50304) and pythia.cfg.rotary_dims == 4
+    assert not torch.equal(pythia.W_U, pythia.W_E.T)  # untied
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rewrites, each alone and all four, with the invariances test_parity.py checks for GPT-2.
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("rewrite", ["fold_layer_norm", "center_writing_weights", "center_unembed", "fold_value_biases"])
+def test_each_rewrite_alone_leaves_log_probs_unchanged(family_checkpoints, family, rewrite):
+    tokens = prompts(seed=1)
+    reference, _ = weights.load(family_checkpoints[family], process=False)
+    rewritten, _ = weights.load(family_checkpoints[family], process=False)
+    getattr(weights, rewrite)(rewritten)
+    with torch.no_grad():
+        before, after = reference(tokens), rewritten(tokens)
+    diff = (after.log_softmax(-1) - before.log_softmax(-1)).abs().max().item()
+    record(f"{family}, {rewrite} alone: log-probs, max abs diff", diff, TOL)
+    if rewrite != "center_unembed":  # the only rewrite that shifts logits (by a constant per position)
+        record(f"{family}, {rewrite} alone: logits, max abs diff", (after - before).abs().max().item(), TOL)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_processing_centres_every_residual_vector_and_empties_the_layer_norms(family_checkpoints, family):
+    model, _ = weights.load(family_checkpoints[family], process=True)
+    _, cache = instrument.run_with_cache(model, prompts(seed=2), names=lambda name: "hook_resid" in name)
+    worst = max((t.mean(-1).abs() / t.norm(dim=-1)).max().item() for t in cache.values())
+    record(f"{family} processed: |mean| / norm of every residual vector", worst, 1e-5)
+    for ln in [*(b.ln1 for b in model.blocks), *(b.ln2 for b in model.blocks), model.ln_final]:
+        assert ln.w is None and ln.b is None
+    assert model.W_U is not None and model.b_U is not None
+    assert all(torch.all(b.attn.b_V == 0) for b in model.blocks)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(family_checkpoints, family):
+    full, _ = weights.load(family_checkpoints[family])
+    stream_only, _ = weights.load(family_checkpoints[family], unembed=False)
+    tokens = prompts(n_batch=1, n_pos=12, seed=3)
+    _, expected = instrument.run_with_cache(full, tokens, unembed=False)
+    _, found = instrument.run_with_cache(stream_only, tokens, unembed=False)
+    assert found.keys() == expected.keys()
+    for name in found:
+        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
+    assert stream_only.W_U is None and stream_only.ln_final is None
+    with pytest.raises(ValueError, match="no unembedding.*unembed=True for logits"):
+        stream_only(tokens)
+    renumber = weights.keep_tokens(stream_only, tokens)
+    _, kept = instrument.run_with_cache(stream_only, renumber[tokens], unembed=False)
+    for name in found:
+        torch.testing.assert_close(kept[name], expected[name], rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What is refused, in one line naming the field.
+
+
+@pytest.mark.parametrize(
+    "family, change, message",
+    [
+        ("opt", {"do_layer_norm_before": False}, "do_layer_norm_before is false (opt-350m): a post-LayerNorm OPT"),
+        ("opt", {"word_embed_proj_dim": 32}, "word_embed_proj_dim 32 differs from hidden_size 64"),
+        ("opt", {"activation_function": "gelu"}, "activation_function 'gelu'; OPT uses relu"),
+        ("gpt_neo", {"activation_function": "relu"}, "activation_function 'relu'; GPT-Neo uses gelu_new"),
+        ("gpt_neo", {"attention_types": [[["global", "sparse"], 2]]}, "attention_types ['global', 'sparse']"),
+        ("gpt_neo", {"attention_types": [[["global"], 3]]}, "attention_types gives 3 layers, num_layers is 4"),
+        ("gpt_neox", {"rope_scaling": {"type": "linear", "factor": 2.0}}, "rope_scaling has rope_type 'linear'"),
+        ("gpt_neox", {"hidden_act": "gelu_new"}, "hidden_act 'gelu_new'; Pythia uses gelu"),
+        ("gpt_neox", {"tie_word_embeddings": True}, "tie_word_embeddings is true"),
+        ("gpt_neox", {"rotary_pct": 0.1875}, "rotary_dims must be even and in (0, d_head = 16], found 3"),
+        ("gpt_neox", {"num_attention_heads": 5}, "n_heads * d_head must equal d_model"),
+        ("gpt_neox", {"model_type": "llama"}, "model_type is 'llama'; minigpt reads the model types"),
+    ],
+)
+def test_unsupported_settings_are_refused_in_one_line_naming_the_field(family_checkpoints, tmp_path, family, change, message):
+    directory = tmp_path / family
+    shutil.copytree(family_checkpoints[family], directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | change))
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        weights.load(directory)
+    assert "\n" not in str(error.value) and str(error.value).startswith(str(directory / "config.json"))
+
+
+def test_a_missing_field_is_named(family_checkpoints, tmp_path):
+    shutil.copytree(family_checkpoints["opt"], tmp_path / "opt")
+    config = json.loads((tmp_path / "opt" / "config.json").read_text())
+    del config["ffn_dim"]
+    (tmp_path / "opt" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json: missing the field 'ffn_dim'"):
+        weights.load(tmp_path / "opt")
+
+
+def test_a_checkpoint_that_does_not_match_its_config_lists_every_problem(family_checkpoints, tmp_path):
+    directory = tmp_path / "pythia"
+    shutil.copytree(family_checkpoints["gpt_neox"], directory)
+    state = load_file(directory / "model.safetensors")
+    del state["gpt_neox.layers.1.mlp.dense_h_to_4h.bias"]
+    state["gpt_neox.layers.0.attention.extra"] = torch.zeros(3)
+    state["embed_out.weight"] = torch.zeros(50304, D_MODEL + 1)
+    save_file(state, directory / "model.safetensors")
+    with pytest.raises(CheckpointError) as error:
+        weights.load(directory)
+    message = str(error.value)
+    assert "missing (1): layers.1.mlp.dense_h_to_4h.bias" in message
+    assert "unexpected (1): layers.0.attention.extra" in message
+    assert f"wrong shape (1): embed_out.weight [50304, {D_MODEL + 1}] (expected [50304, {D_MODEL}])" in message
+
+
+def test_only_gpt2_is_saved_in_gpt2s_layout(family_checkpoints, tmp_path, vocab_files):
+    model, _ = weights.load(family_checkpoints["opt"], process=False)
+    with pytest.raises(ValueError, match="only GPT-2 is written in GPT-2's official layout; this model is OPT"):
+        weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hub path: one repository of each family through olah on 127.0.0.1, as tests/test_faults.py does for gpt2.
+
+HUB_REPOS = {"gpt_neo": "EleutherAI/gpt-neo-125m", "opt": "facebook/opt-125m", "gpt_neox": "EleutherAI/pythia-70m"}
+
+
+@pytest.fixture(scope="session")
+def family_hub(family_checkpoints, tmp_path_factory):
+    """olah serving the tiny checkpoints under the released repositories' names (OPT's holds only pytorch_model.bin)."""
+    root = tmp_path_factory.mktemp("family-hub")
+    for family, repo in HUB_REPOS.items():
+        mirror = root / "mirrors" / "models" / repo
+        mirror.mkdir(parents=True)
+        git(mirror, "init", "-q", "-b", "main")
+        for path in family_checkpoints[family].iterdir():
+            shutil.copy(path, mirror / path.name)
+        git(mirror, "add", "-A")
+        git(mirror, "commit", "-q", "-m", "weights as released")
+    (root / "olah").mkdir()
+    server = HubServer(root / "mirrors", root / "olah")
+    yield server
+    server.stop()
+
+
+LOAD_FROM_HUB = """
+import sys, torch, weights
+model, tokenizer = weights.load(sys.argv[1], process=False)
+with torch.no_grad():
+    logits = model(torch.tensor([[int(t) for t in sys.argv[3:]]]))
+torch.save({"logits": logits, "type": type(model).__name__}, sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(family_checkpoints, family_hub, family, tmp_path):
+    repo, tokens = HUB_REPOS[family], [str(t) for t in prompts(n_batch=1, n_pos=12, seed=5)[0].tolist()]
+    command = [sys.executable, "-c", LOAD_FROM_HUB, repo, str(tmp_path / "out.pt"), *tokens]
+    result = subprocess.run(
+        command,
+        env=family_hub.env(tmp_path / "hf"),
+        cwd=Path(__file__).parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    (snapshot,) = (tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir()
+    assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in family_checkpoints[family].iterdir())
+    found = torch.load(tmp_path / "out.pt", weights_only=True)
+    model, _ = weights.load(family_checkpoints[family], process=False)
+    with torch.no_grad():
+        expected = model(torch.tensor([[int(t) for t in tokens]]))
+    assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)
