@@ -1,6 +1,6 @@
 """The study's per-model figures, one function each: the plot call and, beside it, the caption computed
-from the same numbers. Each takes a `study.ModelStudy` and returns a `Shown` (or None when the figure
-cannot be drawn); `FIGURES` lists them in the report's order. Figure 3 compares models and is drawn by
+from the same numbers. Each takes a `study.ModelStudy` and returns a `Shown` (`not_drawn`, saying why, when
+the model cannot have that figure); `FIGURES` lists them in the report's order. Figure 3 compares models and is drawn by
 `report.write_outputs`. A new figure is one function here, added to FIGURES, with its plot in plots.py.
 """
 
@@ -20,8 +20,17 @@ from analysis.study import ModelStudy
 class Shown:
     stem: str  # file name without suffix, numbered as in the study
     title: str  # the report's heading
-    figure: Figure | None  # None once saved (figures.write)
-    caption: str  # what the figure shows, in numbers
+    figure: Figure | None  # None once saved (figures.write), or when the model cannot have this figure
+    caption: str  # what the figure shows, in numbers; or, not drawn, why this model cannot have it
+    drawn: bool = True
+
+
+def not_drawn(stem: str, title: str, why: str) -> Shown:
+    """A figure this model cannot have, and why: the report says so in its place."""
+    return Shown(stem, title, None, why, drawn=False)
+
+
+NO_RESID_MID = "no resid_mid: a parallel block (Pythia's) adds attention and the MLP to resid_pre at once"
 
 
 def fit_layers(r: ModelStudy) -> slice:
@@ -85,8 +94,8 @@ def growth_ratio_one_prompt(r: ModelStudy) -> Shown:
 
 def bos_and_padding(r: ModelStudy) -> Shown | None:
     p = r.padding
-    if p is None:  # every prompt fills the context: no room for padding
-        return None
+    if p is None:
+        return not_drawn("05-bos-and-padding", "BOS and padding", "every prompt fills the model's context: no room for padding")
     series = {
         "BOS (position 0)": {"y": p["bos"], "color": plots.BOS_COLOUR},
         "padding (<|endoftext|> after the prompt)": {"y": p["padding"], "color": "tab:orange"},
@@ -103,6 +112,8 @@ def bos_and_padding(r: ModelStudy) -> Shown | None:
 
 def resid_pre_mid_post(r: ModelStudy) -> Shown:
     mean = r.mean
+    if "resid_mid" not in mean:
+        return not_drawn("06-resid-pre-mid-post", "resid_pre, resid_mid and resid_post", NO_RESID_MID)
     figure = plots.half_layer_residuals(mean, r.slug)
     caption = (
         f"Over {fit_span(r)}, adding attn_out multiplies the mean norm by "
@@ -150,6 +161,8 @@ def mlp_random_inputs(r: ModelStudy) -> Shown:
 
 
 def std_and_bounds(r: ModelStudy) -> Shown:
+    if "resid_mid" not in r.mean:  # the bounds are those of resid_mid = resid_pre + attn_out, resid_post = resid_mid + mlp_out
+        return not_drawn("10-std-and-bounds", "Standard deviations and the addition bounds", NO_RESID_MID)
     stds = {s: r.act.rms(s) / math.sqrt(r.cfg.d_model) for s in STREAMS}  # [n_layers] each
     rate = r.rates["rate"]
     figure = plots.std_growth(stds, rate, r.slug)
@@ -187,17 +200,17 @@ def gelu_activation_rate(r: ModelStudy) -> Shown:
     rates = {
         "actual run": r.act.mean("active"),
         "random normalised inputs": w["active_random"],
-        "resid_mid from positions 1–6 only": w["active_early_positions"],
-        "resid_mid from a random other layer": w["active_other_layer"],
+        f"{r.mlp_input} from positions 1–6 only": w["active_early_positions"],
+        f"{r.mlp_input} from a random other layer": w["active_other_layer"],
     }
     title = f"{r.slug}: fraction of MLP neurons with positive pre-activation"
     figure = plots.layer_lines(title, "fraction of pre-activations > 0", {k: {"y": v} for k, v in rates.items()}, log=False)
     actual, random = rates["actual run"], w["active_random"]
     act = r.act
     if act.early_seen <= act.reservoir:
-        sample = f"all {act.early_seen} resid_mid vectors at positions 1–6"
+        sample = f"all {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     else:
-        sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} resid_mid vectors at positions 1–6"
+        sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     caption = (
         f"In the actual run the fraction of positive pre-activations is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
         f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}. The two resampled "
@@ -280,7 +293,7 @@ def write(r: ModelStudy, directory: Path, makers=FIGURES) -> list[Shown]:
     drawn = []
     for make in makers:
         shown = make(r)
-        if shown is not None:
+        if shown.drawn:
             plots.save(shown.figure, directory, shown.stem)
-            drawn.append(replace(shown, figure=None))
+        drawn.append(replace(shown, figure=None))
     return drawn

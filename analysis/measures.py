@@ -51,6 +51,22 @@ def positive_fraction(x: torch.Tensor, out: torch.Tensor | None = None) -> torch
 PER_POSITION = {stream: (f"hook_{stream}", vector_norm) for stream in STREAMS} | {"active": ("mlp.hook_pre", positive_fraction)}
 
 
+def streams(model: GPT2) -> tuple[str, ...]:
+    """The STREAMS this model's blocks have. A parallel block (Pythia's) adds attention and the MLP to
+    resid_pre at once, so it has no resid_mid."""
+    return tuple(s for s in STREAMS if hasattr(model.blocks[0], f"hook_{s}"))
+
+
+def mlp_input(model: GPT2) -> str:
+    """The stream each block's MLP reads (through ln2): resid_mid, or resid_pre in a parallel block."""
+    return "resid_mid" if "resid_mid" in streams(model) else "resid_pre"
+
+
+def quantities(model: GPT2) -> dict:
+    """PER_POSITION's quantities that this model has."""
+    return {q: read for q, read in PER_POSITION.items() if q not in STREAMS or q in streams(model)}
+
+
 def pad_batch(prompts: list, pad: int, width: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """Right-pad token lists with `pad` to `width` (default: the longest); return [batch, pos] tokens and the true lengths."""
     lengths = [len(p) for p in prompts]
@@ -68,11 +84,11 @@ def per_position(model: GPT2, prompts: list, pad: int, width: int | None = None)
     Plainly: run the model keeping every hook's tensor, then reduce each. (engine.per_position_norms
     computes the same while the model runs, keeping nothing of size d_model.)"""
     tokens, lengths = pad_batch(prompts, pad, width)
-    names = {f"blocks.{l}.{hook}" for hook, _ in PER_POSITION.values() for l in range(model.cfg.n_layers)}
+    names = {f"blocks.{l}.{hook}" for hook, _ in quantities(model).values() for l in range(model.cfg.n_layers)}
     _, cache = instrument.run_with_cache(model, tokens.to(model.W_E.device), names=lambda name: name in names, unembed=False)
     values = {
         quantity: torch.stack([reduce(cache[f"blocks.{l}.{hook}"]) for l in range(model.cfg.n_layers)]).cpu().numpy()
-        for quantity, (hook, reduce) in PER_POSITION.items()
+        for quantity, (hook, reduce) in quantities(model).items()
     }
     return values, lengths
 
@@ -151,6 +167,7 @@ def rms_over_positions(per_prompt: list[np.ndarray]) -> np.ndarray:
 
 APPENDIX1_TOLERANCE = 1e-4  # relative slack for float32 rounding when checking the bound
 # Appendix 1's two sides as per-position quantities of the norms (the engine sums them like PER_POSITION's).
+APPENDIX1_STREAMS = ("resid_pre", "attn_out", "mlp_out", "resid_post")  # x_post = x_pre + attn_out + mlp_out, parallel or not
 APPENDIX1 = {
     "growth_minus_1": lambda v: v["resid_post"] / v["resid_pre"] - 1,
     "bound": lambda v: (v["attn_out"] + v["mlp_out"]) / v["resid_pre"],
@@ -163,7 +180,7 @@ def appendix1(per_prompt: dict[str, list[np.ndarray]]) -> dict:
     them. The means per layer of both sides over positions >= 1, and the vectors that break it beyond float
     rounding (which would mean the measurements are wrong)."""
     sides = {
-        q: [side({s: per_prompt[s][i] for s in STREAMS}) for i in range(len(per_prompt["resid_pre"]))]
+        q: [side({s: per_prompt[s][i] for s in APPENDIX1_STREAMS}) for i in range(len(per_prompt["resid_pre"]))]
         for q, side in APPENDIX1.items()
     }
     growth = np.concatenate([g[:, 1:] for g in sides["growth_minus_1"]], axis=1)
@@ -202,9 +219,9 @@ def active_count(model: GPT2, layer: int, resid: torch.Tensor) -> int:
 
 
 def early_controls(model: GPT2, resid_mid: list[torch.Tensor], seed: int = 0) -> dict[str, np.ndarray]:
-    """Figure 12's controls, [n_layers] each, from resid_mid[l] [n, d_model]: layer l's resid_mid vectors at
-    some (prompt, position 1..6) pairs, the same pairs at every layer. The fraction of layer l's MLP
-    pre-activations > 0 when it reads (a) its own resid_mid[l], (b) resid_mid[other_layers[l]]."""
+    """Figure 12's controls, [n_layers] each, from resid_mid[l] [n, d_model]: layer l's resid_mid vectors (what
+    its MLP reads: `mlp_input`) at some (prompt, position 1..6) pairs, the same pairs at every layer. The fraction
+    of layer l's MLP pre-activations > 0 when it reads (a) its own resid_mid[l], (b) resid_mid[other_layers[l]]."""
     L, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     other = other_layers(L, seed)
     own = [active_count(model, l, resid_mid[l]) / (len(resid_mid[l]) * d_mlp) for l in range(L)]

@@ -13,7 +13,6 @@ import numpy as np
 import outdir
 from analysis import engine, rates
 from analysis.inputs import Prompts
-from analysis.measures import STREAMS
 from analysis.progress import Progress
 from analysis.study import ModelStudy
 
@@ -53,14 +52,11 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
     for r in results:
         lines += [f"# {r.slug}", ""]
         for figure in shown[r.slug]:
-            lines += [
-                f"## {int(figure.stem[:2])}. {figure.title}",
-                "",
-                f"![{figure.title}]({r.slug}/{figure.stem}.png)",
-                "",
-                figure.caption,
-                "",
-            ]
+            lines += [f"## {int(figure.stem[:2])}. {figure.title}", ""]
+            if figure.drawn:
+                lines += [f"![{figure.title}]({r.slug}/{figure.stem}.png)", "", figure.caption, ""]
+            else:
+                lines += [f"Not drawn for {r.slug}: {figure.caption}.", ""]
     with outdir.writing(directory / "report.md") as path:
         path.write_text("\n".join(lines), encoding="utf-8")
 
@@ -74,8 +70,8 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
             "d_model": r.cfg.d_model,
             "revision": r.source["revision"],
             "source": r.source,
-            "mean_norm": {s: r.mean[s].tolist() for s in STREAMS},
-            "bos_norm": {s: r.act.bos(s).tolist() for s in STREAMS},
+            "mean_norm": {s: r.mean[s].tolist() for s in r.mean},
+            "bos_norm": {s: r.act.bos(s).tolist() for s in r.mean},
             "growth": {"hook": "resid_post"} | {k: v for k, v in r.rates.items() if k != "fit_intercept"},
             "mlp_active_fraction": r.act.mean("active").tolist(),
             "appendix1": {"violations": a["violations"], "worst_excess": a["worst_excess"]},
@@ -96,9 +92,9 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
 
 def layer_rows(r: ModelStudy) -> list[dict]:
     act, w, a = r.act, r.weight_stats, r.appendix
-    columns = {f"mean_{s}": r.mean[s] for s in STREAMS}
-    columns |= {f"rms_{s}": act.rms(s) for s in STREAMS}
-    columns |= {f"bos_{s}": act.bos(s) for s in STREAMS}
+    columns = {f"mean_{s}": r.mean[s] for s in r.mean}
+    columns |= {f"rms_{s}": act.rms(s) for s in r.mean}
+    columns |= {f"bos_{s}": act.bos(s) for s in r.mean}
     columns |= {
         "mlp_active_fraction": act.mean("active"),
         "appendix1_growth_minus_1": a["growth_minus_1"],

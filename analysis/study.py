@@ -13,8 +13,7 @@ import torch
 
 import outdir
 import weights
-from analysis import engine, rates, weight_measures
-from analysis.measures import STREAMS
+from analysis import engine, measures, rates, weight_measures
 from analysis.progress import Progress
 from minigpt import Config
 
@@ -44,13 +43,14 @@ class ModelStudy:
     source: dict  # repo, revision, path, dtype (weights.load)
     example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
     act: engine.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
-    mean: dict[str, np.ndarray]  # mean norm per layer of each stream, BOS and padding excluded
+    mean: dict[str, np.ndarray]  # mean norm per layer of each stream the model has, BOS and padding excluded
     rates: dict  # rates.growth_rate of mean ‖resid_post‖ over the fit layers
     appendix: dict  # measures.appendix1 over every prompt
     weight_stats: dict[str, np.ndarray]  # weight_measures.weight_measures and figure 12's resampled rates
     padding: dict[str, np.ndarray] | None  # measures.padding_means of the padding batch (None if no room for padding)
     padding_prompts: list[int]  # which prompts formed the padding batch
     example: int  # the prompt of figures 2 and 4
+    mlp_input: str  # the stream each MLP reads: resid_mid, or resid_pre in a parallel block
 
 
 def slug(name: str) -> str:
@@ -103,7 +103,7 @@ def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.devic
 
     with log.counting(f"{plan.name}: measuring the weights", cfg.n_layers, "layer") as advance:
         weight_stats = weight_measures.weight_measures(model, on_layer=advance)
-    mean = {s: act.mean(s) for s in STREAMS}
+    mean = {s: act.mean(s) for s in measures.streams(model)}  # every stream the model has
     return ModelStudy(
         name=plan.name,
         slug=slug(plan.name),
@@ -118,4 +118,5 @@ def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.devic
         padding=act.padding,
         padding_prompts=picks or [],
         example=example,
+        mlp_input=measures.mlp_input(model),
     )

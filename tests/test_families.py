@@ -527,3 +527,25 @@ def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(f
     with torch.no_grad():
         expected = model(torch.tensor([[int(t) for t in tokens]]))
     assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_study_runs_on_each_family(family_checkpoints, family, tmp_path):
+    """python -m analysis.growth on a tiny checkpoint of each family: the report, and for Pythia's parallel
+    block, the two figures that need resid_mid named as not drawn, with why."""
+    from analysis import growth
+
+    out = tmp_path / "report"
+    assert growth.main(["--model", str(family_checkpoints[family]), "--truncate", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    (model,) = summary["models"].values()
+    report = (out / "report.md").read_text()
+    figures = {png.stem for png in out.rglob("*.png")}
+    if family == "gpt_neox":
+        assert "resid_mid" not in model["mean_norm"] and report.count("no resid_mid: a parallel block") == 2
+        assert not {"06-resid-pre-mid-post", "10-std-and-bounds"} & figures
+    else:
+        assert set(model["mean_norm"]) == {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"}
+        assert {"06-resid-pre-mid-post", "10-std-and-bounds"} <= figures and "no resid_mid" not in report
+    assert {"01-norm-histograms", "03-mean-norm-by-model", "12-gelu-activation-rate", "14-appendix1-bound"} <= figures
+    assert model["appendix1"]["violations"] == 0

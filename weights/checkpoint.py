@@ -26,7 +26,16 @@ from minigpt import GPT2, Config, Tokenizer
 from minigpt.tokenizer import END_OF_TEXT
 
 from . import families
-from .formats import CheckpointError, json_field, open_weights, read_float32, read_json, read_merges, read_vocab
+from .formats import (
+    CheckpointError,
+    json_field,
+    open_weights,
+    read_float32,
+    read_json,
+    read_merges,
+    read_tokenizer_json,
+    read_vocab,
+)
 from .keys import check_tied, match_keys
 from .keys import set_parameter as _set
 from .rewrites import drop_unembed
@@ -127,10 +136,18 @@ def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
 
 
 def read_tokenizer(directory: Path) -> Tokenizer:
+    """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
+    if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
+        path = directory / "tokenizer.json"
+        parsed = read_tokenizer_json(path)
+        try:
+            return Tokenizer.from_tokenizer_json(parsed)
+        except ValueError as error:  # what the tokenizer does not implement, named in one line
+            raise CheckpointError(f"{path}: {error}") from None
     for name, path in files.items():
         if not path.is_file():
-            raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt)")
+            raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
     vocab = read_vocab(files["vocab.json"])
     if END_OF_TEXT not in vocab:
         raise CheckpointError(f"{files['vocab.json']}: no {END_OF_TEXT} (GPT-2's end-of-text token, its BOS and padding)")

@@ -22,11 +22,10 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     kept to its end would sit between its large freed blocks in malloc's heap and keep them from being
     reused (15 batches at gpt2-medium shape, malloc reusing its heap: peak +688 MiB so, +98 MiB thus).
     """
-    L = model.cfg.n_layers
-    quantities = list(measures.PER_POSITION)
-    kept = torch.empty(len(quantities), L, *tokens.shape, device=model.W_E.device)  # [quantity, layer, batch, pos]
+    L, present = model.cfg.n_layers, measures.quantities(model)
+    kept = torch.empty(len(present), L, *tokens.shape, device=model.W_E.device)  # [quantity, layer, batch, pos]
     into = {}  # hook name → (reduction, where its result goes)
-    for i, (hook, reduce) in enumerate(measures.PER_POSITION.values()):
+    for i, (hook, reduce) in enumerate(present.values()):
         into |= {f"blocks.{l}.{hook}": (reduce, kept[i, l]) for l in range(L)}
 
     def reduce_into(tensor: torch.Tensor, name: str) -> None:
@@ -35,7 +34,7 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
 
     with torch.no_grad(), instrument.hooks(model, dict.fromkeys(into, reduce_into)):
         model(tokens, unembed=False)
-    return dict(zip(quantities, kept))
+    return dict(zip(present, kept))
 
 
 def keep_prompt_tokens(model: GPT2, prompts: list, pad: int) -> tuple[list, int]:
@@ -101,14 +100,15 @@ def collect(
     each batch with the number of prompts it held.
     """
     L = model.cfg.n_layers
-    stats = NormStats(L, reservoir=reservoir, seed=seed)
+    stats = NormStats(L, measures.quantities(model), reservoir=reservoir, seed=seed)
     plan = plan_batches([len(p) for p in prompts], batch_size, padded, extra, max_positions, model.cfg.n_ctx)
     padding_rows, padding_lengths = [], []  # resid_post norms [L, rows, width] of the padded prompts
     early_kept = stats.choose_early([[len(prompts[i]) for i in chosen] for chosen, _ in plan])
-    # Figure 12's controls as each layer's resid_mid goes past: the sample's vectors through that layer's
-    # MLP and through the MLP of each layer that reads this one as its "other layer", so no vector outlives its batch.
+    # Figure 12's controls as each layer's MLP input (resid_mid, or resid_pre in a parallel block) goes past: the
+    # sample's vectors through that layer's MLP and through the MLP of each layer that reads this one as its
+    # "other layer", so no vector outlives its batch.
     readers = {k: [k, *(l for l in range(L) if l != k and stats.other_layer[l] == k)] for k in range(L)}
-    early_names = [measures.hook_name(l, "resid_mid") for l in range(L)]
+    early_names = [measures.hook_name(l, measures.mlp_input(model)) for l in range(L)]
     for (chosen, width), kept in zip(plan, early_kept):
         tokens, lengths = measures.pad_batch([prompts[i] for i in chosen], pad, width)
         rows, positions = [row for row, _ in kept], [position for _, position in kept]

@@ -8,9 +8,6 @@ from analysis import measures
 HISTOGRAM_EDGES = np.linspace(-2.0, 5.0, 1401)  # log10 ‖resid_post‖ from 0.01 to 100,000, bins of 0.005 decade (1.2%)
 RESERVOIR = 1024  # figure 12's controls count at most this many (prompt, position) pairs: a uniform, seeded sample
 
-# Every per-position quantity summed: measures.PER_POSITION's (the norms, the active fraction) and Appendix 1's two sides.
-SUMMED = (*measures.PER_POSITION, *measures.APPENDIX1)
-
 
 class NormStats:
     """Running sums of analysis.measures' per-position quantities over every averaged position (BOS and padding
@@ -32,12 +29,14 @@ class NormStats:
     and `padding`, set by collect(padded=…): measures.padding_means of those prompts.
     """
 
-    def __init__(self, n_layers: int, *, reservoir: int = RESERVOIR, seed: int = 0):
+    def __init__(self, n_layers: int, quantities=measures.PER_POSITION, *, reservoir: int = RESERVOIR, seed: int = 0):
+        # Every per-position quantity is summed: the model's PER_POSITION ones (measures.quantities) and Appendix 1's sides.
+        self.summed = (*quantities, *measures.APPENDIX1)
         self.n_layers, self.reservoir = n_layers, reservoir
         self.count = self.n_prompts = self.violations = 0
-        self.sum = {q: np.zeros(n_layers) for q in SUMMED}
-        self.square_sum = {q: np.zeros(n_layers) for q in SUMMED}
-        self.bos_sum = {q: np.zeros(n_layers) for q in SUMMED}
+        self.sum = {q: np.zeros(n_layers) for q in self.summed}
+        self.square_sum = {q: np.zeros(n_layers) for q in self.summed}
+        self.bos_sum = {q: np.zeros(n_layers) for q in self.summed}
         self.worst_excess = -np.inf
         self.histogram = np.zeros((n_layers, len(HISTOGRAM_EDGES) - 1), dtype=np.int64)
         self.padding: dict[str, np.ndarray] | None = None
@@ -100,7 +99,7 @@ class NormStats:
     # -- adding --
 
     def add(self, values: dict[str, torch.Tensor], lengths: list[int], example_row: int | None = None) -> None:
-        """One batch: values[q] [n_layers, batch, pos] for q in measures.PER_POSITION (right-padded to pos),
+        """One batch: values[q] [n_layers, batch, pos] for the model's measures.quantities (right-padded to pos),
         lengths the true lengths with BOS."""
         width = values["resid_pre"].shape[-1]
         averaged = torch.from_numpy(measures.averaged_positions(lengths, width))  # [batch, pos]
@@ -108,7 +107,7 @@ class NormStats:
         self.n_prompts += len(lengths)
         values = {q: v.float() for q, v in values.items()}
         values |= {q: side(values) for q, side in measures.APPENDIX1.items()}  # in float32, as the norms are
-        for q in SUMMED:
+        for q in self.summed:
             x = values[q]
             self.sum[q] += _masked_sum(x, averaged)
             self.square_sum[q] += _masked_sum(x * x, averaged)
@@ -130,7 +129,7 @@ class NormStats:
         )
         if example_row is not None:
             n = lengths[example_row]
-            self.example = {s: values[s][:, example_row, :n].numpy().copy() for s in measures.STREAMS}
+            self.example = {s: values[s][:, example_row, :n].numpy().copy() for s in measures.STREAMS if s in values}
 
     def choose_early(self, batches: list[list[int]]) -> list[list[tuple[int, int]]]:
         """The sample for figure 12's controls, drawn before any batch runs from the lengths alone (batches:
@@ -169,7 +168,7 @@ class NormStats:
         self.n_prompts += other.n_prompts
         self.violations += other.violations
         for mine, theirs in ((self.sum, other.sum), (self.square_sum, other.square_sum), (self.bos_sum, other.bos_sum)):
-            for q in SUMMED:
+            for q in self.summed:
                 mine[q] += theirs[q]
         self.histogram += other.histogram
         self.worst_excess = max(self.worst_excess, other.worst_excess)
