@@ -80,7 +80,8 @@ def test_checkpoint_steps_are_log_spaced_from_initialisation_to_the_end():
     assert steps[0] == 0 and steps[-1] == 1500 and steps == sorted(set(steps)) and len(steps) == 14
     gaps = np.diff(np.log(steps[4:]))  # past the first few (rounded to whole steps), equal ratios
     assert np.allclose(gaps, gaps.mean(), rtol=0.2)
-    assert checkpoint_steps(10, 0) == [] and checkpoint_steps(10, 1) == [10] and checkpoint_steps(3, 20) == [0, 1, 2, 3]
+    assert checkpoint_steps(10, 0) == [] and checkpoint_steps(10, 1) == [10] and checkpoint_steps(10, 2) == [0, 10]
+    assert checkpoint_steps(3, 20) == [0, 1, 2, 3]
 
 
 def test_training_saves_checkpoints_in_the_official_layout(tiny_run):

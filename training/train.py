@@ -138,8 +138,10 @@ def make_optimizer(model: GPT2, cfg: TrainConfig) -> torch.optim.AdamW:
 def checkpoint_steps(steps: int, n: int) -> list[int]:
     """n steps (fewer where rounding merges them) from 0 to `steps`, log-spaced after 0: the early
     steps, where the weights change fastest, are sampled most densely."""
-    if n < 2:
-        return [] if n < 1 else [steps]
+    if n < 1:
+        return []
+    if n < 3:  # not geomspace: geomspace(1, steps, 1) is [1], which would give n = 2 three steps
+        return [steps] if n == 1 else [0, steps]
     return sorted({0, steps} | {int(round(s)) for s in np.geomspace(1, steps, n - 1)})
 
 
