@@ -246,6 +246,24 @@ def test_a_failed_write_names_the_checkpoint_and_leaves_out_unchanged(run_copy, 
     assert state(tmp_path) == before
 
 
+def test_stop_after_ends_the_run_partway_through_its_schedule_and_keeps_it(token_files, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        train_main(
+            ["--data", str(token_files), "--out", str(out), *TINY, "--steps", "12", "--checkpoints", "5", "--stop-after", "5"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000000", "step-000001", "step-000002", "step-000005"]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["step"] == [0, 1, 2, 3, 4] and log["val_step"] == [4]
+    record = json.loads((out / "checkpoints" / "step-000005" / "training_step.json").read_text())
+    assert record["learning_rate"] == learning_rate(5, TrainConfig(**log["train"]))  # the 12-step schedule's
+    last, _ = weights.load(out / "checkpoints" / "step-000005", process=False)
+    final, _ = weights.load(out, process=False)  # stored in bfloat16
+    torch.testing.assert_close(final.W_E, last.W_E.to(torch.bfloat16).float())
+
+
 # The corpus command, on two tiny sources in place of the Debian packages.
 FAKE_SOURCES = {"python3.11-doc": ["The function returns a value.\n"] * 20, "bible-kjv-text": ["In the beginning.\n"] * 20}
 

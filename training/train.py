@@ -16,6 +16,9 @@ Checkpoints over training, for `python -m analysis.dynamics OUT`:
 writes the model at step 0 (the initialisation), the last step, and log-spaced steps between, each in
 the official layout (float32) with its step, tokens seen and validation loss in training_step.json.
 `--weight-decay 0` and `--decay-gains true` give the weight-decay ablation; `--device cuda` trains on a GPU.
+`--stop-after N` ends a run after N steps of its --steps-long schedule (what stopping it by hand did
+before a stopped run left nothing behind): `--steps 1500 --checkpoints 14 --stop-after 443` keeps the
+checkpoints up to step 443 of the 1,500-step schedule, and the model at step 443.
 
 --out follows the rules of every minigpt command that writes a folder (outdir/__init__.py): it must be
 new, empty, or a previous training run holding only its own files, which is then replaced; anything
@@ -63,6 +66,7 @@ class TrainConfig:
     bf16: bool = True
     decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; GPT-2's recipe does not)
     checkpoints: int = 0  # how many log-spaced checkpoints to keep (0: none, only the final model)
+    stop_after: int = 0  # end after this many steps of the `steps`-long schedule (0: all of them)
 
 
 @torch.no_grad()
@@ -198,7 +202,8 @@ def train(
 ) -> dict:
     """Train in place; return the history {"step", "train_loss", "val_step", "val_loss", "seconds"}.
     With checkpoint_dir and cfg.checkpoints > 0, save the model at `checkpoint_steps` into
-    checkpoint_dir/step-NNNNNN (the time spent saving is not counted in "seconds")."""
+    checkpoint_dir/step-NNNNNN (the time spent saving is not counted in "seconds"). With cfg.stop_after,
+    stop after that many steps of the cfg.steps-long schedule."""
     check_splits(train_tokens, val_tokens, cfg.seq_len)
     model.train()
     for param in model.parameters():
@@ -221,7 +226,8 @@ def train(
 
     start = time.time()
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    for step in range(cfg.steps):
+    last = cfg.stop_after or cfg.steps  # the learning-rate schedule is cfg.steps long either way
+    for step in range(last):
         checkpoint(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
@@ -235,21 +241,21 @@ def train(
         elapsed = time.time() - start - saving_seconds
         if progress:
             rate = (step + 1) * tokens_per_step / elapsed
-            eta = (cfg.steps - step - 1) * tokens_per_step / rate
+            eta = (last - step - 1) * tokens_per_step / rate
             print(
-                f"\rstep {step + 1}/{cfg.steps}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
+                f"\rstep {step + 1}/{last}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
                 end="",
                 file=sys.stderr,
                 flush=True,
             )
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == last:
             model.eval()
             history["val_step"].append(step)
             history["val_loss"].append(validation_loss(model, val_tokens, cfg))
             model.train()
             if progress:
                 print(f"\nstep {step + 1}: validation loss {history['val_loss'][-1]:.3f}", file=sys.stderr, flush=True)
-    checkpoint(cfg.steps)
+    checkpoint(last)
     history["seconds"] = time.time() - start - saving_seconds
     model.eval()
     return history
@@ -300,6 +306,10 @@ def run(args) -> Path:
         raise outdir.UsageError(f"--device: {error}") from None
     if train_config.checkpoints < 0:
         raise outdir.UsageError(f"--checkpoints must be 0 or more, found {train_config.checkpoints}")
+    if not 0 <= train_config.stop_after <= train_config.steps:
+        raise outdir.UsageError(
+            f"--stop-after must be 0 (all --steps) to --steps ({train_config.steps}), found {train_config.stop_after}"
+        )
     missing = [str(args.data / f"{name}.bin") for name in ("train", "val") if not (args.data / f"{name}.bin").is_file()]
     if missing:
         raise outdir.UsageError(
