@@ -42,8 +42,8 @@ def fold_layer_norm(model: GPT2) -> GPT2:
     Readers: ln1 → W_Q, W_K, W_V (and biases); ln2 → W_in (b_in); ln_final → W_U (a new b_U).
     Afterwards every LayerNorm only centres and normalises (w = b = None).
     Invariant: logits exactly (up to float rounding); residual stream unchanged.
-    Applied twice, it refuses: the gains and biases it would move are gone (w = b = None).
     """
+    # Applied twice it refuses: the gains and biases it would move are gone (w = b = None).
     if any(block.ln1.w is None for block in model.blocks) or (model.ln_final is not None and model.ln_final.w is None):
         raise ValueError(
             "fold_layer_norm: this model's LayerNorm is already folded into the weights (its w and b are None); "
@@ -79,8 +79,8 @@ def center_writing_weights(model: GPT2) -> GPT2:
     by its mean, and after this every residual vector has zero mean (norm = std·√d_model).
     Invariant: logits exactly (up to float rounding); the residual stream up to its mean.
     The unembedding is untied first, since W_U = W_E.T reads, and must keep reading, the old W_E.
-    Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     """
+    # Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     _untie_unembed(model)
     model.W_E -= model.W_E.mean(dim=-1, keepdim=True)
     model.W_pos -= model.W_pos.mean(dim=-1, keepdim=True)
@@ -96,8 +96,8 @@ def center_unembed(model: GPT2) -> GPT2:
 
     Identity: each position's logits all shift by the same amount, (x @ mean_v(W_U) + mean(b_U)),
     and softmax ignores a constant shift. Invariant: log-probabilities (not logits).
-    Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     """
+    # Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     _untie_unembed(model)
     if model.ln_final is not None:
         model.W_U -= model.W_U.mean(dim=-1, keepdim=True)
@@ -112,8 +112,8 @@ def fold_value_biases(model: GPT2) -> GPT2:
     Identity: z_q = Σ_k pattern[q, k]·(v_k + b_V) = Σ_k pattern[q, k]·v_k + b_V, because each row of
     the attention pattern sums to 1; so b_V reaches attn_out as the constant b_V @ W_O.
     Invariant: attn_out, the residual stream and logits; hook_v and hook_z change by b_V.
-    Applied twice, the second call changes nothing: b_V is 0, so it adds exactly 0 to b_O.
     """
+    # Applied twice, the second call changes nothing: b_V is 0, so it adds exactly 0 to b_O.
     for block in model.blocks:
         attn = block.attn
         attn.b_O += torch.einsum("he,hed->d", attn.b_V, attn.W_O)
