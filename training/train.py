@@ -32,6 +32,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -170,7 +171,8 @@ def save_model(model: GPT2, directory: Path, dtype: torch.dtype = torch.float32)
     try:
         weights.save(model, directory, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt", dtype=dtype)
     except (OSError, SafetensorError) as error:
-        reason = getattr(error, "strerror", None) or str(error).removeprefix("Error while serializing: I/O error: ")
+        safetensors_words = r"^Error while serializing: I/O error: | \(os error \d+\)$"  # around the OS's reason
+        reason = getattr(error, "strerror", None) or re.sub(safetensors_words, "", str(error))
         raise outdir.WriteError(f"could not write the checkpoint in {directory}: {reason}") from None
 
 
