@@ -4,6 +4,7 @@ Names are module paths to minigpt's HookPoints, the same as TransformerLens's:
 "hook_embed", "blocks.3.hook_resid_post", "blocks.3.attn.hook_pattern", "ln_final.hook_scale", ...
 
     logits, cache = run_with_cache(model, tokens)                         # everything
+    cache["blocks.5.hook_resid_post"], cache["resid_post", 5]             # the same tensor, two ways
     _, cache = run_with_cache(model, tokens, names=lambda n: "resid" in n,
                               reduce=lambda t, name: t.norm(dim=-1))     # only residual norms
     with hooks(model, {"blocks.0.attn.hook_pattern": ablate}):           # edit while running
@@ -13,6 +14,7 @@ Names are module paths to minigpt's HookPoints, the same as TransformerLens's:
 import difflib
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from typing import NoReturn
 
 import torch
 
@@ -62,6 +64,75 @@ def hooks(model: GPT2, fns: dict[str, HookFn]):
             handle.remove()
 
 
+class Cache(dict):
+    """{hook name: tensor}, as run_with_cache returns it: a dict, so whatever reads a dict reads it.
+
+    Also indexed as TransformerLens's ActivationCache is, by a hook's short name (its name without the
+    module path and "hook_") and its layer:
+        cache["resid_post", 5]     cache["blocks.5.hook_resid_post"]
+        cache["pattern", -1]       cache["blocks.{n_layers - 1}.attn.hook_pattern"]: negative layers count from the end
+        cache["scale", 2, "ln1"]   cache["blocks.2.ln1.hook_scale"]: the sublayer, where a block has the name twice
+        cache["embed"]             cache["hook_embed"]; without a layer, the names outside the blocks
+        cache["scale"]             cache["ln_final.hook_scale"]
+    The full name is looked up among the model's hook names, so nothing maps a short name to a full one
+    but the names themselves. `in`, `get` and iteration see the full names only.
+    """
+
+    def __init__(self, *args, n_layers: int, hook_names: Iterable[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.n_layers = n_layers
+        self.hook_names = tuple(hook_names)  # all the model's, kept or not: to tell "not kept" from "no such hook"
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, str) and dict.__contains__(self, key):
+            return dict.__getitem__(self, key)
+        return dict.__getitem__(self, self.full_name(key))
+
+    def full_name(self, key) -> str:
+        """The full hook name that a short key (name, or (name, layer), or (name, layer, sublayer)) stands for."""
+        name, layer, sublayer = (*key, None, None)[:3] if isinstance(key, tuple) else (key, None, None)
+        shown = f"cache[{', '.join(map(repr, key)) if isinstance(key, tuple) else repr(key)}]"
+        if not isinstance(name, str) or "." in name:  # a full name (or no name) that the cache does not hold
+            return self._missing(shown, str(name))
+        name = name.removeprefix("hook_")
+        if layer is not None:
+            if not isinstance(layer, int) or not -self.n_layers <= layer < self.n_layers:
+                raise KeyError(
+                    f"{shown}: layer {layer!r} is out of range for this {self.n_layers}-layer model "
+                    f"(0 to {self.n_layers - 1}, or -1 to -{self.n_layers} from the end)"
+                )
+            layer %= self.n_layers
+        names = self.hook_names or tuple(self)
+        found = [full for full in names if _is_short_name(full, name, layer, sublayer)]
+        if len(found) == 1:
+            return found[0] if found[0] in self else self._missing(shown, found[0])
+        if found:
+            example = f"cache[{name!r}, {layer}, {found[0].split('.')[2]!r}]"
+            raise KeyError(f"{shown} could be {' or '.join(found)}; name the sublayer, e.g. {example}")
+        if layer is None and any(_is_short_name(full, name, 0, sublayer) for full in names):
+            raise KeyError(f"{shown}: every block has {name!r}; give the layer, e.g. cache[{name!r}, 0]")
+        within = f"blocks.{layer}." if layer is not None else ""
+        return self._missing(shown, within + (f"{sublayer}." if sublayer else "") + f"hook_{name}")
+
+    def _missing(self, shown: str, full: str) -> NoReturn:
+        if full in self.hook_names:
+            raise KeyError(
+                f"{shown}: {full} was not kept (run_with_cache's names= kept {len(self)} of {len(self.hook_names)} hook points)"
+            )
+        close = difflib.get_close_matches(full, self.hook_names or self, n=3)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise KeyError(f"{shown}: this model has no hook {full}{hint}")
+
+
+def _is_short_name(full: str, name: str, layer: int | None, sublayer: str | None) -> bool:
+    """Whether hook `full` is `name` (without "hook_") in block `layer` (None: outside the blocks), in `sublayer` if given."""
+    *path, last = full.split(".")
+    in_block = path[:1] == ["blocks"]
+    if last != f"hook_{name}" or in_block != (layer is not None) or (in_block and path[1] != str(layer)):
+        return False
+    return sublayer is None or path[2 if in_block else 0 :] == [sublayer]
+
+
 @torch.no_grad()
 def run_with_cache(
     model: GPT2,
@@ -70,8 +141,8 @@ def run_with_cache(
     *,
     reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
     unembed: bool = True,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Run the model and keep the tensors at the selected hook points: (logits, {name: tensor}).
+) -> tuple[torch.Tensor, Cache]:
+    """Run the model and keep the tensors at the selected hook points: (logits, a Cache {name: tensor}).
 
     reduce(tensor, name), if given, is applied as each tensor is produced and only its result is kept:
     e.g. `lambda t, name: t.norm(dim=-1)` keeps [batch, pos] norms instead of [batch, pos, d_model].
@@ -79,7 +150,7 @@ def run_with_cache(
     a tensor in place after its hook, so they stay as they were when produced.
     unembed=False skips ln_final and the unembedding and returns the final residual stream instead.
     """
-    cache: dict[str, torch.Tensor] = {}
+    cache = Cache(n_layers=model.cfg.n_layers, hook_names=hook_points(model))
 
     def keep(tensor: torch.Tensor, name: str) -> None:
         cache[name] = tensor if reduce is None else reduce(tensor, name)

@@ -19,7 +19,10 @@ def generate(
     top_k: int | None = None,
     seed: int | None = None,
 ) -> list[int]:
-    """Return tokens followed by max_new_tokens sampled ones. temperature=0 picks the most likely token."""
+    """Return tokens followed by max_new_tokens sampled ones. temperature=0 picks the most likely token.
+
+    With a seed, the same call draws the same tokens every time; with seed=None each call draws afresh.
+    """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, found {temperature}")
     if top_k is not None and top_k < 1:
@@ -29,8 +32,12 @@ def generate(
         raise ValueError(
             f"{len(tokens)} prompt tokens + {max_new_tokens} new tokens exceed the model's context of {n_ctx} tokens"
         )
+    # A new torch.Generator starts from the same fixed seed every time, so without a seed of the
+    # caller's it is seeded from the operating system's entropy: otherwise every "random" call repeats.
     generator = torch.Generator(device=model.W_E.device)
-    if seed is not None:
+    if seed is None:
+        generator.seed()
+    else:
         generator.manual_seed(seed)
     out = list(tokens)
     for _ in range(max_new_tokens):

@@ -91,6 +91,56 @@ def test_unknown_hook_name_suggests_the_close_ones(model):
         instrument.run_with_cache(model, TOKENS, names=["blocks.1.hook_resid_pots"])
 
 
+def test_the_cache_takes_transformer_lens_short_names(model):
+    _, cache = instrument.run_with_cache(model, TOKENS)
+    last = model.cfg.n_layers - 1
+    assert isinstance(cache, dict) and all("hook_" in name for name in cache)  # iteration: the full names
+    same = {
+        ("resid_post", 2): "blocks.2.hook_resid_post",
+        ("resid_pre", 0): "blocks.0.hook_resid_pre",
+        ("pattern", 1): "blocks.1.attn.hook_pattern",
+        ("q", 0): "blocks.0.attn.hook_q",
+        ("post", 1): "blocks.1.mlp.hook_post",
+        ("resid_post", -1): f"blocks.{last}.hook_resid_post",
+        ("pattern", -last - 1): "blocks.0.attn.hook_pattern",
+        ("scale", 2, "ln1"): "blocks.2.ln1.hook_scale",
+        ("normalized", 0, "ln2"): "blocks.0.ln2.hook_normalized",
+        ("hook_attn_out", 1): "blocks.1.hook_attn_out",
+        "embed": "hook_embed",
+        "pos_embed": "hook_pos_embed",
+        "scale": "ln_final.hook_scale",
+        "normalized": "ln_final.hook_normalized",
+    }
+    for short, full in same.items():
+        assert cache[short] is cache[full], short
+
+
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        (("resid_pots", 1), "this model has no hook blocks.1.hook_resid_pots; did you mean blocks.1.hook_resid_post"),
+        ("blocks.1.hook_resid_pots", "this model has no hook blocks.1.hook_resid_pots; did you mean blocks.1.hook_resid_post"),
+        (("resid_post", 3), "layer 3 is out of range for this 3-layer model \\(0 to 2, or -1 to -3 from the end\\)"),
+        (("resid_post", -4), "layer -4 is out of range"),
+        (("scale", 0), "could be blocks.0.ln1.hook_scale or blocks.0.ln2.hook_scale; name the sublayer"),
+        ("resid_post", "every block has 'resid_post'; give the layer"),
+    ],
+)
+def test_an_unknown_cache_key_names_the_close_ones(model, key, expected):
+    _, cache = instrument.run_with_cache(model, TOKENS)
+    with pytest.raises(KeyError, match=expected):
+        cache[key]
+
+
+def test_a_short_name_the_cache_did_not_keep_is_a_clear_error(model):
+    _, cache = instrument.run_with_cache(model, TOKENS, names=lambda name: "resid_post" in name)
+    assert cache["resid_post", 1] is cache["blocks.1.hook_resid_post"]
+    with pytest.raises(KeyError, match=r"blocks.1.attn.hook_pattern was not kept \(run_with_cache's names= kept 3 of 55 "):
+        cache["pattern", 1]
+    with pytest.raises(KeyError, match=r"blocks.1.attn.hook_pattern was not kept"):
+        cache["blocks.1.attn.hook_pattern"]
+
+
 def test_hooks_replace_tensors_and_are_removed_afterwards(model):
     with torch.no_grad():
         clean = model(TOKENS)

@@ -91,6 +91,26 @@ def test_each_rewrite_alone_leaves_log_probs_unchanged(small_checkpoint, rewrite
         record(f"{rewrite} alone: logits, max abs diff", (after - before).abs().max().item(), TOL)
 
 
+@pytest.mark.parametrize("rewrite", ["center_writing_weights", "center_unembed", "fold_value_biases"])
+def test_each_other_rewrite_applied_twice_changes_nothing_but_rounding(small_checkpoint, rewrite):
+    once, _ = weights.load(small_checkpoint, process=False)
+    twice, _ = weights.load(small_checkpoint, process=False)
+    getattr(weights, rewrite)(once)
+    getattr(weights, rewrite)(getattr(weights, rewrite)(twice))
+    for (name, a), (_, b) in zip(once.named_parameters(), twice.named_parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), f"{rewrite} twice moved {name} by {(a - b).abs().max():.2e}"
+
+
+def test_folding_layer_norm_twice_says_it_is_already_folded(small_checkpoint):
+    model, _ = weights.load(small_checkpoint, process=False)
+    weights.fold_layer_norm(model)
+    with pytest.raises(ValueError, match="LayerNorm is already folded into the weights"):
+        weights.fold_layer_norm(model)
+    processed, _ = weights.load(small_checkpoint, process=True, unembed=False)
+    with pytest.raises(ValueError, match="LayerNorm is already folded into the weights"):
+        weights.process(processed, unembed=False)
+
+
 def test_processing_centres_every_residual_vector(small_checkpoint):
     model, _ = weights.load(small_checkpoint, process=True)
     _, cache = instrument.run_with_cache(model, prompts(seed=2), names=lambda name: "hook_resid" in name)

@@ -1,15 +1,37 @@
-"""The training loop, on a tiny model and a toy corpus, and its checkpoint in the official layout."""
+"""The training loop, on a tiny model and a toy corpus, its checkpoint in the official layout, and the
+training and corpus commands' --out rules (real processes where signals and exit codes matter)."""
 
+import hashlib
 import json
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import toy_corpus
 
+import outdir
 import weights
 from minigpt import GPT2, Config
-from training.train import TrainConfig, checkpoint_steps, init_weights, learning_rate, make_optimizer, train, unigram_loss
+from training import corpus
+from training.train import (
+    BUNDLED,
+    TrainConfig,
+    checkpoint_steps,
+    init_weights,
+    learning_rate,
+    make_optimizer,
+    parse_args,
+    train,
+    unigram_loss,
+)
+from training.train import main as train_main
 
 
 def test_training_lowers_the_loss_within_seconds():
@@ -80,7 +102,8 @@ def test_checkpoint_steps_are_log_spaced_from_initialisation_to_the_end():
     assert steps[0] == 0 and steps[-1] == 1500 and steps == sorted(set(steps)) and len(steps) == 14
     gaps = np.diff(np.log(steps[4:]))  # past the first few (rounded to whole steps), equal ratios
     assert np.allclose(gaps, gaps.mean(), rtol=0.2)
-    assert checkpoint_steps(10, 0) == [] and checkpoint_steps(10, 1) == [10] and checkpoint_steps(3, 20) == [0, 1, 2, 3]
+    assert checkpoint_steps(10, 0) == [] and checkpoint_steps(10, 1) == [10] and checkpoint_steps(10, 2) == [0, 10]
+    assert checkpoint_steps(3, 20) == [0, 1, 2, 3]
 
 
 def test_training_saves_checkpoints_in_the_official_layout(tiny_run):
@@ -97,3 +120,195 @@ def test_training_saves_checkpoints_in_the_official_layout(tiny_run):
     assert record["step"] == 5 and record["tokens"] == 5 * 4 * 32 and np.isfinite(record["val_loss"])
     assert record["train_loss"] == pytest.approx(np.mean(history["train_loss"][:5]))
     assert json.loads((folders[0] / "training_step.json").read_text())["train_loss"] is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The commands' --out: the rules of outdir (new, empty, or their own previous output; anything else
+# refused untouched; interrupted or failing, --out exactly as it was), as a user meets them.
+
+TINY = ["--layers", "2", "--d-model", "32", "--heads", "2", "--n-ctx", "32", "--batch-size", "2", "--warmup-steps", "1"]
+TINY += ["--eval-every", "1000", "--eval-batches", "1", "--bf16", "false"]
+
+
+@pytest.fixture(scope="module")
+def token_files(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("data")
+    toy_corpus(5_000, 0).tofile(data / "train.bin")
+    toy_corpus(2_000, 1).tofile(data / "val.bin")
+    return data
+
+
+def train_command(token_files: Path, out: Path, *flags) -> list[str]:
+    return [sys.executable, "-m", "training", "--data", str(token_files), "--out", str(out), *TINY, *map(str, flags)]
+
+
+@pytest.fixture(scope="module")
+def previous_run(token_files, tmp_path_factory) -> Path:
+    """A finished run of the command (3 steps, checkpoints 0, 1, 3); tests copy it before letting a run loose on it."""
+    out = tmp_path_factory.mktemp("previous") / "run"
+    assert train_main(["--data", str(token_files), "--out", str(out), *TINY, "--steps", "3", "--checkpoints", "3"]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(previous_run, tmp_path) -> Path:
+    out = tmp_path / "run"
+    subprocess.run(["cp", "-a", str(previous_run), str(out)], check=True)
+    return out
+
+
+def state(folder: Path) -> dict[str, tuple]:
+    """Everything observable about the files below folder: content hash, mode and mtime of each."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        info = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        found[str(path.relative_to(folder))] = (digest, info.st_mode, info.st_mtime_ns)
+    return found
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_the_default_out_is_a_folder_of_its_own_and_the_bundled_model_is_refused_untouched(token_files, capsys):
+    assert parse_args([]).out == Path("training-run")
+    before = state(BUNDLED)
+    assert train_main(["--data", str(token_files), "--out", str(BUNDLED), *TINY, "--steps", "1"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "is the shipped bundled model, which this command never overwrites" in line and "nothing was touched" in line
+    assert state(BUNDLED) == before
+
+
+def test_a_folder_of_checkpoints_it_did_not_write_is_refused_untouched(tiny_run, token_files, tmp_path, capsys):
+    someones = tmp_path / "someones-checkpoints"
+    subprocess.run(["cp", "-a", str(tiny_run[0]), str(someones)], check=True)  # checkpoints/, no marker
+    before = state(tmp_path)
+    assert train_main(["--data", str(token_files), "--out", str(someones), *TINY, "--steps", "1"]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert re.search(r"holding 25 file\(s\) that this command did not write \(checkpoints/step-000000/config.json", line)
+    assert state(tmp_path) == before
+
+
+def test_a_previous_run_is_replaced_whole_and_marked(run_copy, token_files, tmp_path):
+    old_steps = sorted(p.name for p in (run_copy / "checkpoints").iterdir())
+    assert old_steps == ["step-000000", "step-000001", "step-000003"]
+    assert train_main(["--data", str(token_files), "--out", str(run_copy), *TINY, "--steps", "2", "--checkpoints", "2"]) == 0
+    assert sorted(p.name for p in (run_copy / "checkpoints").iterdir()) == ["step-000000", "step-000002"]
+    marker = json.loads((run_copy / outdir.TRAINING_RUN.marker).read_text())
+    written = {str(p.relative_to(run_copy)) for p in run_copy.rglob("*") if p.is_file()} - {outdir.TRAINING_RUN.marker}
+    assert marker["format"] == outdir.TRAINING_RUN.format and set(marker["files"]) == written
+    assert {"model.safetensors", "config.json", "training_log.json", "checkpoints/step-000002/model.safetensors"} <= written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "scratch left behind"
+    assert weights.load(run_copy, process=False)[0].cfg.n_layers == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_mid_training_leaves_out_exactly_as_before(signum, run_copy, token_files, tmp_path):
+    before = state(tmp_path)
+    run = subprocess.Popen(
+        train_command(token_files, run_copy, "--steps", "100000", "--checkpoints", "40"), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    # Mid-run: the new run's checkpoints are being written, into the scratch folder beside --out.
+    while not list(tmp_path.glob(".run.partial-*/checkpoints/step-000001/training_step.json")):
+        assert run.poll() is None and time.monotonic() < deadline, "no checkpoint appeared in the scratch folder"
+        time.sleep(0.1)
+    run.send_signal(signum)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 128 + signum  # 130 for SIGINT, 143 for SIGTERM
+    last = stderr.replace("\r", "\n").strip().splitlines()[-1]
+    assert last == f"interrupted ({signal.Signals(signum).name}); {run_copy} unchanged", stderr
+    assert state(tmp_path) == before
+
+
+def test_a_failed_write_names_the_checkpoint_and_leaves_out_unchanged(run_copy, token_files, tmp_path):
+    def limit():  # in the child: writes past 100 kB fail with EFBIG (a checkpoint here is ~6.5 MB)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    before = state(tmp_path)
+    result = subprocess.run(
+        train_command(token_files, run_copy, "--steps", "3", "--checkpoints", "3"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"error: could not write the checkpoint in {tmp_path}/\.run\.partial-\d+-\w+/checkpoints/step-000000: "
+        rf"File too large; {run_copy} is unchanged",
+        last,
+    ), result.stderr
+    assert state(tmp_path) == before
+
+
+def test_stop_after_ends_the_run_partway_through_its_schedule_and_keeps_it(token_files, tmp_path):
+    out = tmp_path / "run"
+    assert (
+        train_main(
+            ["--data", str(token_files), "--out", str(out), *TINY, "--steps", "12", "--checkpoints", "5", "--stop-after", "5"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000000", "step-000001", "step-000002", "step-000005"]
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["step"] == [0, 1, 2, 3, 4] and log["val_step"] == [4]
+    record = json.loads((out / "checkpoints" / "step-000005" / "training_step.json").read_text())
+    assert record["learning_rate"] == learning_rate(5, TrainConfig(**log["train"]))  # the 12-step schedule's
+    last, _ = weights.load(out / "checkpoints" / "step-000005", process=False)
+    final, _ = weights.load(out, process=False)  # stored in bfloat16
+    torch.testing.assert_close(final.W_E, last.W_E.to(torch.bfloat16).float())
+
+
+# The corpus command, on two tiny sources in place of the Debian packages.
+FAKE_SOURCES = {"python3.11-doc": ["The function returns a value.\n"] * 20, "bible-kjv-text": ["In the beginning.\n"] * 20}
+
+
+@pytest.fixture
+def fake_sources(monkeypatch):
+    monkeypatch.setattr(corpus, "check_sources", lambda: None)
+    monkeypatch.setattr(corpus, "read_sources", lambda: FAKE_SOURCES)
+
+
+def test_the_corpus_replaces_its_previous_output_and_refuses_anything_else_untouched(fake_sources, tmp_path, capsys):
+    out = tmp_path / "data"
+    assert corpus.main(["--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [outdir.CORPUS.marker, "provenance.json", "train.bin", "val.bin"]
+    first = state(out)
+    assert corpus.main(["--out", str(out)]) == 0  # its own previous output: replaced
+    assert state(out).keys() == first.keys()
+    (out / "my-notes.txt").write_text("mine")
+    before = state(tmp_path)
+    capsys.readouterr()
+    assert corpus.main(["--out", str(out)]) == 2
+    assert "holds a previous corpus and also 1 thing(s) this command did not write (my-notes.txt)" in one_line(
+        capsys.readouterr().err
+    )
+    assert state(tmp_path) == before
+
+
+def test_an_interrupt_while_the_corpus_is_built_leaves_out_exactly_as_before(fake_sources, tmp_path):
+    out = tmp_path / "data"
+    assert corpus.main(["--out", str(out)]) == 0
+    before = state(tmp_path)
+    script = (
+        "import sys, time\n"
+        "import training.corpus as corpus\n"
+        "def slow():\n"
+        "    print('reading sources', flush=True)\n"
+        "    time.sleep(60)\n"
+        "corpus.check_sources = lambda: None\n"
+        "corpus.read_sources = slow\n"
+        f"sys.exit(corpus.main(['--out', {str(out)!r}]))\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert run.stdout.readline() == "reading sources\n"
+    assert len(list(tmp_path.glob(".data.partial-*"))) == 1  # the scratch folder, beside --out
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and one_line(stderr) == f"interrupted (SIGINT); {out} unchanged"
+    assert state(tmp_path) == before

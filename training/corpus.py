@@ -11,11 +11,16 @@ Sources (provenance and licences are also in CORPUS.md):
 Each source file (a documentation page, a book of the Bible) is one document; documents are joined
 with <|endoftext|> as in GPT-2's training data; every 20th document goes to validation, so the two
 splits share no text. Tokens are stored as uint16 (GPT-2's 50257 ids fit), the format `training` reads.
+
+--out follows the rules of every minigpt command that writes a folder (outdir/__init__.py): new, empty,
+or a previous corpus holding only its own files (replaced); anything else is refused untouched, and an
+interrupted or failed run leaves it exactly as it was.
 """
 
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+import outdir
 from weights.checkpoint import read_tokenizer
+
+DEFAULT_OUT = Path("data")  # where `python -m training` looks by default (--data)
 
 DOCS_DIR = Path("/usr/share/doc/python3.11/html/_sources")
 VOCAB_DIR = Path(__file__).parent.parent / "weights" / "bundled"
@@ -42,16 +50,25 @@ def debian_version(package: str) -> str:
     return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
-def python_docs() -> list[str]:
+def check_sources() -> None:
+    """Both sources are installed, or a UsageError saying how to install the missing one."""
     if not DOCS_DIR.is_dir():
-        sys.exit(f"error: {DOCS_DIR} not found; install it with: apt-get install python3.11-doc")
+        raise outdir.UsageError(f"{DOCS_DIR} not found; install it with: apt-get install python3.11-doc")
+    if shutil.which("bible") is None:
+        raise outdir.UsageError("the `bible` program was not found; install it with: apt-get install bible-kjv")
+
+
+def read_sources() -> dict[str, list[str]]:
+    """{Debian package: its documents}, in the order the splits are built."""
+    return {"python3.11-doc": python_docs(), "bible-kjv-text": bible_books()}
+
+
+def python_docs() -> list[str]:
     return [path.read_text(encoding="utf-8") for path in sorted(DOCS_DIR.rglob("*.rst.txt"))]
 
 
 def bible_books() -> list[str]:
     """One document per book: its verses, one per line, with the "Ge1:1 " references removed."""
-    if shutil.which("bible") is None:
-        sys.exit("error: the `bible` program was not found; install it with: apt-get install bible-kjv")
     books = []
     for book in BOOKS:
         text = subprocess.run(["bible", "-f", f"{book}1:1-{book}999:999"], capture_output=True, text=True, check=True).stdout
@@ -60,32 +77,50 @@ def bible_books() -> list[str]:
     return books
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("data"), help="folder for train.bin, val.bin, provenance.json")
-    args = parser.parse_args(argv)
+def run(args) -> Path:
+    out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
+    outdir.check(out, outdir.CORPUS)  # before the sources are read and tokenized (a minute or two)
+    check_sources()
     tokenizer = read_tokenizer(VOCAB_DIR)
-    sources = {"python3.11-doc": python_docs(), "bible-kjv-text": bible_books()}
-    splits: dict[str, list[int]] = {"train": [], "val": []}
-    for documents in sources.values():
-        for i, document in enumerate(documents):
-            split = "val" if i % VALIDATION_EVERY == VALIDATION_EVERY - 1 else "train"
-            splits[split] += tokenizer.encode(document) + [tokenizer.eot]
-    args.out.mkdir(parents=True, exist_ok=True)
-    provenance = {"sources": {}, "splits": {}}
-    for name, documents in sources.items():
-        provenance["sources"][name] = {
-            "debian_version": debian_version(name),
-            "documents": len(documents),
-            "characters": sum(map(len, documents)),
-        }
-    for split, tokens in splits.items():
-        data = np.array(tokens, dtype=np.uint16)
-        (args.out / f"{split}.bin").write_bytes(data.tobytes())
-        provenance["splits"][split] = {"tokens": len(data), "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
-    (args.out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    folder = outdir.OutputFolder(out, outdir.CORPUS)
+    with folder as scratch:  # the corpus is built in scratch, beside --out, and swapped into place at the end
+        sources = read_sources()
+        splits: dict[str, list[int]] = {"train": [], "val": []}
+        for documents in sources.values():
+            for i, document in enumerate(documents):
+                split = "val" if i % VALIDATION_EVERY == VALIDATION_EVERY - 1 else "train"
+                splits[split] += tokenizer.encode(document) + [tokenizer.eot]
+        provenance = {"sources": {}, "splits": {}}
+        for name, documents in sources.items():
+            provenance["sources"][name] = {
+                "debian_version": debian_version(name),
+                "documents": len(documents),
+                "characters": sum(map(len, documents)),
+            }
+        for split, tokens in splits.items():
+            data = np.array(tokens, dtype=np.uint16)
+            with outdir.writing(scratch / f"{split}.bin") as path:
+                path.write_bytes(data.tobytes())
+            provenance["splits"][split] = {"tokens": len(data), "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
+        with outdir.writing(scratch / "provenance.json") as path:
+            path.write_text(json.dumps(provenance, indent=2) + "\n")
+        folder.publish()
     print(json.dumps(provenance, indent=2))
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.corpus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for train.bin, val.bin, provenance.json: new, empty, or a previous corpus (default: ./{DEFAULT_OUT})",
+    )
+    return outdir.command(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

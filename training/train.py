@@ -1,7 +1,7 @@
 """Train a small GPT-2 with minigpt's own forward pass, and write it in the official checkpoint layout.
 
     python -m training.corpus --out data        # once: the token files (see training/corpus.py)
-    python -m training --data data --out weights/bundled
+    python -m training --data data --out training-run
 
 The recipe is GPT-2's, scaled down: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to 10%
 of the peak learning rate, gradient clipping at norm 1, weight decay 0.1 on the matrices and
@@ -16,11 +16,23 @@ Checkpoints over training, for `python -m analysis.dynamics OUT`:
 writes the model at step 0 (the initialisation), the last step, and log-spaced steps between, each in
 the official layout (float32) with its step, tokens seen and validation loss in training_step.json.
 `--weight-decay 0` and `--decay-gains true` give the weight-decay ablation; `--device cuda` trains on a GPU.
+`--stop-after N` ends a run after N steps of its --steps-long schedule (what stopping it by hand did
+before a stopped run left nothing behind): `--steps 1500 --checkpoints 14 --stop-after 443` keeps the
+checkpoints up to step 443 of the 1,500-step schedule, and the model at step 443.
+
+--out follows the rules of every minigpt command that writes a folder (outdir/__init__.py): it must be
+new, empty, or a previous training run holding only its own files, which is then replaced; anything
+else is refused untouched. The run, checkpoints included, is written into a scratch folder beside it
+and moved into place when training ends, so an interrupted (Ctrl-C, SIGTERM) or failed run leaves --out
+exactly as it was. The shipped model, weights/bundled, is never written by this command: replacing it
+is a deliberate copy, described in weights/bundled/README.md.
 """
 
 import argparse
 import json
 import math
+import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,11 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
+import outdir
 import weights
 from minigpt import GPT2, Config
 
 BUNDLED = Path(weights.hub.BUNDLED_DIR)
+DEFAULT_OUT = Path("training-run")
 
 
 @dataclass
@@ -52,13 +67,18 @@ class TrainConfig:
     bf16: bool = True
     decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; GPT-2's recipe does not)
     checkpoints: int = 0  # how many log-spaced checkpoints to keep (0: none, only the final model)
+    stop_after: int = 0  # end after this many steps of the `steps`-long schedule (0: all of them)
 
 
 @torch.no_grad()
 def init_weights(model: GPT2, seed: int) -> GPT2:
     """GPT-2's initialisation: N(0, 0.02) for matrices and token embeddings, N(0, 0.01) for positions,
-    and N(0, 0.02/√(2·n_layers)) for the two matrices that write into the residual stream (W_O, W_out),
-    so that the residual's variance does not grow with depth at initialisation. Biases 0, gains 1."""
+    and N(0, 0.02/√(2·n_layers)) for the two matrices that write into the residual stream (W_O, W_out).
+    That scaling (GPT-2's paper: "by 1/√N where N is the number of residual layers") makes the
+    2·n_layers writes add up to a final residual variance that does not depend on n_layers; within one
+    model the variance still grows with every layer, linearly. Measured at d_model 128: from 5.0e-4
+    after the embedding to 2.1e-3 after the last block, whether the model has 2, 8 or 32 layers.
+    Biases 0, gains 1."""
     generator = torch.Generator().manual_seed(seed)
     writer_std = 0.02 / math.sqrt(2 * model.cfg.n_layers)
     for name, param in model.named_parameters():
@@ -138,15 +158,28 @@ def make_optimizer(model: GPT2, cfg: TrainConfig) -> torch.optim.AdamW:
 def checkpoint_steps(steps: int, n: int) -> list[int]:
     """n steps (fewer where rounding merges them) from 0 to `steps`, log-spaced after 0: the early
     steps, where the weights change fastest, are sampled most densely."""
-    if n < 2:
-        return [] if n < 1 else [steps]
+    if n < 1:
+        return []
+    if n < 3:  # not geomspace: geomspace(1, steps, 1) is [1], which would give n = 2 three steps
+        return [steps] if n == 1 else [0, steps]
     return sorted({0, steps} | {int(round(s)) for s in np.geomspace(1, steps, n - 1)})
+
+
+def save_model(model: GPT2, directory: Path, dtype: torch.dtype = torch.float32) -> None:
+    """weights.save with GPT-2's vocabulary; a refused write (disk full, file too large) is an outdir.WriteError
+    naming the folder. safetensors reports its own write failures as SafetensorError, not OSError."""
+    try:
+        weights.save(model, directory, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt", dtype=dtype)
+    except (OSError, SafetensorError) as error:
+        safetensors_words = r"^Error while serializing: I/O error: | \(os error \d+\)$"  # around the OS's reason
+        reason = getattr(error, "strerror", None) or re.sub(safetensors_words, "", str(error))
+        raise outdir.WriteError(f"could not write the checkpoint in {directory}: {reason}") from None
 
 
 def save_checkpoint(model: GPT2, directory: Path, step: int, cfg: TrainConfig, val_tokens: np.ndarray, train_loss) -> None:
     """The model after `step` updates, in the official layout, and what training had reached then."""
     model.eval()
-    weights.save(model, directory, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt")
+    save_model(model, directory)
     record = {
         "step": step,
         "tokens": step * cfg.batch_size * cfg.seq_len,
@@ -154,8 +187,15 @@ def save_checkpoint(model: GPT2, directory: Path, step: int, cfg: TrainConfig, v
         "train_loss": train_loss,  # the mean over the last (up to) 10 steps' batches; None at step 0
         "val_loss": validation_loss(model, val_tokens, cfg),
     }
-    (directory / "training_step.json").write_text(json.dumps(record, indent=2) + "\n")
+    with outdir.writing(directory / "training_step.json") as path:
+        path.write_text(json.dumps(record, indent=2) + "\n")
     model.train()
+
+
+def check_splits(train_tokens: np.ndarray, val_tokens: np.ndarray, seq_len: int) -> None:
+    """Each split must hold at least one window of seq_len + 1 tokens (inputs and their next tokens)."""
+    if len(train_tokens) <= seq_len + 1 or len(val_tokens) <= seq_len + 1:
+        raise ValueError(f"need more than {seq_len + 1} tokens in each split, found {len(train_tokens)} and {len(val_tokens)}")
 
 
 def train(
@@ -168,11 +208,9 @@ def train(
 ) -> dict:
     """Train in place; return the history {"step", "train_loss", "val_step", "val_loss", "seconds"}.
     With checkpoint_dir and cfg.checkpoints > 0, save the model at `checkpoint_steps` into
-    checkpoint_dir/step-NNNNNN (the time spent saving is not counted in "seconds")."""
-    if len(train_tokens) <= cfg.seq_len + 1 or len(val_tokens) <= cfg.seq_len + 1:
-        raise ValueError(
-            f"need more than {cfg.seq_len + 1} tokens in each split, found {len(train_tokens)} and {len(val_tokens)}"
-        )
+    checkpoint_dir/step-NNNNNN (the time spent saving is not counted in "seconds"). With cfg.stop_after,
+    stop after that many steps of the cfg.steps-long schedule."""
+    check_splits(train_tokens, val_tokens, cfg.seq_len)
     model.train()
     for param in model.parameters():
         param.requires_grad_(True)
@@ -194,7 +232,8 @@ def train(
 
     start = time.time()
     tokens_per_step = cfg.batch_size * cfg.seq_len
-    for step in range(cfg.steps):
+    last = cfg.stop_after or cfg.steps  # the learning-rate schedule is cfg.steps long either way
+    for step in range(last):
         checkpoint(step)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg)
@@ -208,32 +247,37 @@ def train(
         elapsed = time.time() - start - saving_seconds
         if progress:
             rate = (step + 1) * tokens_per_step / elapsed
-            eta = (cfg.steps - step - 1) * tokens_per_step / rate
+            eta = (last - step - 1) * tokens_per_step / rate
             print(
-                f"\rstep {step + 1}/{cfg.steps}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
+                f"\rstep {step + 1}/{last}  loss {loss.item():.3f}  {rate:,.0f} tok/s  eta {eta / 60:.1f} min ",
                 end="",
                 file=sys.stderr,
                 flush=True,
             )
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == last:
             model.eval()
             history["val_step"].append(step)
             history["val_loss"].append(validation_loss(model, val_tokens, cfg))
             model.train()
             if progress:
                 print(f"\nstep {step + 1}: validation loss {history['val_loss'][-1]:.3f}", file=sys.stderr, flush=True)
-    checkpoint(cfg.steps)
+    checkpoint(last)
     history["seconds"] = time.time() - start - saving_seconds
     model.eval()
     return history
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=Path("data"), help="folder with train.bin, val.bin (training.corpus)")
-    parser.add_argument("--out", type=Path, default=BUNDLED, help="where to write the checkpoint")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder for the model and its checkpoints: new, empty, or a previous training run (default: ./{DEFAULT_OUT})",
+    )
     parser.add_argument("--layers", type=int, default=10)
     parser.add_argument("--d-model", type=int, default=160)
     parser.add_argument("--heads", type=int, default=5)
@@ -244,49 +288,82 @@ def main(argv=None) -> None:
             kind = (lambda s: s.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)
             parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default)
     args = parser.parse_args(argv)
-    train_config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig()) if f != "seq_len"}, seq_len=args.n_ctx)
-    model_config = Config.sized(args.layers, args.d_model, args.heads, n_ctx=args.n_ctx)
-    torch.manual_seed(train_config.seed)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    return args
 
+
+def run(args) -> Path:
+    """Check everything, train into a scratch folder beside --out, and swap it into place at the end."""
+    out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
+    if out == BUNDLED.absolute():
+        raise outdir.UsageError(
+            f"--out {args.out} is the shipped bundled model, which this command never overwrites; train into another "
+            "folder, then copy it over as weights/bundled/README.md describes (nothing was touched)"
+        )
+    outdir.check(out, outdir.TRAINING_RUN)  # before the token files are read
+    train_config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig()) if f != "seq_len"}, seq_len=args.n_ctx)
+    try:
+        model_config = Config.sized(args.layers, args.d_model, args.heads, n_ctx=args.n_ctx)
+    except ValueError as error:
+        raise outdir.UsageError(f"--d-model, --heads: {error}") from None
     try:
         device = weights.devices.resolve(args.device)
     except ValueError as error:
-        parser.error(f"--device: {error}")
+        raise outdir.UsageError(f"--device: {error}") from None
     if train_config.checkpoints < 0:
-        parser.error(f"--checkpoints must be 0 or more, found {train_config.checkpoints}")
+        raise outdir.UsageError(f"--checkpoints must be 0 or more, found {train_config.checkpoints}")
+    if not 0 <= train_config.stop_after <= train_config.steps:
+        raise outdir.UsageError(
+            f"--stop-after must be 0 (all --steps) to --steps ({train_config.steps}), found {train_config.stop_after}"
+        )
     missing = [str(args.data / f"{name}.bin") for name in ("train", "val") if not (args.data / f"{name}.bin").is_file()]
     if missing:
-        parser.error(f"no token file {' or '.join(missing)}: build them with `python -m training.corpus --out {args.data}`")
+        raise outdir.UsageError(
+            f"no token file {' or '.join(missing)}: build them with `python -m training.corpus --out {args.data}`"
+        )
     splits = {name: np.fromfile(args.data / f"{name}.bin", dtype=np.uint16) for name in ("train", "val")}
+    try:
+        check_splits(splits["train"], splits["val"], train_config.seq_len)
+    except ValueError as error:
+        raise outdir.UsageError(f"--data {args.data}: {error}") from None
+    torch.manual_seed(train_config.seed)
     model = init_weights(GPT2(model_config), train_config.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"{n_params:,} parameters; {len(splits['train']):,} training and {len(splits['val']):,} validation tokens",
         file=sys.stderr,
     )
-    history = train(model, splits["train"], splits["val"], train_config, checkpoint_dir=args.out / "checkpoints")
-
-    weights.save(model, args.out, vocab_json=BUNDLED / "vocab.json", merges_txt=BUNDLED / "merges.txt", dtype=torch.bfloat16)
-    provenance_path = args.data / "provenance.json"
-    log = {
-        "command": "python -m training " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": asdict(model_config),
-        "parameters": n_params,
-        "train": asdict(train_config),
-        "corpus": json.loads(provenance_path.read_text()) if provenance_path.exists() else None,
-        "unigram_val_loss": unigram_loss(splits["train"], splits["val"], model_config.d_vocab),
-        "torch": torch.__version__,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        "threads": torch.get_num_threads(),
-        **history,
-    }
-    (args.out / "training_log.json").write_text(json.dumps(log) + "\n")
+    folder = outdir.OutputFolder(out, outdir.TRAINING_RUN)
+    with folder as scratch:
+        history = train(model, splits["train"], splits["val"], train_config, checkpoint_dir=scratch / "checkpoints")
+        save_model(model, scratch, dtype=torch.bfloat16)
+        provenance_path = args.data / "provenance.json"
+        log = {
+            "command": "python -m training " + " ".join(args.argv),
+            "model": asdict(model_config),
+            "parameters": n_params,
+            "train": asdict(train_config),
+            "corpus": json.loads(provenance_path.read_text()) if provenance_path.exists() else None,
+            "unigram_val_loss": unigram_loss(splits["train"], splits["val"], model_config.d_vocab),
+            "torch": torch.__version__,
+            "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+            "threads": torch.get_num_threads(),
+            **history,
+        }
+        with outdir.writing(scratch / "training_log.json") as path:
+            path.write_text(json.dumps(log) + "\n")
+        folder.publish()
     print(
         f"wrote {args.out}: validation loss {history['val_loss'][-1]:.3f} (unigram baseline {log['unigram_val_loss']:.3f}), "
         f"{history['seconds'] / 60:.1f} min",
         file=sys.stderr,
     )
+    return out
+
+
+def main(argv=None) -> int:
+    return outdir.command(run, parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

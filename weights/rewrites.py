@@ -55,6 +55,12 @@ def fold_layer_norm(model: GPT2) -> GPT2:
     after this product, and q and k are unchanged. OPT's final LayerNorm is ln_final, as GPT-2's; Pythia's
     W_U is its own matrix (embed_out), rewritten in place like the untied copy GPT-2 gets.
     """
+    # Applied twice it refuses: the gains and biases it would move are gone (w = b = None).
+    if any(block.ln1.w is None for block in model.blocks) or (model.ln_final is not None and model.ln_final.w is None):
+        raise ValueError(
+            "fold_layer_norm: this model's LayerNorm is already folded into the weights (its w and b are None); "
+            "fold it once (weights.load and weights.process already do)"
+        )
     _untie_unembed(model)
     for block in model.blocks:
         attn, mlp = block.attn, block.mlp
@@ -89,6 +95,7 @@ def center_writing_weights(model: GPT2) -> GPT2:
     In its parallel block attention and MLP both write to, and both LayerNorms read, the residual stream,
     so every reader is still a LayerNorm and the identity holds.
     """
+    # Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     _untie_unembed(model)
     model.W_E -= model.W_E.mean(dim=-1, keepdim=True)
     if model.W_pos is not None:  # GPT-NeoX has none
@@ -108,6 +115,7 @@ def center_unembed(model: GPT2) -> GPT2:
     Families: the same for all; for the padded vocabularies (OPT's 50272 rows, Pythia's 50304) the mean is
     over every row, padding included, which shifts every logit of a position alike, so softmax still ignores it.
     """
+    # Applied twice, the second call changes nothing but rounding: the means it subtracts are already 0.
     _untie_unembed(model)
     if model.ln_final is not None:
         model.W_U -= model.W_U.mean(dim=-1, keepdim=True)
@@ -125,6 +133,7 @@ def fold_value_biases(model: GPT2) -> GPT2:
     Families: the rows still sum to 1 under GPT-Neo's local window (fewer keys, still a softmax) and with
     GPT-NeoX's rotation, which turns q and k and never v.
     """
+    # Applied twice, the second call changes nothing: b_V is 0, so it adds exactly 0 to b_O.
     for block in model.blocks:
         attn = block.attn
         attn.b_O += torch.einsum("he,hed->d", attn.b_V, attn.W_O)
