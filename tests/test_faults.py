@@ -286,6 +286,33 @@ def test_a_signal_that_arrives_during_the_fork_is_not_lost():
             armed.clear()
 
 
+def test_a_signal_that_another_thread_takes_during_the_fork_is_not_lost():
+    """Blocking a signal holds it for one thread only: one that another thread takes (torch has worker
+    threads) has Python run the handler in the main thread wherever it is, inside an at-fork callback too."""
+    import threading
+
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
+    armed = []
+
+    def signal_the_other_thread():
+        if armed:
+            signal.pthread_kill(other.ident, signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler here, inside the callback, unless it is held
+
+    os.register_at_fork(after_in_parent=signal_the_other_thread)
+    try:
+        with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
+            armed.append(True)
+            try:
+                processes.two_at_once(lambda: time.sleep(0.5), lambda: None)
+            finally:
+                armed.clear()
+    finally:
+        idle.set()
+
+
 def test_on_one_core_both_halves_run_here(monkeypatch):
     monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert processes.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())

@@ -33,13 +33,26 @@ def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> t
     parent = os.getpid()
     # SIGINT and SIGTERM wait over the fork: arriving during it, their exception would be raised inside an
     # at-fork callback (logging registers some), which Python reports as "ignored" and drops (seen in tests).
+    # Blocking them holds them for this thread only: another thread (torch's workers) may still take one,
+    # and Python then runs the handler in this thread wherever it is, at-fork callbacks included. So the
+    # handlers too are replaced over the fork, by one that only notes the signal; it is raised after.
+    arrived = []
+    handlers = {s: signal.signal(s, lambda signum, _frame: arrived.append(signum)) for s in SIGNALS}
     held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+
+    def release() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        for signum in arrived:
+            signal.raise_signal(signum)
+
     try:
         pid = os.fork()
     except BaseException:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         os.close(read_end)
         os.close(write_end)
+        release()
         raise
     if pid == 0:  # the child: never returns into the caller's frames (os._exit skips their cleanup)
         try:
@@ -62,7 +75,7 @@ def two_at_once(in_child: Callable[[], object], here: Callable[[], object]) -> t
             os._exit(0)
     try:
         os.close(write_end)
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal held over the fork arrives here
+        release()  # a signal held over the fork arrives here
         with os.fdopen(read_end, "rb") as pipe:
             mine = here()
             sent = pipe.read()  # everything, once the child has finished
