@@ -1,0 +1,15 @@
+"""The lessons: notebooks built from lessons/source, their checkers (lessons.check), their figures
+(lessons.figures), and the files they read offline."""
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+# The study's 61 prompts (a copy of analysis/prompts.txt), one per line: lesson 3 measures on them.
+PROMPTS = HERE / "prompts.txt"
+# A checkpoint of minigpt's training recipe at 8 layers, stopped at step 443, where its growth is steady.
+STEADY_CHECKPOINT = HERE / "checkpoints" / "depth8-step443"
+
+
+def prompts() -> list[str]:
+    """The study's prompts, one per non-empty line of PROMPTS."""
+    return [line for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
