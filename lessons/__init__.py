@@ -6,8 +6,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 # The study's 61 prompts (a copy of analysis/prompts.txt), one per line: lesson 3 measures on them.
 PROMPTS = HERE / "prompts.txt"
-# A checkpoint of minigpt's training recipe at 8 layers, stopped at step 443, where its growth is steady.
-STEADY_CHECKPOINT = HERE / "checkpoints" / "depth8-step443"
+# A checkpoint from early in a training run of minigpt's small recipe, where the growth is steady
+# (lessons/checkpoints/README.md says why this one).
+MID_TRAINING = HERE / "checkpoints" / "small6-step004"
 
 
 def prompts() -> list[str]:

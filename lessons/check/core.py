@@ -133,7 +133,10 @@ def as_tensor(name: str, value, like: torch.Tensor) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise Mistake(f"✗ {name} returned {type(value).__name__}; expected a tensor of shape {list(like.shape)}")
     if value.shape != like.shape:
-        raise Mistake(f"✗ {name} returned shape {list(value.shape)}; expected {list(like.shape)}")
+        why = (
+            ": one number for everything; does a reduction (a norm, a sum) need its dim=…?" if value.ndim == 0 < like.ndim else ""
+        )
+        raise Mistake(f"✗ {name} returned shape {list(value.shape)}; expected {list(like.shape)}{why}")
     return value.detach().double()
 
 
@@ -191,7 +194,8 @@ def compare(
     nonzero = expected.abs() > 1e-9 * scale
     if nonzero.any() and bool((got[~nonzero].abs() <= rtol * scale).all()):
         ratio = got[nonzero] / expected[nonzero]
-        if float(ratio.std(correction=0) / ratio.mean().abs().clamp(min=1e-300)) < 1e-4:
+        constant = float(ratio.std(correction=0) / ratio.mean().abs().clamp(min=1e-300)) < 1e-4
+        if constant and abs(float(ratio.mean()) - 1) > 1e-3:
             raise Mistake(
                 f"✗ {name} is off by a constant factor of {float(ratio.mean()):.4g}: a scale, or a missing ½, √ or 1/n?{advice}"
             )

@@ -157,6 +157,12 @@ def fold_value_bias(fn: Callable) -> None:
     expected = weights.fold_value_biases(copy.deepcopy(model)).blocks[0].attn
     got = pair("fold_value_bias", call("fold_value_bias", fn, attn.b_V, attn.W_O, attn.b_O), "(b_V', b_O')")
     moved = torch.einsum("he,hed->d", attn.b_V, attn.W_O)
+    n_heads, _, d_model = attn.W_O.shape
+    if isinstance(got[1], torch.Tensor) and got[1].shape == (n_heads, n_heads, d_model):
+        raise Mistake(
+            f"✗ fold_value_bias (b_O') returned shape {list(got[1].shape)}: b_V @ W_O multiplied every head's b_V with every "
+            "head's W_O. Pair b_V[h] with its own W_O[h], then sum over the heads."
+        )
     b_V_mistakes = {"b_V is still there: it now lives in b_O, so set it to zero (or it counts twice)": attn.b_V}
     difference = compare("fold_value_bias (b_V')", got[0], expected.b_V, b_V_mistakes)
     b_mistakes = {

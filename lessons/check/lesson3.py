@@ -51,6 +51,11 @@ hint = Hints(
 )
 
 
+def _float64(value) -> torch.Tensor:
+    """Numbers from numpy or Python as a float64 tensor (torch.tensor(0.1) would round a Python float to float32)."""
+    return torch.as_tensor(np.asarray(value, dtype=np.float64))
+
+
 def _norms_per_prompt(seed: int = 6) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [np.exp(rng.normal(size=(4, n)) * 0.3 + np.arange(4)[:, None] * 0.1) for n in (3, 9, 5)]
@@ -74,9 +79,9 @@ def mean_norm_without_bos(fn: Callable) -> None:
             [n[1:] for n in norms], axis=1
         ).mean(1),
     }
-    mistakes = {k: torch.as_tensor(v) for k, v in mistakes.items() if v.shape == expected.shape}
+    mistakes = {k: _float64(v) for k, v in mistakes.items() if v.shape == expected.shape}
     got = call("mean_norm_without_bos", fn, norms)
-    difference = compare("mean_norm_without_bos", got, torch.as_tensor(expected), mistakes, rtol=1e-9)
+    difference = compare("mean_norm_without_bos", got, _float64(expected), mistakes, rtol=1e-9)
     passed("mean_norm_without_bos", "the study's pooled mean on three prompts of random norms", difference)
 
 
@@ -100,9 +105,9 @@ def endpoint_rate(fn: Callable) -> None:
         "n[last] is one layer short (a slice's end is excluded, an index is not): use n[last]": (n[last - 1] / n[first])
         ** (1 / (last - first)),
     }
-    mistakes = {k: torch.tensor(v) for k, v in mistakes.items()}
+    mistakes = {k: _float64(v) for k, v in mistakes.items()}
     got = call("endpoint_rate", fn, n, first, last)
-    difference = compare("endpoint_rate", got, torch.tensor(expected), mistakes, rtol=1e-9)
+    difference = compare("endpoint_rate", got, _float64(expected), mistakes, rtol=1e-9)
     passed("endpoint_rate", "analysis.measures.growth_rate's 'rate'", difference)
 
 
@@ -134,9 +139,9 @@ def fitted_rate(fn: Callable) -> None:
         ),
         "x and y swapped: np.polyfit(x, y, 1) takes the layers first, then log n": np.exp(_slope(y, layers)),
     }
-    mistakes = {k: torch.tensor(v) for k, v in mistakes.items()}
+    mistakes = {k: _float64(v) for k, v in mistakes.items()}
     got = call("fitted_rate", fn, n, first, last)
-    difference = compare("fitted_rate", got, torch.tensor(expected), mistakes, rtol=1e-9)
+    difference = compare("fitted_rate", got, _float64(expected), mistakes, rtol=1e-9)
     passed("fitted_rate", "analysis.measures.growth_rate's 'fit_rate'", difference)
 
 
@@ -162,9 +167,9 @@ def r_squared(fn: Callable) -> None:
             np.arange(first, last), np.log(n[first:last])
         ),
     }
-    mistakes = {k: torch.tensor(v) for k, v in mistakes.items()}
+    mistakes = {k: _float64(v) for k, v in mistakes.items()}
     got = call("r_squared", fn, n, first, last)
-    difference = compare("r_squared", got, torch.tensor(expected), mistakes, rtol=1e-9)
+    difference = compare("r_squared", got, _float64(expected), mistakes, rtol=1e-9)
     passed("r_squared", "analysis.measures.growth_rate's 'r2'", difference)
 
 
@@ -185,7 +190,10 @@ def W_OV_frobenius(fn: Callable) -> None:
             products, ord=2
         ),
     }
-    difference = compare("W_OV_frobenius", call("W_OV_frobenius", fn, W_V, W_O), expected, mistakes, rtol=1e-4)
+    got = call("W_OV_frobenius", fn, W_V, W_O)
+    if isinstance(got, torch.Tensor) and got.ndim == 0:
+        raise Mistake("✗ W_OV_frobenius returned one number for all heads: take each head's norm over its last two axes")
+    difference = compare("W_OV_frobenius", got, expected, mistakes, rtol=1e-4)
     passed("W_OV_frobenius", "analysis.measures.W_OV_frobenius on the processed bundled model's layer 3", difference)
 
 
@@ -213,12 +221,8 @@ def appendix1(fn: Callable) -> None:
         "only one sublayer in the bound: both attn_out and mlp_out are added to the stream": mlp / pre,
         "the bound adds ‖pre‖ too: that is the bound on g, not on g − 1": (pre + attn + mlp) / pre,
     }
-    difference = compare(
-        "appendix1 (g − 1)", got[0], torch.as_tensor(g_minus_1), {k: torch.as_tensor(v) for k, v in g_mistakes.items()}
-    )
-    bound_got = compare(
-        "appendix1 (bound)", got[1], torch.as_tensor(bound), {k: torch.as_tensor(v) for k, v in b_mistakes.items()}
-    )
+    difference = compare("appendix1 (g − 1)", got[0], _float64(g_minus_1), {k: _float64(v) for k, v in g_mistakes.items()})
+    bound_got = compare("appendix1 (bound)", got[1], _float64(bound), {k: _float64(v) for k, v in b_mistakes.items()})
     passed("appendix1", "Appendix 1's inequality on 50 vectors", max(difference, bound_got))
 
 
