@@ -1,16 +1,27 @@
 """The lessons' figures: each takes numbers and returns a matplotlib figure. The notebooks show them
 inline; `python -m lessons.expected` draws the same ones from the bundled model for slides."""
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 
 def log_axis(ax, axis: str = "y") -> None:
-    """A log scale whose ticks are labelled with plain numbers (2, 5, 10, 20, …), even over less than a decade."""
+    """A log scale with at least four ticks labelled in plain numbers (20, 30, 40, …), even over less
+    than a decade, where matplotlib's own would label one or two. Call it after plotting."""
     getattr(ax, f"set_{axis}scale")("log")
+    lo, hi = getattr(ax, f"get_{axis}lim")()
+    decades = range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 2, 3, 5, 7), (1, 1.5, 2, 3, 4, 5, 6, 7, 8)):
+        ticks = [m * 10.0**e for e in decades for m in mantissas if lo <= m * 10.0**e <= hi]
+        if len(ticks) >= 4:
+            break
+    if len(ticks) < 3:  # less than a factor of two: evenly spaced round numbers
+        ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi]
     target = getattr(ax, f"{axis}axis")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_locator(FixedLocator(ticks))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_formatter(NullFormatter())
 
@@ -58,7 +69,7 @@ def ln_scale_invariance(c, change, variance: float, eps: float = 1e-5):
     fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     ax.loglog(c, np.maximum(change, 1e-9), "o-", label="largest |LN(c·x) − LN(x)|")
     ax.axvline(np.sqrt(eps / variance), color="grey", ls="--", label="c² · variance = ε")
-    ax.set(title="LayerNorm ignores the scale of its input, until c² · variance meets ε", xlabel="c", ylabel="change")
+    ax.set(title="LayerNorm ignores the scale of its input, until c² · variance nears ε", xlabel="c", ylabel="change")
     ax.legend()
     return fig
 
@@ -80,6 +91,7 @@ def kept_by_layer(kept):
     ax.bar(np.arange(len(kept)), kept, color="tab:blue")
     ax.axhline(1.0, color="grey", ls="--", label="1: nothing later removes it (overshadowing)")
     ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_ylim(min(0.0, *kept) - 0.05, max(1.25, *kept) + 0.05)  # room for the legend above the bars and the line
     ax.set(title="Scaling one block's mlp_out: how much of the extra survives", xlabel="block", ylabel="fraction kept")
     ax.legend()
     return fig

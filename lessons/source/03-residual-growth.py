@@ -205,7 +205,9 @@ plt.show()
 by_length = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 picks = [prompts[by_length[k]] for k in np.linspace(0, len(prompts) - 1, 8).round().astype(int)]
 p = padding_norms(model, picks, tokenizer.eot)
-figures.norms_by_layer({kind: p[kind] for kind in ("bos", "padding", "ordinary")}, "bundled: BOS, padding and ordinary")
+figures.norms_by_layer(
+    {kind: p[kind] for kind in ("bos", "padding", "ordinary")}, "bundled: BOS, padding and ordinary", "mean ‖resid_post‖"
+)
 plt.show()
 print("BOS / ordinary, by layer:", np.round(p["bos"] / p["ordinary"], 2))
 
@@ -216,7 +218,7 @@ print("BOS / ordinary, by layer:", np.round(p["bos"] / p["ordinary"], 2))
 #
 # If the residual grows by a constant factor per layer, what the sublayers add must grow at that rate
 # too, or their contribution would shrink relative to the stream. Use your functions on the other
-# streams' norms.
+# streams' norms. Before you print: do attention and the MLPs grow at the residual's rate here?
 
 # %%
 mean = {stream: mean_norm_without_bos(n) for stream, n in norms.items()}
