@@ -40,8 +40,8 @@ print(f"tokens {tuple(tokens.shape)} = [batch, pos], BOS first; {L} layers")
 # Every intermediate tensor of minigpt's forward pass goes through a `HookPoint`, an identity module
 # whose module path is its name: `blocks.3.hook_resid_pre`, `blocks.3.ln1.hook_normalized`,
 # `blocks.3.attn.hook_pattern`, `blocks.3.hook_mlp_out`, … (the names TransformerLens uses).
-# `instrument.hooks(model, {name: fn})` calls `fn(tensor, name)` at each named point while the block
-# runs. A hook that returns `None` leaves the tensor as it is, so it can simply keep it. (With
+# `instrument.hooks(model, {name: fn})` calls `fn(tensor, name)` at each named point while the `with`
+# block runs. A hook that returns `None` leaves the tensor as it is, so it can simply keep it. (With
 # `unembed=False` the model skips the final LayerNorm and the 50257-wide unembedding, and returns the
 # last residual stream: much faster when you need no logits, as in every exercise here.)
 
