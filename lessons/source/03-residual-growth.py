@@ -52,7 +52,11 @@ print(f"{len(prompts)} prompts, {sum(map(len, prompts))} tokens; {L} layers, d_m
 
 # %%
 _, cache = instrument.run_with_cache(
-    model, torch.tensor([prompts[0]]), names=lambda n: n.endswith("resid_post"), reduce=lambda t, name: t.norm(dim=-1)
+    model,
+    torch.tensor([prompts[0]]),
+    names=lambda n: n.endswith("resid_post"),
+    reduce=lambda t, name: t.norm(dim=-1),
+    unembed=False,  # no logits: the unembedding is skipped
 )
 print("blocks.3.hook_resid_post kept as norms:", tuple(cache["blocks.3.hook_resid_post"].shape), "= [batch, pos]")
 
@@ -282,8 +286,8 @@ print(
 )
 w = weight_measures(model)
 tokens, lengths = pad_batch(prompts, tokenizer.eot)
-_, active = instrument.run_with_cache(
-    model, tokens, names=lambda n: n.endswith("mlp.hook_pre"), reduce=lambda t, name: (t > 0).float().mean(-1)
+_, active = instrument.run_with_cache(  # unembed=False: no logits needed, so skip the 50257-wide unembedding
+    model, tokens, names=lambda n: n.endswith("mlp.hook_pre"), reduce=lambda t, name: (t > 0).float().mean(-1), unembed=False
 )
 real = torch.tensor([[0 < pos < n for pos in range(tokens.shape[1])] for n in lengths])  # [batch, pos]: not BOS, not padding
 actual = [float(active[f"blocks.{l}.mlp.hook_pre"][real].mean()) for l in range(L)]
