@@ -235,7 +235,11 @@ MISTAKES = {
         (lambda W: W, "nothing subtracted"),
     ],
     lesson2.center_unembed: [
-        (lambda W_U, b_U: (W_U - W_U.mean(0, keepdim=True), b_U - b_U.mean()), "W_U centred over d_model"),
+        (
+            lambda W_U, b_U: (W_U - W_U.mean(0, keepdim=True), b_U - b_U.mean()),
+            "W_U centred over d_model: the logits shift by the same amount for every token only when each row of W_U "
+            "loses its mean over the vocabulary (the last axis)",  # the whole sentence: it used to stop mid-way
+        ),
         (lambda W_U, b_U: (W_U - W_U.mean(), b_U - b_U.mean()), "one number subtracted from all of W_U"),
         (lambda W_U, b_U: (W_U - W_U.mean(-1, keepdim=True), b_U), "b_U unchanged"),
     ],
