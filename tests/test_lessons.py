@@ -253,6 +253,7 @@ MISTAKES = {
         (lambda norms: np.concatenate(norms, axis=1).mean(1), "BOS is included"),
         (lambda norms: np.mean([n[:, 1:].mean(1) for n in norms], axis=0), "a mean of the prompts' means"),
         (lambda norms: np.concatenate([n[:, :-1] for n in norms], axis=1).mean(1), "the last position was left out"),
+        (lambda norms: np.concatenate([n[1:] for n in norms], axis=1).mean(1), "n[1:] drops layer 0, a row"),
     ],
     lesson3.endpoint_rate: [
         (lambda n, a, b: (n[b] / n[a]) ** (1 / (b - a + 1)), "the root is one too deep"),
