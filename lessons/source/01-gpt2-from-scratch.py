@@ -3,12 +3,13 @@
 #
 # You will write GPT-2's forward pass one piece at a time: embeddings, LayerNorm, causal attention,
 # the GELU MLP, and then the whole model. After each piece a checker runs your function against
-# minigpt's own code (which the project's tests prove equal to Hugging Face's GPT-2) and, if it is
-# wrong, tells you what the mistake looks like. At the end, the weights of minigpt's small bundled
-# GPT-2 run through *your* code, and it writes text.
+# minigpt's own code (which the project's tests check against Hugging Face's GPT-2, to 1e-4) and, if
+# it is wrong, tells you what the mistake looks like. At the end, the weights of minigpt's small
+# bundled GPT-2 run through *your* code, and it writes text.
 #
-# Everything runs offline on a laptop CPU in a minute or two. The reference for every exercise is
-# `minigpt/model.py`: try first, then compare.
+# Everything runs offline on a laptop CPU; the computations take seconds. Stuck on an exercise?
+# `check.hint("embed")` prints a nudge, and the next one each time you ask. The answers are in
+# `lessons/solutions/` (and in `minigpt/model.py`): open them after your check passes, to compare.
 #
 # Shapes are named as in the code: `batch, pos, d_model, n_heads, d_head, d_mlp, d_vocab`.
 
@@ -18,8 +19,10 @@ import math
 import matplotlib.pyplot as plt
 import torch
 
+import instrument
 import weights
-from lessons import check
+from lessons import figures
+from lessons.check import lesson1 as check
 from minigpt import generate
 
 torch.set_grad_enabled(False)
@@ -30,15 +33,17 @@ print(cfg)
 # %% [markdown]
 # ## 1. Embeddings
 #
-# A token id selects a row of the embedding matrix `W_E [d_vocab, d_model]`. GPT-2 has no notion of
-# order apart from a second, learned table `W_pos [n_ctx, d_model]`: position `p` adds row `p`. The
-# residual stream starts as the sum of the two.
+# A token id selects a row of the embedding matrix `W_E [d_vocab, d_model]`. Attention on its own
+# treats its inputs as a set; GPT-2 learns where each token is from a second table,
+# `W_pos [n_ctx, d_model]`, in which position `p` adds row `p` (the causal mask of section 3 carries
+# some order too: position `p` can count the `p + 1` positions it sees). The residual stream starts
+# as the sum of the two embeddings.
 
 
 # %% [exercise]
 def embed(tokens, W_E, W_pos):
     """tokens [batch, pos] → the residual stream before block 0, [batch, pos, d_model]."""
-    # BEGIN SOLUTION: look up W_E[tokens], then add W_pos[p] for each position p = 0, 1, …, pos − 1
+    # BEGIN SOLUTION
     n_pos = tokens.shape[1]
     return W_E[tokens] + W_pos[:n_pos]  # [batch, pos, d_model] + [pos, d_model], broadcast over batch
     # END SOLUTION
@@ -58,7 +63,7 @@ check.embed(embed)
 # %% [exercise]
 def layer_norm(x, w, b, eps=1e-5):
     """x [..., d_model] → normalised over the last axis, then x̂ · w + b."""
-    # BEGIN SOLUTION: centre x over the last axis, divide by √(mean of squares + eps), then · w + b
+    # BEGIN SOLUTION
     centred = x - x.mean(-1, keepdim=True)
     scale = (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     return centred / scale * w + b
@@ -69,7 +74,28 @@ def layer_norm(x, w, b, eps=1e-5):
 check.layer_norm(layer_norm)
 
 # %% [markdown]
-# ## 3. The attention pattern
+# ## 3. einsum: products with named axes
+#
+# From here on, tensors have four axes, and `torch.einsum` says which axes meet. Each input gets one
+# letter per axis; a letter in both inputs but not in the output is summed over; the output keeps
+# the letters after `->`, in that order:
+#
+#     torch.einsum("ij,jk->ik", A, B)        # A @ B: j is summed
+#     torch.einsum("id,jd->ij", X, Y)        # every row of X dotted with every row of Y: X @ Y.T
+#     torch.einsum("nd,hde->nhe", x, W)      # x [n, d] through each of h matrices W[h] [d, e] at once
+#
+# Letters are only names: pick ones that remind you of the axes (b for batch, p for position, h for
+# head…).
+
+# %%
+A, B = torch.randn(3, 4), torch.randn(4, 5)
+print(torch.allclose(torch.einsum("ij,jk->ik", A, B), A @ B))
+x, W = torch.randn(6, 4), torch.randn(2, 4, 3)  # 6 vectors of size 4; 2 matrices [4, 3]
+out = torch.einsum("nd,hde->nhe", x, W)  # [6, 2, 3]: out[n, h] = x[n] @ W[h]
+print(out.shape, torch.allclose(out[:, 1], x @ W[1]))
+
+# %% [markdown]
+# ## 4. The attention pattern
 #
 # Each head compares every query with every key: `scores[b, h, q, k] = q_q · k_k / √d_head`. The
 # division keeps the scores' spread from growing with `d_head`. GPT-2 predicts the next token, so
@@ -81,7 +107,7 @@ check.layer_norm(layer_norm)
 # %% [exercise]
 def attention_pattern(q, k):
     """q, k [batch, pos, n_heads, d_head] → pattern [batch, n_heads, query_pos, key_pos]."""
-    # BEGIN SOLUTION: einsum the scores, divide by √d_head, mask the future with -inf, softmax over keys
+    # BEGIN SOLUTION
     scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
     n_pos = q.shape[1]
     future = torch.ones(n_pos, n_pos, dtype=torch.bool).triu(diagonal=1)
@@ -93,42 +119,37 @@ def attention_pattern(q, k):
 check.attention_pattern(attention_pattern)
 
 # %% [markdown]
-# The pattern is a tensor you can look at. Here is every head of block 0 on a short sentence: each
-# row is a query, each column a key; nothing lies above the diagonal.
+# The pattern is a tensor you can look at. minigpt names every tensor of its forward pass, and
+# `instrument.run_with_cache` keeps the ones you ask for by name (lesson 4 is about this). Here are
+# block 0's queries and keys on a short sentence, put through your `attention_pattern`: each row is
+# a query, each column a key; nothing lies above the diagonal.
 
 # %%
 tokens = torch.tensor([[tokenizer.eot, *tokenizer.encode("The cat sat on the mat because it was warm.")]])
-x = layer_norm(embed(tokens, model.W_E, model.W_pos), model.blocks[0].ln1.w, model.blocks[0].ln1.b)
-attn = model.blocks[0].attn
-q = torch.einsum("bpd,hde->bphe", x, attn.W_Q) + attn.b_Q
-k = torch.einsum("bpd,hde->bphe", x, attn.W_K) + attn.b_K
-pattern = attention_pattern(q, k)[0]  # [n_heads, query_pos, key_pos]
-labels = [tokenizer.decode([t]) for t in tokens[0]]
-fig, axes = plt.subplots(1, cfg.n_heads, figsize=(3.6 * cfg.n_heads, 4.6), layout="compressed")
-for head, ax in enumerate(axes):
-    image = ax.imshow(pattern[head], cmap="Blues", vmin=0, vmax=1)
-    ax.set_title(f"block 0, head {head}")
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(labels)), labels if head == 0 else [], fontsize=7)
-    ax.set_xlabel("key (read from)")
-axes[0].set_ylabel("query (reading)")
-fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-fig.suptitle("Attention patterns of block 0: each row sums to 1, nothing above the diagonal")
+_, cache = instrument.run_with_cache(model, tokens, names=["blocks.0.attn.hook_q", "blocks.0.attn.hook_k"])
+pattern = attention_pattern(cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_k"])[0]  # [n_heads, query_pos, key_pos]
+figures.attention_patterns(pattern, [tokenizer.decode([t]) for t in tokens[0]])
 plt.show()
 
 # %% [markdown]
-# ## 4. Attention
+# ## 5. Attention
 #
 # With the pattern in hand, each head reads a weighted sum of the values `v = x @ W_V[h] + b_V[h]`,
 # giving `z [batch, pos, n_heads, d_head]`; each head writes back through its own `W_O[h]`, and the
-# heads' outputs add up, plus one bias `b_O`. The weights are per head: `attn.W_Q` is
-# `[n_heads, d_model, d_head]`. Use your `attention_pattern`.
+# heads' outputs add up, plus one bias `b_O`. The weights are per head:
+#
+# | weight | shape | bias | shape |
+# |---|---|---|---|
+# | `attn.W_Q`, `attn.W_K`, `attn.W_V` | `[n_heads, d_model, d_head]` | `attn.b_Q`, `attn.b_K`, `attn.b_V` | `[n_heads, d_head]` |
+# | `attn.W_O` | `[n_heads, d_head, d_model]` | `attn.b_O` | `[d_model]` |
+#
+# Use your `attention_pattern`.
 
 
 # %% [exercise]
 def attention(x, attn):
     """x [batch, pos, d_model] (ln1's output); attn holds W_Q, b_Q, W_K, b_K, W_V, b_V, W_O, b_O."""
-    # BEGIN SOLUTION: q, k, v by einsum with W_Q/W_K/W_V (+ biases); z = pattern · v; Σ_h z_h @ W_O[h] + b_O
+    # BEGIN SOLUTION
     q = torch.einsum("bpd,hde->bphe", x, attn.W_Q) + attn.b_Q
     k = torch.einsum("bpd,hde->bphe", x, attn.W_K) + attn.b_K
     v = torch.einsum("bpd,hde->bphe", x, attn.W_V) + attn.b_V
@@ -141,17 +162,17 @@ def attention(x, attn):
 check.attention(attention)
 
 # %% [markdown]
-# ## 5. GELU
+# ## 6. GELU
 #
 # GPT-2's MLP uses the GELU in OpenAI's tanh form,
 # `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`. The "exact" GELU, `x · Φ(x)` with the normal
-# distribution's CDF, is close but not equal: using it changes GPT-2's logits by about 1e-3.
+# distribution's CDF, is close but not equal: the two differ by up to 4.7e-4, near x = ±2.7.
 
 
 # %% [exercise]
 def gelu(x):
     """GPT-2's GELU (the tanh approximation), elementwise."""
-    # BEGIN SOLUTION: 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))
+    # BEGIN SOLUTION
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
     # END SOLUTION
 
@@ -160,7 +181,7 @@ def gelu(x):
 check.gelu(gelu)
 
 # %% [markdown]
-# ## 6. The MLP
+# ## 7. The MLP
 #
 # Each position on its own: up to `d_mlp = 4 · d_model` neurons, the GELU, and back down.
 
@@ -168,7 +189,7 @@ check.gelu(gelu)
 # %% [exercise]
 def mlp(x, layer):
     """x [batch, pos, d_model] (ln2's output); layer holds W_in [d_model, d_mlp], b_in, W_out [d_mlp, d_model], b_out."""
-    # BEGIN SOLUTION: gelu(x @ W_in + b_in) @ W_out + b_out
+    # BEGIN SOLUTION
     return gelu(x @ layer.W_in + layer.b_in) @ layer.W_out + layer.b_out
     # END SOLUTION
 
@@ -177,7 +198,7 @@ def mlp(x, layer):
 check.mlp(mlp)
 
 # %% [markdown]
-# ## 7. The whole forward pass
+# ## 8. The whole forward pass
 #
 # GPT-2 is "pre-LayerNorm": each block normalises a copy of the residual stream, lets a sublayer read
 # it, and *adds* the sublayer's output to the stream:
@@ -193,7 +214,7 @@ check.mlp(mlp)
 # %% [exercise]
 def forward(tokens, model):
     """tokens [batch, pos] → logits [batch, pos, d_vocab], using your functions above."""
-    # BEGIN SOLUTION: embed; for each block add attention(ln1(x)) then mlp(ln2(x)); ln_final; @ W_E.T
+    # BEGIN SOLUTION
     x = embed(tokens, model.W_E, model.W_pos)
     for block in model.blocks:
         x = x + attention(layer_norm(x, block.ln1.w, block.ln1.b), block.attn)
@@ -206,7 +227,7 @@ def forward(tokens, model):
 check.forward(forward)
 
 # %% [markdown]
-# ## 8. Your GPT-2 writes
+# ## 9. Your GPT-2 writes
 #
 # Your forward pass now computes the bundled model's logits. Greedy decoding appends the most likely
 # next token and runs again; minigpt's `generate` does the same with its own forward pass, so the two
