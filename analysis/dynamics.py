@@ -85,7 +85,7 @@ def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
 @torch.no_grad()
 def measure(folder: Path, prompts_in: inputs.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
     """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
-    model, tokenizer = weights.from_directory(folder, process=False, device=device, unembed=False)
+    model, tokenizer = weights.from_directory(folder, processed=False, device=device, unembed=False)
     cfg = model.cfg
     raw = {
         "ln1_gain_rms": [float(b.ln1.w.pow(2).mean().sqrt()) for b in model.blocks],

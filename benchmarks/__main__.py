@@ -255,7 +255,7 @@ def main(argv=None) -> int:
         median = {c: {k: statistics.median(r[k] for r in rs) for k in ("seconds", "peak_rss")} for c, rs in results.items()}
         labels = {
             "raw": "raw safetensors read (every tensor)",
-            "minigpt": "minigpt weights.load(process=True)",
+            "minigpt": "minigpt weights.load(processed=True)",
             "hf": "HF GPT2LMHeadModel.from_pretrained (file mapped, weights read on first use)",
             "hf-read": "HF from_pretrained, then every weight used once",
             "tl": "TransformerLens bridge + enable_compatibility_mode()",

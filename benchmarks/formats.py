@@ -4,7 +4,7 @@
 
 Writes the gpt2-medium-shaped (or --shape) random checkpoint once in each format (model.safetensors; safetensors
 shards with their index; pytorch_model.bin; .bin shards with their index), then loads each with
-`weights.load(process=True)` in a fresh process (`benchmarks.probe`), the files already in the page
+`weights.load(processed=True)` in a fresh process (`benchmarks.probe`), the files already in the page
 cache. Peak RSS is the process's high-water mark, imports included; "load only" subtracts the resident
 memory after the imports, so that it compares the loader's own peak with the weights it reads.
 """

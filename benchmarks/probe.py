@@ -3,7 +3,7 @@
     python -m benchmarks.probe CONTENDER DIRECTORY
 
 Contenders: raw (read every tensor of model.safetensors, nothing else), minigpt (weights.load with
-process=True), minigpt-raw (process=False), hf (transformers' GPT2LMHeadModel.from_pretrained, which memory-maps the
+processed=True), minigpt-raw (processed=False), hf (transformers' GPT2LMHeadModel.from_pretrained, which memory-maps the
 file and reads a weight when first used), hf-read (the same, then every weight used once),
 tl (TransformerLens 4.x TransformerBridge with enable_compatibility_mode(), i.e. processed weights),
 study (`python -m analysis.growth` on that checkpoint with the default prompts, run in this process),
@@ -27,7 +27,7 @@ def load(contender: str, directory: Path):
     if contender in ("minigpt", "minigpt-raw"):
         import weights
 
-        return weights.load(directory, process=contender == "minigpt")
+        return weights.load(directory, processed=contender == "minigpt")
     if contender in ("hf", "hf-read"):
         from transformers import GPT2LMHeadModel
 

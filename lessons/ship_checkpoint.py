@@ -58,7 +58,7 @@ def table(run: Path) -> None:
 def ship(run: Path, step: int, name: str, command: str, commit: str) -> Path:
     source = run / "checkpoints" / f"step-{step:06d}"
     info = json.loads((source / "training_step.json").read_text())
-    model, _ = weights.load(source, process=False)
+    model, _ = weights.load(source, processed=False)
     target = CHECKPOINTS / name
     weights.save(model, target, vocab_json=source / "vocab.json", merges_txt=source / "merges.txt", dtype=torch.bfloat16)
     size = sum(f.stat().st_size for f in target.iterdir())

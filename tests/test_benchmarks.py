@@ -20,7 +20,7 @@ def test_benchmark_runs_at_toy_size(tmp_path):
         "minigpt (c): residual norms only",
         "HF eager + hidden states",
         "HF default (sdpa)",
-        "minigpt weights.load(process=True)",
+        "minigpt weights.load(processed=True)",
         "raw safetensors read",
         "HF GPT2LMHeadModel.from_pretrained",
         "The study end to end",

@@ -20,7 +20,7 @@ SAMPLE = Path(__file__).parent / "data" / "validation_sample.txt"  # from held-o
 
 @pytest.fixture(scope="module")
 def bundled():
-    return weights.load("bundled", process=False)
+    return weights.load("bundled", processed=False)
 
 
 def test_bundled_files_are_small_and_load_through_the_strict_loader(bundled):

@@ -242,14 +242,14 @@ def check_against_hf(directory, family: str, label: str) -> None:
     def resid(name: str) -> bool:
         return name.endswith("hook_resid_post") or name == "blocks.0.hook_resid_pre"
 
-    model, _ = weights.load(directory, process=False)
+    model, _ = weights.load(directory, processed=False)
     logits, cache = instrument.run_with_cache(model, tokens, names=resid)
     record(f"{label}: unprocessed logits, max abs diff", (logits - hf_logits).abs().max().item(), TOL)
     worst = max(relative(cache[f"blocks.{l}.hook_resid_post"], hf_blocks[l]) for l in range(N_LAYERS))
     worst = max(worst, relative(cache["blocks.0.hook_resid_pre"], hf_embedded))
     record(f"{label}: unprocessed residuals (every block), relative", worst, TOL)
 
-    processed, _ = weights.load(directory, process=True)
+    processed, _ = weights.load(directory, processed=True)
     logits, cache = instrument.run_with_cache(processed, tokens, names=resid)
     diff = (logits.log_softmax(-1) - hf_logits.log_softmax(-1)).abs().max().item()
     record(f"{label}: processed log-probs, max abs diff", diff, TOL)
@@ -296,8 +296,8 @@ def test_every_weights_format_reads_to_the_same_model(family_checkpoints, tmp_pa
     other = write_family(tmp_path / family, family, seed=7, weights_format=weights_format, max_shard_bytes=max_shard_bytes)
     tokens = prompts(n_batch=1, n_pos=12, seed=4)
     with torch.no_grad():
-        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
-        found = weights.load(other, process=False)[0](tokens)
+        expected = weights.load(family_checkpoints[family], processed=False)[0](tokens)
+        found = weights.load(other, processed=False)[0](tokens)
     assert torch.equal(found, expected)
 
 
@@ -310,13 +310,13 @@ def test_files_written_by_save_pretrained_read_the_same(family_checkpoints, tmp_
         shutil.copy(family_checkpoints[family] / name, tmp_path / name)
     tokens = prompts(n_batch=1, n_pos=12, seed=4)
     with torch.no_grad():
-        expected = weights.load(family_checkpoints[family], process=False)[0](tokens)
-        found = weights.load(tmp_path, process=False)[0](tokens)
+        expected = weights.load(family_checkpoints[family], processed=False)[0](tokens)
+        found = weights.load(tmp_path, processed=False)[0](tokens)
     assert torch.equal(found, expected)
 
 
 def test_local_attention_reads_only_the_window(family_checkpoints):
-    model, _ = weights.load(family_checkpoints["gpt_neo"], process=False)
+    model, _ = weights.load(family_checkpoints["gpt_neo"], processed=False)
     assert model.cfg.local_layers == (1, 3) and model.cfg.window_size == WINDOW
     _, cache = instrument.run_with_cache(model, prompts(n_batch=1), names=lambda name: name.endswith("hook_pattern"))
     back = torch.arange(40)[:, None] - torch.arange(40)[None, :]  # [query_pos, key_pos]
@@ -345,8 +345,8 @@ def hook_names(model) -> set[str]:
 
 
 def test_hook_names_are_gpt2s_except_where_a_family_lacks_the_tensor(family_checkpoints, small_checkpoint):
-    gpt2 = hook_names(weights.load(small_checkpoint, process=False)[0])
-    found = {family: hook_names(weights.load(family_checkpoints[family], process=False)[0]) for family in FAMILIES}
+    gpt2 = hook_names(weights.load(small_checkpoint, processed=False)[0])
+    found = {family: hook_names(weights.load(family_checkpoints[family], processed=False)[0]) for family in FAMILIES}
     assert found["gpt_neo"] == gpt2 and found["opt"] == gpt2
     assert gpt2 - found["gpt_neox"] == {"hook_pos_embed", "blocks.{l}.hook_resid_mid"}  # rotary; parallel residual
     assert found["gpt_neox"] - gpt2 == {"blocks.{l}.attn.hook_rot_q", "blocks.{l}.attn.hook_rot_k"}
@@ -357,7 +357,7 @@ def test_each_family_loads_as_its_own_model(family_checkpoints):
     for family, directory in family_checkpoints.items():
         model, _ = weights.load(directory)
         assert type(model) is classes[family] and isinstance(model, GPT2)
-    pythia, _ = weights.load(family_checkpoints["gpt_neox"], process=False)
+    pythia, _ = weights.load(family_checkpoints["gpt_neox"], processed=False)
     assert pythia.W_pos is None and pythia.W_U.shape == (D_MODEL, 50304) and pythia.cfg.rotary_dims == 4
     assert not torch.equal(pythia.W_U, pythia.W_E.T)  # untied
 
@@ -370,8 +370,8 @@ def test_each_family_loads_as_its_own_model(family_checkpoints):
 @pytest.mark.parametrize("rewrite", ["fold_layer_norm", "center_writing_weights", "center_unembed", "fold_value_biases"])
 def test_each_rewrite_alone_leaves_log_probs_unchanged(family_checkpoints, family, rewrite):
     tokens = prompts(seed=1)
-    reference, _ = weights.load(family_checkpoints[family], process=False)
-    rewritten, _ = weights.load(family_checkpoints[family], process=False)
+    reference, _ = weights.load(family_checkpoints[family], processed=False)
+    rewritten, _ = weights.load(family_checkpoints[family], processed=False)
     getattr(weights, rewrite)(rewritten)
     with torch.no_grad():
         before, after = reference(tokens), rewritten(tokens)
@@ -383,7 +383,7 @@ def test_each_rewrite_alone_leaves_log_probs_unchanged(family_checkpoints, famil
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_processing_centres_every_residual_vector_and_empties_the_layer_norms(family_checkpoints, family):
-    model, _ = weights.load(family_checkpoints[family], process=True)
+    model, _ = weights.load(family_checkpoints[family], processed=True)
     _, cache = instrument.run_with_cache(model, prompts(seed=2), names=lambda name: "hook_resid" in name)
     worst = max((t.mean(-1).abs() / t.norm(dim=-1)).max().item() for t in cache.values())
     record(f"{family} processed: |mean| / norm of every residual vector", worst, 1e-5)
@@ -469,7 +469,7 @@ def test_a_checkpoint_that_does_not_match_its_config_lists_every_problem(family_
 
 
 def test_only_gpt2_is_saved_in_gpt2s_layout(family_checkpoints, tmp_path, vocab_files):
-    model, _ = weights.load(family_checkpoints["opt"], process=False)
+    model, _ = weights.load(family_checkpoints["opt"], processed=False)
     with pytest.raises(ValueError, match="only GPT-2 is written in GPT-2's official layout; this model is OPT"):
         weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1])
 
@@ -500,7 +500,7 @@ def family_hub(family_checkpoints, tmp_path_factory):
 
 LOAD_FROM_HUB = """
 import sys, torch, weights
-model, tokenizer = weights.load(sys.argv[1], process=False)
+model, tokenizer = weights.load(sys.argv[1], processed=False)
 with torch.no_grad():
     logits = model(torch.tensor([[int(t) for t in sys.argv[3:]]]))
 torch.save({"logits": logits, "type": type(model).__name__}, sys.argv[2])
@@ -523,7 +523,7 @@ def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(f
     (snapshot,) = (tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir()
     assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in family_checkpoints[family].iterdir())
     found = torch.load(tmp_path / "out.pt", weights_only=True)
-    model, _ = weights.load(family_checkpoints[family], process=False)
+    model, _ = weights.load(family_checkpoints[family], processed=False)
     with torch.no_grad():
         expected = model(torch.tensor([[int(t) for t in tokens]]))
     assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)

@@ -33,7 +33,7 @@ TOKENS = torch.arange(12)[None] * 11
 
 
 def logits_of(directory, tokens=TOKENS) -> torch.Tensor:
-    model, _ = weights.load(directory, process=False)
+    model, _ = weights.load(directory, processed=False)
     with torch.no_grad():
         return model(tokens)
 

@@ -15,7 +15,7 @@ TOKENS = torch.arange(2 * 12).reshape(2, 12) * 101
 
 @pytest.fixture(scope="module")
 def model(small_checkpoint):
-    return weights.load(small_checkpoint, process=False)[0]
+    return weights.load(small_checkpoint, processed=False)[0]
 
 
 def test_hook_names_are_transformer_lens_names(model):

@@ -13,7 +13,7 @@ from weights import CheckpointError
 
 
 def logits_of(directory, **kwargs):
-    model, _ = weights.load(directory, process=False, **kwargs)
+    model, _ = weights.load(directory, processed=False, **kwargs)
     with torch.no_grad():
         return model(torch.arange(10)[None] * 7)
 
@@ -32,7 +32,7 @@ def test_model_records_where_it_came_from(small_checkpoint):
 
 
 def test_save_round_trips_to_identical_weights(small_checkpoint, tmp_path, vocab_files):
-    model, _ = weights.load(small_checkpoint, process=False)
+    model, _ = weights.load(small_checkpoint, processed=False)
     weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1])
     assert torch.equal(logits_of(tmp_path), logits_of(small_checkpoint))
 
@@ -157,10 +157,10 @@ def test_half_precision_follows_float32(small_checkpoint, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("process", [False, True])
-def test_heads_stay_side_by_side_in_memory(small_checkpoint, dtype, process):
+@pytest.mark.parametrize("processed", [False, True])
+def test_heads_stay_side_by_side_in_memory(small_checkpoint, dtype, processed):
     """minigpt.model.per_head reads W_Q as [d_model, n_heads·d_head] without copying: check it is a view."""
-    model, _ = weights.load(small_checkpoint, dtype=dtype, process=process)
+    model, _ = weights.load(small_checkpoint, dtype=dtype, processed=processed)
     for W in (model.blocks[1].attn.W_Q, model.blocks[1].attn.W_K, model.blocks[1].attn.W_V):
         assert W.transpose(0, 1).reshape(model.cfg.d_model, -1).data_ptr() == W.data_ptr()
         assert W.transpose(0, 1).reshape(model.cfg.d_model, -1)._base is not None  # a view, not a copy

@@ -37,14 +37,14 @@ def check_against_hf(directory, label: str):
     hf_log_probs = hf.logits.log_softmax(-1)
     n_layers = len(hf.hidden_states) - 1
 
-    model, _ = weights.load(directory, process=False)
+    model, _ = weights.load(directory, processed=False)
     logits, cache = instrument.run_with_cache(model, tokens, names=lambda name: name.endswith("hook_resid_post"))
     record(f"{label}: unprocessed logits, max abs diff", (logits - hf.logits).abs().max().item(), TOL)
     # HF's last hidden state has ln_f applied, so the comparison stops one layer short.
     worst = max(relative(cache[f"blocks.{l}.hook_resid_post"], hf.hidden_states[l + 1]) for l in range(n_layers - 1))
     record(f"{label}: unprocessed resid_post vs hidden_states, relative", worst, TOL)
 
-    processed, _ = weights.load(directory, process=True)
+    processed, _ = weights.load(directory, processed=True)
     logits, cache = instrument.run_with_cache(processed, tokens, names=lambda name: name.endswith("hook_resid_post"))
     record(f"{label}: processed log-probs, max abs diff", (logits.log_softmax(-1) - hf_log_probs).abs().max().item(), TOL)
     worst = 0.0
@@ -67,7 +67,7 @@ def test_every_official_width_matches_hf(name, tmp_path):
 
 
 def test_twenty_greedy_tokens_match_hf_generate(small_checkpoint):
-    model, tokenizer = weights.load(small_checkpoint, process=False)
+    model, tokenizer = weights.load(small_checkpoint, processed=False)
     prompt = tokenizer.encode("The residual stream of a transformer")
     ours = generate(model, prompt, 20)
     with torch.no_grad():
@@ -80,8 +80,8 @@ def test_twenty_greedy_tokens_match_hf_generate(small_checkpoint):
 @pytest.mark.parametrize("rewrite", ["fold_layer_norm", "center_writing_weights", "center_unembed", "fold_value_biases"])
 def test_each_rewrite_alone_leaves_log_probs_unchanged(small_checkpoint, rewrite):
     tokens = prompts(seed=1)
-    reference, _ = weights.load(small_checkpoint, process=False)
-    rewritten, _ = weights.load(small_checkpoint, process=False)
+    reference, _ = weights.load(small_checkpoint, processed=False)
+    rewritten, _ = weights.load(small_checkpoint, processed=False)
     getattr(weights, rewrite)(rewritten)
     with torch.no_grad():
         before, after = reference(tokens), rewritten(tokens)
@@ -93,8 +93,8 @@ def test_each_rewrite_alone_leaves_log_probs_unchanged(small_checkpoint, rewrite
 
 @pytest.mark.parametrize("rewrite", ["center_writing_weights", "center_unembed", "fold_value_biases"])
 def test_each_other_rewrite_applied_twice_changes_nothing_but_rounding(small_checkpoint, rewrite):
-    once, _ = weights.load(small_checkpoint, process=False)
-    twice, _ = weights.load(small_checkpoint, process=False)
+    once, _ = weights.load(small_checkpoint, processed=False)
+    twice, _ = weights.load(small_checkpoint, processed=False)
     getattr(weights, rewrite)(once)
     getattr(weights, rewrite)(getattr(weights, rewrite)(twice))
     for (name, a), (_, b) in zip(once.named_parameters(), twice.named_parameters(), strict=True):
@@ -102,24 +102,24 @@ def test_each_other_rewrite_applied_twice_changes_nothing_but_rounding(small_che
 
 
 def test_folding_layer_norm_twice_says_it_is_already_folded(small_checkpoint):
-    model, _ = weights.load(small_checkpoint, process=False)
+    model, _ = weights.load(small_checkpoint, processed=False)
     weights.fold_layer_norm(model)
     with pytest.raises(ValueError, match="LayerNorm is already folded into the weights"):
         weights.fold_layer_norm(model)
-    processed, _ = weights.load(small_checkpoint, process=True, unembed=False)
+    processed, _ = weights.load(small_checkpoint, processed=True, unembed=False)
     with pytest.raises(ValueError, match="LayerNorm is already folded into the weights"):
         weights.process(processed, unembed=False)
 
 
 def test_processing_centres_every_residual_vector(small_checkpoint):
-    model, _ = weights.load(small_checkpoint, process=True)
+    model, _ = weights.load(small_checkpoint, processed=True)
     _, cache = instrument.run_with_cache(model, prompts(seed=2), names=lambda name: "hook_resid" in name)
     worst = max((t.mean(-1).abs() / t.norm(dim=-1)).max().item() for t in cache.values())
     record("processed: |mean| / norm of every residual vector", worst, 1e-5)
 
 
 def test_processed_layer_norms_only_centre_and_normalise(small_checkpoint):
-    model, _ = weights.load(small_checkpoint, process=True)
+    model, _ = weights.load(small_checkpoint, processed=True)
     for ln in [*(b.ln1 for b in model.blocks), *(b.ln2 for b in model.blocks), model.ln_final]:
         assert ln.w is None and ln.b is None
     assert model.W_U is not None and model.b_U is not None

@@ -58,7 +58,7 @@ def test_unigram_baseline_is_the_entropy_of_the_frequencies():
 def test_a_trained_model_saves_in_the_official_layout(tmp_path, vocab_files):
     model = init_weights(GPT2(Config.sized(2, 32, 2, n_ctx=64)), seed=0)
     weights.save(model, tmp_path, vocab_json=vocab_files[0], merges_txt=vocab_files[1], dtype=torch.bfloat16)
-    loaded, _ = weights.load(tmp_path, process=False)
+    loaded, _ = weights.load(tmp_path, processed=False)
     assert loaded.W_E.dtype == torch.float32 and loaded.cfg == model.cfg
     torch.testing.assert_close(loaded.W_E, model.W_E.detach().to(torch.bfloat16).float())
 
@@ -112,8 +112,8 @@ def test_training_saves_checkpoints_in_the_official_layout(tiny_run):
     assert [f.name for f in folders] == [f"step-{s:06d}" for s in checkpoint_steps(12, 5)] == [
         "step-000000", "step-000001", "step-000002", "step-000005", "step-000012",
     ]  # fmt: skip
-    first, _ = weights.load(folders[0], process=False)
-    last, _ = weights.load(folders[-1], process=False)
+    first, _ = weights.load(folders[0], processed=False)
+    last, _ = weights.load(folders[-1], processed=False)
     assert torch.equal(first.W_E, initial)  # step 0 is the initialisation, stored exactly (float32)
     assert torch.equal(last.W_E, model.W_E.detach()) and not torch.equal(last.W_E, initial)
     record = json.loads((folders[3] / "training_step.json").read_text())
@@ -202,7 +202,7 @@ def test_a_previous_run_is_replaced_whole_and_marked(run_copy, token_files, tmp_
     assert marker["format"] == outdir.TRAINING_RUN.format and set(marker["files"]) == written
     assert {"model.safetensors", "config.json", "training_log.json", "checkpoints/step-000002/model.safetensors"} <= written
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "scratch left behind"
-    assert weights.load(run_copy, process=False)[0].cfg.n_layers == 2
+    assert weights.load(run_copy, processed=False)[0].cfg.n_layers == 2
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -259,8 +259,8 @@ def test_stop_after_ends_the_run_partway_through_its_schedule_and_keeps_it(token
     assert log["step"] == [0, 1, 2, 3, 4] and log["val_step"] == [4]
     record = json.loads((out / "checkpoints" / "step-000005" / "training_step.json").read_text())
     assert record["learning_rate"] == learning_rate(5, TrainConfig(**log["train"]))  # the 12-step schedule's
-    last, _ = weights.load(out / "checkpoints" / "step-000005", process=False)
-    final, _ = weights.load(out, process=False)  # stored in bfloat16
+    last, _ = weights.load(out / "checkpoints" / "step-000005", processed=False)
+    final, _ = weights.load(out, processed=False)  # stored in bfloat16
     torch.testing.assert_close(final.W_E, last.W_E.to(torch.bfloat16).float())
 
 

@@ -1,7 +1,7 @@
 """From a model name or directory to a GPT-2 with its tokenizer: find the files, read them, rewrite them.
 
 model, tokenizer = weights.load("gpt2")                  # processed, as the residual-stream study used it
-model, tokenizer = weights.load("gpt2", process=False)   # the official weights: Hugging Face's logits within ~5e-6
+model, tokenizer = weights.load("gpt2", processed=False)   # the official weights: Hugging Face's logits within ~5e-6
 """
 
 import torch
@@ -28,7 +28,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def load(
     name_or_path: str = "gpt2",
     *,
-    process: bool = True,
+    processed: bool = True,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     revision: str | None = None,
@@ -37,7 +37,7 @@ def load(
     """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
     hub id, or local directory. Hub models come through huggingface_hub's cache (`revision`: a branch,
     tag or commit); the bundled model and local directories are read where they are. `model.source`
-    records where the files came from and the resolved revision. With process=True the four rewrites of
+    records where the files came from and the resolved revision. With processed=True the four rewrites of
     `weights.process` are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
     then MPS, then CPU) or one this machine has, checked before anything is read. unembed=False leaves
     out ln_final and the unembedding (`weights.drop_unembed`): the residual stream only, in less memory.
@@ -45,7 +45,7 @@ def load(
     check_dtype(dtype)
     device = devices.resolve(device)
     directory, source = locate(name_or_path, revision)
-    return from_directory(directory, source, process=process, dtype=dtype, device=device, unembed=unembed)
+    return from_directory(directory, source, processed=processed, dtype=dtype, device=device, unembed=unembed)
 
 
 def check_dtype(dtype: torch.dtype) -> None:
@@ -57,7 +57,7 @@ def from_directory(
     directory,
     source: dict | None = None,
     *,
-    process: bool = True,
+    processed: bool = True,
     dtype: torch.dtype = torch.float32,
     device="cpu",
     unembed: bool = True,
@@ -67,13 +67,13 @@ def from_directory(
     device = devices.resolve(device)
     tokenizer = read_tokenizer(directory)
     model = read_model(directory, unembed=unembed)
-    if process:
+    if processed:
         rewrites.process(model, unembed=unembed)
     for module in model.modules():  # cast one tensor at a time, so memory never holds two copies
         for name, param in list(module.named_parameters(recurse=False)):
             setattr(module, name, torch.nn.Parameter(param.detach().to(device=device, dtype=dtype), requires_grad=False))
     source = source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}
-    model.source = source | {"processed": process, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    model.source = source | {"processed": processed, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
     return model.eval(), tokenizer
 
 

@@ -177,7 +177,7 @@ def r_squared(fn: Callable) -> None:
 def W_OV_frobenius(fn: Callable) -> None:
     """fn(W_V [n_heads, d_model, d_head], W_O [n_heads, d_head, d_model]) → ‖W_V[h] @ W_O[h]‖_F per head [n_heads]."""
     __tracebackhide__ = True
-    attn = bundled(process=True).blocks[3].attn
+    attn = bundled(processed=True).blocks[3].attn
     W_V, W_O = attn.W_V, attn.W_O
     expected = reference_W_OV_frobenius(W_V, W_O)
     products = W_V @ W_O  # [n_heads, d_model, d_model]

@@ -68,7 +68,7 @@ def _run(model, tokens, keep: list[str], edits: dict | None = None) -> dict[str,
 def normalized_after_scaling(fn: Callable) -> None:
     """fn(model, tokens, layer, c) → blocks.{layer}.ln1's output [batch, pos, d_model] when that block's input is scaled by c."""
     __tracebackhide__ = True
-    model, tokens, layer = bundled(process=True), _tokens(), 3
+    model, tokens, layer = bundled(processed=True), _tokens(), 3
     pre, normalized = f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.ln1.hook_normalized"
     clean = _run(model, tokens, [pre, normalized])
     difference = 0.0
@@ -103,7 +103,7 @@ def feature_left(fn: Callable) -> None:
     (over the batch and positions ≥ 1) component along direction / ‖direction‖ of resid_post with the direction
     added at blocks.{layer}.hook_resid_post, minus resid_post without it."""
     __tracebackhide__ = True
-    model, tokens, layer = bundled(process=True), _tokens(13), 2
+    model, tokens, layer = bundled(processed=True), _tokens(13), 2
     unit = _unit(14, model.cfg.d_model)
     direction = 5.0 * unit
     at = f"blocks.{layer}.hook_resid_post"
@@ -146,7 +146,7 @@ def kept_fraction(fn: Callable) -> None:
     """fn(model, tokens, layer, s) → the fraction of (s − 1) · mlp_out of block `layer` still in the last layer's
     resid_post, along that output's direction, when the output is scaled by s (mean over positions ≥ 1)."""
     __tracebackhide__ = True
-    model, tokens, layer, s = bundled(process=True), _tokens(15), 2, 3.0
+    model, tokens, layer, s = bundled(processed=True), _tokens(15), 2, 3.0
     expected = _kept(model, tokens, layer, s)
     mistakes = {
         "divided by s · ‖o‖: what was added is s · o − o = (s − 1) · o": _kept(
@@ -182,7 +182,7 @@ def no_attention_to_bos(fn: Callable) -> None:
     """fn(pattern [batch, n_heads, query_pos, key_pos], name) → the pattern with no weight on key 0 (BOS) for queries ≥ 1,
     each of those rows renormalised to sum to 1; query 0's row unchanged. A hook: it may also edit pattern in place."""
     __tracebackhide__ = True
-    model, tokens = bundled(process=True), _tokens(16)
+    model, tokens = bundled(processed=True), _tokens(16)
     name = "blocks.2.attn.hook_pattern"
     pattern = _run(model, tokens, [name])[name]
     mistakes = {

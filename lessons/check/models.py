@@ -10,11 +10,11 @@ from .core import generator
 _models: dict[bool, GPT2] = {}
 
 
-def bundled(process: bool = False) -> GPT2:
+def bundled(processed: bool = False) -> GPT2:
     """The bundled model, loaded once per session (unprocessed unless asked); callers must not modify it."""
-    if process not in _models:
-        _models[process], _ = weights.load("bundled", process=process)
-    return _models[process]
+    if processed not in _models:
+        _models[processed], _ = weights.load("bundled", processed=processed)
+    return _models[processed]
 
 
 def sample_tokens(n_pos: int = 12, batch: int = 2, seed: int = 0) -> torch.Tensor:

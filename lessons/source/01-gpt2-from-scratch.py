@@ -26,7 +26,7 @@ from lessons.check import lesson1 as check
 from minigpt import generate
 
 torch.set_grad_enabled(False)
-model, tokenizer = weights.load("bundled", process=False)  # the official layout's weights, unrewritten
+model, tokenizer = weights.load("bundled", processed=False)  # the official layout's weights, unrewritten
 cfg = model.cfg
 print(cfg)
 
@@ -244,6 +244,6 @@ assert ours == generate(model, prompt, 20), "your continuation differs from mini
 print("same 20 tokens as minigpt.generate")
 
 # %% [markdown]
-# With `weights.load("gpt2", process=False)` instead of `"bundled"` (where the hub or its cache can be
+# With `weights.load("gpt2", processed=False)` instead of `"bundled"` (where the hub or its cache can be
 # reached) the same functions run the real GPT-2 small. Next: lesson 2 rewrites these weights without
 # changing a single prediction.

@@ -28,7 +28,7 @@ from lessons import figures
 from lessons.check import lesson2 as check
 
 torch.set_grad_enabled(False)
-original, tokenizer = weights.load("bundled", process=False)
+original, tokenizer = weights.load("bundled", processed=False)
 tokens = torch.tensor([[tokenizer.eot, *tokenizer.encode("Rewrites change the weights, not the predictions.")]])
 logits_before = original(tokens)
 print(f"the logits' largest magnitude: {float(logits_before.abs().max()):.1f}")
