@@ -3,12 +3,14 @@
     python -m analysis.growth                                   # gpt2, or the bundled model offline
     python -m analysis.growth --model gpt2 --model gpt2-xl --out xl-report
     python -m analysis.growth --prompts-file corpus.jsonl --max-prompts 20000 --truncate   # a corpus slice
+    torchrun --nproc-per-node 8 -m analysis.growth --model gpt2-xl --prompts-file corpus.jsonl   # 8 processes
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
 comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
 or a previous report holding only what this command wrote; anything else is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
-it was (see outdir/__init__.py).
+it was (see outdir/__init__.py). Under torchrun, each process runs a share of the forward passes and rank 0
+writes the report, with the numbers of one process (analysis/engine/distributed.py).
 
 The study's steps are analysis/study.py's `analyse`; its measures are defined in analysis/measures.py,
 weight_measures.py and rates.py; analysis/engine/ makes them fast and can be skipped on a first reading.
@@ -115,7 +117,7 @@ def run(args, log: Progress) -> Path:
         return run_study(args, out, fit_layers, device, log)
     team.join(device)
     if team.leads:
-        outdir.check(out)  # only rank 0 touches --out
+        outdir.check(out)  # only rank 0 touches --out; once joined, so that the others see it go if it refuses
         log(f"torchrun: {team.size} processes over {team.backend}; this log is rank 0's")
     else:
         log = Progress(open(os.devnull, "w"))  # one log, rank 0's, which says what every rank ran
