@@ -3,12 +3,14 @@
     python -m analysis.growth                                   # gpt2, or the bundled model offline
     python -m analysis.growth --model gpt2 --model gpt2-xl --out xl-report
     python -m analysis.growth --prompts-file corpus.jsonl --max-prompts 20000 --truncate   # a corpus slice
+    torchrun --nproc-per-node 8 -m analysis.growth --model gpt2-xl --prompts-file corpus.jsonl   # 8 processes
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
 comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
 or a previous report holding only what this command wrote; anything else is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
-it was (see outdir/__init__.py).
+it was (see outdir/__init__.py). Under torchrun, each process runs a share of the forward passes and rank 0
+writes the report, with the numbers of one process (analysis/engine/distributed.py).
 
 The study's steps are analysis/study.py's `analyse`; its measures are defined in analysis/measures.py,
 weight_measures.py and rates.py; analysis/engine/ makes them fast and can be skipped on a first reading.
@@ -104,11 +106,28 @@ def run(args, log: Progress) -> Path:
         raise outdir.UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
     fit_layers = parse_fit_layers(args.fit_layers)
     out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
-    outdir.check(out)  # before anything is downloaded or loaded
+    team = engine.Team.from_environment()  # under torchrun, this process's rank; None for one process
+    if team is None:
+        outdir.check(out)  # before anything is downloaded or loaded
     try:
-        device = weights.devices.resolve(args.device)
+        device = weights.devices.resolve(team.device(args.device) if team else args.device)
     except ValueError as error:
         raise outdir.UsageError(f"--device: {error}") from None
+    if team is None:
+        return run_study(args, out, fit_layers, device, log)
+    team.join(device)
+    if team.leads:
+        outdir.check(out)  # only rank 0 touches --out; once joined, so that the others see it go if it refuses
+        log(f"torchrun: {team.size} processes over {team.backend}; this log is rank 0's")
+    else:
+        log = Progress(open(os.devnull, "w"))  # one log, rank 0's, which says what every rank ran
+    run_study(args, out, fit_layers, device, log, team)
+    team.leave()  # only after success: a failed rank ends at once (engine.distributed.end_failed_rank)
+    return out
+
+
+def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, team: engine.Team | None = None) -> Path:
+    """The study's steps: inputs, each model analysed, the report written (under torchrun, by rank 0)."""
     if args.max_prompts is not None and args.max_prompts < 1:
         raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
     prompts_in = inputs.read_prompts(args.prompts_file or inputs.DEFAULT_PROMPTS, args.max_prompts)
@@ -140,7 +159,10 @@ def run(args, log: Progress) -> Path:
     first = plans[0]
     what_ran = report.Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, first.cfg.n_ctx)
     log(what_ran.sentence())
-    results = [study.analyse(plan, weights.DTYPES[args.dtype], args.batch_size, device, log) for plan in plans]
+    results = [study.analyse(plan, weights.DTYPES[args.dtype], args.batch_size, device, log, team) for plan in plans]
+    if team is not None and not team.leads:
+        team.all_done()  # the part of this rank is done; rank 0 puts the report in place once every rank's is
+        return out
     for r in results:
         if r.appendix["violations"]:
             print(
@@ -153,6 +175,8 @@ def run(args, log: Progress) -> Path:
     folder = outdir.OutputFolder(out, outdir.REPORT)
     with folder as scratch:
         report.write_outputs(results, scratch, what_ran, log)
+        if team is not None:
+            team.all_done()  # every rank did its part: only now may --out change
         folder.publish()
     for r in results:
         log(rates.growth_sentence(r.slug, r.rates, r.cfg.n_layers))
@@ -162,13 +186,17 @@ def run(args, log: Progress) -> Path:
 
 def command(run: Callable, args) -> int:
     """Run a report command, run(args, log), with `outdir.command`'s one-line errors and exit statuses."""
-    return outdir.command(lambda args: run(args, Progress()), args, user_errors=(weights.CheckpointError,))
+    return outdir.command(
+        lambda args: run(args, Progress()), args, user_errors=(weights.CheckpointError,), failures=(engine.RankFailed,)
+    )
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     engine.fix_malloc_thresholds()
-    return command(run, args)
+    status = command(run, args)
+    engine.distributed.end_failed_rank(status)  # under torchrun
+    return status
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
         "# Residual stream norms grow exponentially over the forward pass: reproduction",
         "",
         f"{inputs.sentence()} Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, "
-        "writing weights centred).",
+        f"writing weights centred).{processes_sentence(results)}",
         "",
     ]
     for r in results:
@@ -78,7 +78,7 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
             "padding": None if r.padding is None else {k: v.tolist() for k, v in r.padding.items()},
         }
     n_prompts = len(inputs.prompts.texts)
-    return {
+    found = {
         "models": models,
         "prompts": n_prompts,
         "tokens": inputs.n_tokens,
@@ -88,6 +88,21 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
         "sample_seed": inputs.prompts.seed,
         "truncated": inputs.truncated,
     }
+    if results[0].prompts_per_rank is not None:  # under torchrun; one process has no such key
+        shares = {r.name: r.prompts_per_rank for r in results}  # each model has its own batches, so its own shares
+        found["distributed"] = {"world_size": len(results[0].prompts_per_rank), "prompts_per_rank": shares}
+    return found
+
+
+def processes_sentence(results: list[ModelStudy]) -> str:
+    """Under torchrun, how the forward passes were shared; "" for one process."""
+    if results[0].prompts_per_rank is None:
+        return ""
+    shares = "; ".join(f"{r.slug} " + ", ".join(map(str, r.prompts_per_rank)) for r in results)
+    return (
+        f" Run as {len(results[0].prompts_per_rank)} processes (torchrun), each a share of the batches, their sums "
+        f"added up; prompts per rank: {shares}."
+    )
 
 
 def layer_rows(r: ModelStudy) -> list[dict]:

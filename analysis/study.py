@@ -51,6 +51,7 @@ class ModelStudy:
     padding_prompts: list[int]  # which prompts formed the padding batch
     example: int  # the prompt of figures 2 and 4
     mlp_input: str  # the stream each MLP reads: resid_mid, or resid_pre in a parallel block
+    prompts_per_rank: list[int] | None = None  # under torchrun, how many prompts each process ran (None: one process)
 
 
 def slug(name: str) -> str:
@@ -79,7 +80,11 @@ def padding_picks(lengths: list[int], n_ctx: int) -> list[int] | None:
     return picks if n_ctx > max(lengths[i] for i in picks) else None
 
 
-def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.device, log: Progress) -> ModelStudy:
+def analyse(
+    plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.device, log: Progress, team: engine.Team | None = None
+) -> ModelStudy | None:
+    """The study of one model. Under torchrun (team), every rank runs its share of the forward passes and
+    their sums are added up; rank 0 goes on to the weights and returns the study, the other ranks None."""
     dtype_name = str(dtype).removeprefix("torch.")
     log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
     # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
@@ -96,10 +101,18 @@ def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.devic
 
     log(f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}")
     started = time.perf_counter()
-    with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
-        act = engine.collect(model, prompts, batch_size, pad, example=example, padded=picks, on_batch=advance)
+    if team is None:
+        with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
+            act = engine.collect(model, prompts, batch_size, pad, example=example, padded=picks, on_batch=advance)
+        prompts_per_rank = None
+    else:  # this process's share of the batches, then every process's sums added up (engine/distributed.py)
+        act, prompts_per_rank = engine.collect_shared(
+            team, model, prompts, batch_size, pad, example=example, padded=picks, log=log, name=plan.name
+        )
     seconds = time.perf_counter() - started
     log(f"{plan.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
+    if team is not None and not team.leads:
+        return None  # rank 0 measures the weights and writes the report
 
     with log.counting(f"{plan.name}: measuring the weights", cfg.n_layers, "layer") as advance:
         weight_stats = weight_measures.weight_measures(model, on_layer=advance)
@@ -119,4 +132,5 @@ def analyse(plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.devic
         padding_prompts=picks or [],
         example=example,
         mlp_input=measures.mlp_input(model),
+        prompts_per_rank=prompts_per_rank,
     )

@@ -276,17 +276,19 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(errno, os.strerror(errno), str(b))
 
 
-def command(run: Callable, args, user_errors: tuple[type[Exception], ...] = ()) -> int:
+def command(
+    run: Callable, args, user_errors: tuple[type[Exception], ...] = (), failures: tuple[type[Exception], ...] = ()
+) -> int:
     """Run a command, run(args), and turn what stops it into one line and an exit status: 2 for bad input
-    (UsageError, OutputError, and the command's own user_errors), 1 for a failed write (--out unchanged),
-    128 + N for signal N."""
+    (UsageError, OutputError, and the command's own user_errors), 1 for a failed write or one of the
+    command's own failures raised before its output is in place (--out unchanged), 128 + N for signal N."""
     with signals_as_exceptions():
         try:
             run(args)
         except (UsageError, OutputError, *user_errors) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        except WriteError as error:
+        except (WriteError, *failures) as error:
             print(f"error: {error}; {args.out} is unchanged", file=sys.stderr)
             return 1
         except Interrupted as interrupt:

@@ -1,5 +1,7 @@
 """The forward passes of the study at scale: prompts batched by length, reduced as the model runs, summed."""
 
+from collections.abc import Collection
+
 import numpy as np
 import torch
 
@@ -85,6 +87,7 @@ def collect(
     max_positions: int = BATCH_POSITIONS,
     reservoir: int = RESERVOIR,
     seed: int = 0,
+    only: Collection[int] | None = None,
     on_batch=None,
 ) -> NormStats:
     """Run every prompt (token ids, BOS first) in batches of similar length and keep NormStats.
@@ -98,6 +101,10 @@ def collect(
     measures.padding_means go to stats.padding, and their ordinary positions count like any other (the
     padding after a prompt cannot change it: attention is causal). on_batch(n), if given, is called after
     each batch with the number of prompts it held.
+
+    only: the indices of the plan's batches (`plan_batches`) to run, the others being run by other processes
+    (distributed.py), whose sums are added to these (`NormStats.merge`); default, all of them. Figure 12's
+    sample is drawn from every batch all the same, so that each shard counts its part of the one sample.
     """
     L = model.cfg.n_layers
     stats = NormStats(L, measures.quantities(model), reservoir=reservoir, seed=seed)
@@ -109,7 +116,10 @@ def collect(
     # "other layer", so no vector outlives its batch.
     readers = {k: [k, *(l for l in range(L) if l != k and stats.other_layer[l] == k)] for k in range(L)}
     early_names = [measures.hook_name(l, measures.mlp_input(model)) for l in range(L)]
-    for (chosen, width), kept in zip(plan, early_kept):
+    runs = range(len(plan)) if only is None else set(only)
+    for b, ((chosen, width), kept) in enumerate(zip(plan, early_kept)):
+        if b not in runs:
+            continue
         tokens, lengths = measures.pad_batch([prompts[i] for i in chosen], pad, width)
         rows, positions = [row for row, _ in kept], [position for _, position in kept]
 

@@ -13,20 +13,22 @@ class NormStats:
     """Running sums of analysis.measures' per-position quantities over every averaged position (BOS and padding
     excluded), per layer:
         count                  how many (prompt, position) pairs were averaged
-        sum[q], square_sum[q]  Σ q and Σ q² for q in SUMMED          (mean, rms)
+        sum[q], square_sum[q]  Σ q and Σ q² for q in summed          (mean, rms)
         bos_sum[q]             Σ q at position 0, over n_prompts prompts  (bos)
         violations             vectors breaking Appendix 1's bound beyond float rounding, and worst_excess
         histogram              counts of log10 ‖resid_post‖ on the fixed bins HISTOGRAM_EDGES (figure 1)
     Each of these merges across shards by addition (worst_excess by maximum): a study sharded over prompts
-    is a map and a sum (`merge`).
+    is a map and a sum (`merge` here, `Team.add_up` across processes in distributed.py).
 
-    Two things of fixed size come from samples, and do not merge by addition:
-        example   every stream's per-position norms of one chosen prompt (figures 2 and 4)
+    Two things of fixed size come from samples:
+        example   every stream's per-position norms of one chosen prompt (figures 2 and 4), kept whole
         early     figure 12's controls, counted as the batches run (`choose_early`, `add_early`): at most
                   `reservoir` (prompt, position 1..6) pairs, a uniform seeded sample, the same pairs at every
                   layer; early_active[l] counts the pre-activations > 0 when layer l's MLP reads layer l's
-                  resid_mid at those pairs, other_active[l] when it reads layer other_layer[l]'s.
-    and `padding`, set by collect(padded=…): measures.padding_means of those prompts.
+                  resid_mid at those pairs, other_active[l] when it reads layer other_layer[l]'s. The sample
+                  is drawn from every batch's lengths before any runs, so shards of one plan count their
+                  parts of the same sample, and those counts add too.
+    and `padding`, set by collect(padded=…): measures.padding_means of those prompts, kept whole.
     """
 
     def __init__(self, n_layers: int, quantities=measures.PER_POSITION, *, reservoir: int = RESERVOIR, seed: int = 0):
@@ -162,15 +164,30 @@ class NormStats:
         else:
             self.other_active[reader] += active
 
+    def sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """Everything that merges by addition, flattened in one order: (float64 sums, int64 counts).
+        Figure 12's counts are among them: shards of one plan (collect(only=…)) each count their part
+        of the one sample, drawn from every batch's lengths."""
+        floats = [sums[q] for sums in (self.sum, self.square_sum, self.bos_sum) for q in self.summed]
+        counts = [np.array([self.count, self.n_prompts, self.violations]), self.histogram.ravel()]
+        counts += [self.early_active, self.other_active, self.early_units]
+        return np.concatenate(floats), np.concatenate(counts).astype(np.int64)
+
+    def set_sums(self, floats: np.ndarray, counts: np.ndarray) -> None:
+        """Put back what `sums` gave (added up over shards, by `merge` or across processes)."""
+        L = self.n_layers
+        for k, (sums, q) in enumerate((sums, q) for sums in (self.sum, self.square_sum, self.bos_sum) for q in self.summed):
+            sums[q] = floats[k * L : (k + 1) * L].copy()
+        self.count, self.n_prompts, self.violations = (int(c) for c in counts[:3])
+        rest = np.split(counts[3:], np.cumsum([self.histogram.size, L, L]))
+        self.histogram = rest[0].reshape(self.histogram.shape).copy()
+        self.early_active, self.other_active, self.early_units = (c.copy() for c in rest[1:])
+
     def merge(self, other: "NormStats") -> "NormStats":
-        """Add another shard's sums (its prompts distinct from ours); the samples stay ours."""
-        self.count += other.count
-        self.n_prompts += other.n_prompts
-        self.violations += other.violations
-        for mine, theirs in ((self.sum, other.sum), (self.square_sum, other.square_sum), (self.bos_sum, other.bos_sum)):
-            for q in self.summed:
-                mine[q] += theirs[q]
-        self.histogram += other.histogram
+        """Add another shard of the same plan (collect(only=…) with other batches): every sum and count adds,
+        worst_excess by maximum; the example prompt, the padding batch and figure 12's sample size stay ours."""
+        (floats, counts), (their_floats, their_counts) = self.sums(), other.sums()
+        self.set_sums(floats + their_floats, counts + their_counts)
         self.worst_excess = max(self.worst_excess, other.worst_excess)
         return self
 
