@@ -34,7 +34,10 @@ def test_batched_collection_equals_the_plain_measures_of_each_prompt_alone(proce
         np.testing.assert_allclose(stats.rms(stream), measures.rms_over_positions(alone[stream]), rtol=1e-5)
         np.testing.assert_allclose(stats.bos(stream), measures.bos_norm(alone[stream]), rtol=1e-5)
         np.testing.assert_allclose(stats.example[stream], alone[stream][1], rtol=1e-5)
-    np.testing.assert_allclose(stats.mean("active"), measures.mean_over_positions(alone["active"]), rtol=1e-6)
+    # The active fraction is a count: batched and alone, the matrix products round differently, and a
+    # pre-activation within rounding of 0 may change sign. Allowed: 2 of the d_mlp · count pre-activations.
+    two_counts = 2 / (model.cfg.d_mlp * stats.count)
+    np.testing.assert_allclose(stats.mean("active"), measures.mean_over_positions(alone["active"]), rtol=0, atol=two_counts)
     plain = measures.appendix1(alone)
     np.testing.assert_allclose(stats.appendix1()["growth_minus_1"], plain["growth_minus_1"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(stats.appendix1()["bound"], plain["bound"], rtol=1e-5)
