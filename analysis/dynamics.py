@@ -36,7 +36,7 @@ WEIGHTS = {
     "ln1_gain_rms": "ln1 gain (RMS of w)",
     "W_OV_unfolded": "‖W_OV‖_F as trained (mean of heads)",
     "W_OV_folded": "‖W_OV‖_F processed (ln1 folded, centred)",
-    "W_out": "‖W_out‖_F",
+    "W_out_unfolded": "‖W_out‖_F as trained",
     "ln2_gain_rms": "ln2 gain (RMS of w)",
     "W_in_unfolded": "‖W_in‖_F as trained",
     "W_in_folded": "‖W_in‖_F processed (ln2 folded, centred)",
@@ -87,19 +87,13 @@ def measure(folder: Path, prompts_in: inputs.Prompts, device: torch.device, batc
     """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
     model, tokenizer = weights.from_directory(folder, processed=False, device=device, unembed=False)
     cfg = model.cfg
-    raw = {
-        "ln1_gain_rms": [float(b.ln1.w.pow(2).mean().sqrt()) for b in model.blocks],
-        "ln2_gain_rms": [float(b.ln2.w.pow(2).mean().sqrt()) for b in model.blocks],
-        "W_OV_unfolded": [float(weight_measures.W_OV_frobenius(b.attn.W_V, b.attn.W_O).mean()) for b in model.blocks],
-        "W_in_unfolded": [float(b.mlp.W_in.norm()) for b in model.blocks],
-        "W_out": [float(b.mlp.W_out.norm()) for b in model.blocks],
-    }
+    raw = weight_measures.as_trained(model)
     weights.process(model, unembed=False)
     folded = weight_measures.weight_measures(model)
     prompts, _ = inputs.tokenize(prompts_in, tokenizer, cfg, str(folder), truncate=True)
-    stats = engine.collect(model, prompts, batch_size, tokenizer.eot)
+    stats = engine.collect(model, prompts, batch_size, tokenizer.pad)
     mean = stats.mean("resid_post")
-    values = {key: np.array(v) for key, v in raw.items()} | {
+    values = raw | {
         "W_OV_folded": folded["W_OV_frobenius"].mean(1),
         "W_in_folded": folded["W_in_norm"],
         "mlp_random_out": folded["mlp_random_norm"],

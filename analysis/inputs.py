@@ -91,7 +91,7 @@ def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, model_name: st
     context. Without truncate, a prompt longer than the context is an error naming it."""
     tokenized, truncated = [], 0
     for i, text in enumerate(prompts.texts):
-        tokens = np.array([tokenizer.eot, *tokenizer.encode(text)], dtype=np.int32)
+        tokens = np.array([tokenizer.bos, *tokenizer.encode(text)], dtype=np.int32)
         if len(tokens) > cfg.n_ctx:
             if not truncate:
                 raise outdir.UsageError(

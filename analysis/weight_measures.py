@@ -1,5 +1,5 @@
-"""The study's measures of the weights alone, no prompts needed: figures 8, 9, 11, 13 and 15, and figure 12's
-random-input rate.
+"""The study's measures of the weights alone, no prompts needed: figures 8, 9, 11, 13 and 15, figure 12's
+random-input rate, and (`as_trained`) the LayerNorm gains and matrix norms before the weights are processed.
 
 What growth written into the weights would look like: attention's W_OV = W_V @ W_O and the MLP's matrices
 growing in norm with depth, and the blocks' outputs on random inputs of a fixed size growing with them.
@@ -100,4 +100,23 @@ def weight_measures(model: GPT2, n_random: int = N_RANDOM, seed: int = 0, on_lay
         )
         if on_layer:
             on_layer(1)
+    return {key: np.array([row[key] for row in rows]) for key in rows[0]}
+
+
+@torch.no_grad()
+def as_trained(model: GPT2) -> dict[str, np.ndarray]:
+    """Where growth can be stored, read before `weights.process` folds the gains in: per layer, the RMS of
+    each LayerNorm's gain w, the mean over heads of ‖W_V[h] W_O[h]‖_F, ‖W_in‖_F and ‖W_out‖_F, as trained.
+    A gain that grows with depth multiplies what the next layer reads, exactly as a growing matrix would:
+    folded, it becomes part of W_OV and W_in (weight_measures' W_OV_frobenius and W_in_norm)."""
+    rows = [
+        {
+            "ln1_gain_rms": float(b.ln1.w.float().pow(2).mean().sqrt()),
+            "ln2_gain_rms": float(b.ln2.w.float().pow(2).mean().sqrt()),
+            "W_OV_unfolded": float(W_OV_frobenius(b.attn.W_V.float(), b.attn.W_O.float()).mean()),
+            "W_in_unfolded": float(b.mlp.W_in.float().norm()),
+            "W_out_unfolded": float(b.mlp.W_out.float().norm()),
+        }
+        for b in model.blocks
+    ]
     return {key: np.array([row[key] for row in rows]) for key in rows[0]}
