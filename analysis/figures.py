@@ -96,15 +96,17 @@ def bos_and_padding(r: ModelStudy) -> Shown | None:
     p = r.padding
     if p is None:
         return not_drawn("05-bos-and-padding", "BOS and padding", "every prompt fills the model's context: no room for padding")
+    (bos_id, bos_text), (pad_id, pad_text) = r.bos, r.pad
     series = {
-        "BOS (position 0)": {"y": p["bos"], "color": plots.BOS_COLOUR},
-        "padding (<|endoftext|> after the prompt)": {"y": p["padding"], "color": "tab:orange"},
+        f"BOS (position 0: {bos_text})": {"y": p["bos"], "color": plots.BOS_COLOUR},
+        f"padding ({pad_text} after the prompt)": {"y": p["padding"], "color": "tab:orange"},
         "ordinary positions": {"y": p["ordinary"], "color": "tab:blue"},
     }
     title = f"{r.slug}: BOS, padding and ordinary positions"
     figure = plots.layer_lines(title, "mean ‖resid_post‖ (log scale)", series)
     caption = (
-        f"{len(r.padding_prompts)} prompts of different lengths, right-padded with <|endoftext|>. At the last layer: "
+        f"{len(r.padding_prompts)} prompts of different lengths, each starting with {bos_text} (id {bos_id}) and "
+        f"right-padded with {pad_text} (id {pad_id}). At the last layer: "
         f"BOS {p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}."
     )
     return Shown("05-bos-and-padding", "BOS and padding", figure, caption)
@@ -195,7 +197,7 @@ def mlp_weight_norms(r: ModelStudy) -> Shown:
     return Shown("11-mlp-weight-norms", "MLP weight norms", figure, caption)
 
 
-def gelu_activation_rate(r: ModelStudy) -> Shown:
+def activation_rate(r: ModelStudy) -> Shown:
     w = r.weight_stats
     rates = {
         "actual run": r.act.mean("active"),
@@ -203,7 +205,7 @@ def gelu_activation_rate(r: ModelStudy) -> Shown:
         f"{r.mlp_input} from positions 1–6 only": w["active_early_positions"],
         f"{r.mlp_input} from a random other layer": w["active_other_layer"],
     }
-    title = f"{r.slug}: fraction of MLP neurons with positive pre-activation"
+    title = f"{r.slug}: fraction of MLP neurons with positive pre-activation ({r.nonlinearity})"
     figure = plots.layer_lines(title, "fraction of pre-activations > 0", {k: {"y": v} for k, v in rates.items()}, log=False)
     actual, random = rates["actual run"], w["active_random"]
     act = r.act
@@ -211,12 +213,18 @@ def gelu_activation_rate(r: ModelStudy) -> Shown:
         sample = f"all {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     else:
         sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} {r.mlp_input} vectors at positions 1–6"
+    meaning = {  # measures.nonlinearity: the same count, a different quantity
+        "GELU": "With GELU, a neuron below 0 still passes a small negative value: this is the fraction on its near-linear side.",
+        "ReLU": "With ReLU, this is the fraction of neurons whose output is not 0, a different quantity from a GELU "
+        "model's rate, which counts neurons on GELU's near-linear side while the others still pass small values.",
+    }[r.nonlinearity]
     caption = (
         f"In the actual run the fraction of positive pre-activations is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
         f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}. The two resampled "
-        f"controls feed each layer's MLP {sample} (at most {act.reservoir} are kept per layer)."
+        f"controls feed each layer's MLP {sample} (at most {act.reservoir} are kept per layer). {meaning}"
     )
-    return Shown("12-gelu-activation-rate", "GELU activation rate", figure, caption)
+    stem = f"12-{r.nonlinearity.lower()}-activation-rate"
+    return Shown(stem, f"{r.nonlinearity} activation rate", figure, caption)
 
 
 def reading_vs_writing(r: ModelStudy) -> Shown:
@@ -280,7 +288,7 @@ FIGURES = [
     mlp_random_inputs,
     std_and_bounds,
     mlp_weight_norms,
-    gelu_activation_rate,
+    activation_rate,
     reading_vs_writing,
     appendix1_bound,
     frobenius_claim,

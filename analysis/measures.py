@@ -8,7 +8,8 @@ checks that it gives what these functions give. The rates and fits are in analys
 measures of the weights alone in analysis/weight_measures.py.
 
 Conventions, the post's:
-- every prompt starts with <|endoftext|> (BOS) at position 0; prompts batched together are right-padded;
+- every prompt starts with BOS at position 0 (GPT-2's <|endoftext|>; each family's own, as its tokenizer
+  files name it: OPT's </s>); prompts batched together are right-padded;
 - "the mean over positions" pools every (prompt, position) pair with 1 <= position < the prompt's length:
   BOS and padding are excluded, and a long prompt weighs more than a short one;
 - norms are L2 norms of the processed model's vectors (LayerNorm folded, writing weights centred, so
@@ -21,6 +22,7 @@ import torch
 import instrument
 from minigpt import GPT2
 from minigpt.model import linear
+from minigpt.opt import ReLUMLP
 
 # The five vectors the study follows through each block, by their hook names (blocks.{l}.hook_{stream}).
 STREAMS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -60,6 +62,18 @@ def streams(model: GPT2) -> tuple[str, ...]:
 def mlp_input(model: GPT2) -> str:
     """The stream each block's MLP reads (through ln2): resid_mid, or resid_pre in a parallel block."""
     return "resid_mid" if "resid_mid" in streams(model) else "resid_pre"
+
+
+def family(model: GPT2) -> str:
+    """Which of minigpt's families the model is: its class's name, Pythia's said as such."""
+    return {"GPT2": "GPT-2", "GPTNeo": "GPT-Neo", "OPT": "OPT", "GPTNeoX": "GPT-NeoX (Pythia)"}[type(model).__name__]
+
+
+def nonlinearity(model: GPT2) -> str:
+    """The MLP's nonlinearity. It decides what "pre-activation > 0" (figure 12) counts: with ReLU, the neurons
+    whose output is not exactly 0; with GELU, which passes small negative values too, the neurons on its
+    near-linear side. The two fractions are different quantities and are not compared as one."""
+    return "ReLU" if isinstance(model.blocks[0].mlp, ReLUMLP) else "GELU"
 
 
 def quantities(model: GPT2) -> dict:

@@ -40,13 +40,17 @@ class ModelStudy:
     name: str  # as given
     slug: str  # short name for titles and folders
     cfg: Config
+    family: str  # measures.family: GPT-2, GPT-Neo, OPT or GPT-NeoX (Pythia)
+    nonlinearity: str  # measures.nonlinearity: the MLP's, which says what figure 12's "active" means
+    bos: tuple[int, str]  # the token every prompt starts with, as this model's tokenizer files name it: id, text
+    pad: tuple[int, str]  # the token figure 5's prompts are padded with: id, text
     source: dict  # repo, revision, path, dtype (weights.load)
     example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
     act: engine.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream the model has, BOS and padding excluded
     rates: dict  # rates.growth_rate of mean ‖resid_post‖ over the fit layers
     appendix: dict  # measures.appendix1 over every prompt
-    weight_stats: dict[str, np.ndarray]  # weight_measures.weight_measures and figure 12's resampled rates
+    weight_stats: dict[str, np.ndarray]  # weight_measures (processed, and as_trained) and figure 12's resampled rates
     padding: dict[str, np.ndarray] | None  # measures.padding_means of the padding batch (None if no room for padding)
     padding_prompts: list[int]  # which prompts formed the padding batch
     example: int  # the prompt of figures 2 and 4
@@ -73,11 +77,13 @@ def check_fit_layers(name: str, cfg: Config, fit_layers) -> tuple[int, int]:
 
 
 def padding_picks(lengths: list[int], n_ctx: int) -> list[int] | None:
-    """The prompts of the BOS and padding figure: 8 spread over the lengths, padded 4 positions beyond the
-    longest of them (measures.padding_norms), run as part of the forward passes; None if the context has no room."""
-    shortest_first = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    picks = sorted({shortest_first[round(k)] for k in np.linspace(0, len(lengths) - 1, min(8, len(lengths)))})
-    return picks if n_ctx > max(lengths[i] for i in picks) else None
+    """The prompts of the BOS and padding figure: 8 spread over the lengths of those shorter than the context,
+    padded up to 4 positions beyond the longest of them (measures.padding_norms), run as part of the forward
+    passes; None if every prompt fills the context (with --truncate, a corpus's long prompts do)."""
+    shortest_first = sorted((i for i in range(len(lengths)) if lengths[i] < n_ctx), key=lambda i: lengths[i])
+    if not shortest_first:
+        return None
+    return sorted({shortest_first[round(k)] for k in np.linspace(0, len(shortest_first) - 1, min(8, len(shortest_first)))})
 
 
 def analyse(
@@ -87,14 +93,20 @@ def analyse(
     their sums are added up; rank 0 goes on to the weights and returns the study, the other ranks None."""
     dtype_name = str(dtype).removeprefix("torch.")
     log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
+    # Read in float32 on the CPU, measured as trained, then processed and cast (as weights.load does it).
     # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
-    model, tokenizer = weights.from_directory(plan.directory, plan.source, dtype=dtype, device=device, unembed=False)
+    model, tokenizer = weights.from_directory(plan.directory, plan.source, processed=False, unembed=False)
+    as_trained = weight_measures.as_trained(model)  # the LayerNorm gains, before they are folded away
+    weights.process(model, unembed=False)
+    model = weights.to(model, dtype, device)
+    model.source["processed"] = True
     cfg, prompts = model.cfg, plan.prompts
     n_tokens = sum(map(len, prompts))
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
     example_text = (tokenizer.decode(prompts[example][:1]), tokenizer.decode(prompts[example][1:9]))
-    pad = tokenizer.eot
+    bos, pad = tokenizer.bos, tokenizer.pad
+    bos_pad_text = (bos, tokenizer.decode([bos])), (pad, tokenizer.decode([pad]))
     del tokenizer  # its BPE tables (21 MB held, measured with tracemalloc) are all the figures would keep it for
     prompts, pad = engine.keep_prompt_tokens(model, prompts, pad)
     picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
@@ -115,12 +127,16 @@ def analyse(
         return None  # rank 0 measures the weights and writes the report
 
     with log.counting(f"{plan.name}: measuring the weights", cfg.n_layers, "layer") as advance:
-        weight_stats = weight_measures.weight_measures(model, on_layer=advance)
+        weight_stats = weight_measures.weight_measures(model, on_layer=advance) | as_trained
     mean = {s: act.mean(s) for s in measures.streams(model)}  # every stream the model has
     return ModelStudy(
         name=plan.name,
         slug=slug(plan.name),
         cfg=cfg,
+        family=measures.family(model),
+        nonlinearity=measures.nonlinearity(model),
+        bos=bos_pad_text[0],
+        pad=bos_pad_text[1],
         source=model.source,
         example_text=example_text,
         act=act,

@@ -166,22 +166,83 @@ def released_state(family: str, hf_model: nn.Module) -> dict[str, torch.Tensor]:
 RELEASED_FORMAT = {"gpt_neo": "safetensors", "opt": "bin", "gpt_neox": "safetensors"}
 
 
-def write_family(directory, family: str, *, seed=0, weights_format=None, max_shard_bytes=None, **size):
+def write_family(
+    directory,
+    family: str,
+    *,
+    seed=0,
+    weights_format=None,
+    max_shard_bytes=None,
+    released_tokenizer=False,
+    gain_growth=1.0,
+    **size,
+):
     """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights
     (in the family's released format unless weights_format says otherwise; sharded given max_shard_bytes, as
-    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt."""
+    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt, or with
+    released_tokenizer the family's own tokenizer files (`write_released_tokenizer`). gain_growth multiplies
+    every LayerNorm gain of block l by gain_growth**l: growth stored in the gains, as a known answer."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(released_config(family, **size), indent=2))
     torch.manual_seed(seed)
     hf_cfg = HF_CLASSES[family].config_class.from_pretrained(directory)
     hf_model = HF_CLASSES[family](hf_cfg).eval()
     randomise(hf_model, seed)
+    with torch.no_grad():
+        for name, module in hf_model.named_modules():
+            layer = re.search(r"\.(\d+)\.", name)
+            if isinstance(module, nn.LayerNorm) and layer:
+                module.weight.mul_(gain_growth ** int(layer.group(1)))
     state = {key: t.contiguous() for key, t in released_state(family, hf_model).items()}
     save_weights(state, directory, weights_format=weights_format or RELEASED_FORMAT[family], max_shard_bytes=max_shard_bytes)
-    vocab, merges = gpt2_vocab_files()
-    shutil.copy(vocab, directory / "vocab.json")
-    shutil.copy(merges, directory / "merges.txt")
+    if released_tokenizer:
+        write_released_tokenizer(directory, family)
+    else:
+        vocab, merges = gpt2_vocab_files()
+        shutil.copy(vocab, directory / "vocab.json")
+        shutil.copy(merges, directory / "merges.txt")
     return directory
+
+
+def write_released_tokenizer(directory, family: str) -> None:
+    """The tokenizer files of the family's released repositories, with GPT-2's merges (so that English text
+    gets English tokens) under each family's own ids and special tokens:
+      GPT-Neo  GPT-2's vocab.json and merges.txt; special_tokens_map.json: BOS <|endoftext|> (50256), no padding.
+      OPT      vocab.json with <s> <pad> </s> <unk> as ids 0–3 and GPT-2's tokens after them, as fairseq's
+               dictionary puts them; special_tokens_map.json: BOS </s> (2), padding <pad> (1).
+      Pythia   tokenizer.json only (NFC, byte-level), <|endoftext|> and <|padding|> as added tokens 0 and 1,
+               GPT-2's other tokens after them; special_tokens_map.json: BOS <|endoftext|> (0), no padding."""
+    from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import Tokenizer as HFTokenizer
+
+    vocab_file, merges_file = gpt2_vocab_files()
+    gpt2_vocab = json.loads(Path(vocab_file).read_text(encoding="utf-8"))
+    special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}
+    if family == "gpt_neo":
+        shutil.copy(vocab_file, directory / "vocab.json")
+        shutil.copy(merges_file, directory / "merges.txt")
+    elif family == "opt":
+        specials = ["<s>", "<pad>", "</s>", "<unk>"]
+        vocab = {token: i for i, token in enumerate(specials)} | {token: i + 4 for token, i in gpt2_vocab.items()}
+        (directory / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        shutil.copy(merges_file, directory / "merges.txt")
+        token = {"lstrip": False, "normalized": True, "rstrip": False, "single_word": False}  # as OPT's files write each
+        bos, pad = token | {"content": "</s>"}, token | {"content": "<pad>"}
+        special = {"bos_token": bos, "eos_token": bos, "unk_token": bos, "pad_token": pad}
+        config = {"add_bos_token": True, "tokenizer_class": "GPT2Tokenizer", "pad_token": pad}
+        (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    else:
+        del gpt2_vocab["<|endoftext|>"]
+        vocab = {"<|endoftext|>": 0, "<|padding|>": 1} | {token: i + 2 for token, i in gpt2_vocab.items()}
+        merges = [tuple(line.split()) for line in Path(merges_file).read_text(encoding="utf-8").splitlines()[1:] if line]
+        theirs = HFTokenizer(models.BPE(vocab, merges))
+        theirs.normalizer = normalizers.NFC()
+        theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+        theirs.post_processor = processors.ByteLevel(trim_offsets=True)
+        theirs.decoder = decoders.ByteLevel()
+        theirs.add_special_tokens([AddedToken("<|endoftext|>", special=True), AddedToken("<|padding|>", special=True)])
+        (directory / "tokenizer.json").write_text(theirs.to_str(), encoding="utf-8")
+    (directory / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
 
 
 FAMILIES = ["gpt_neo", "opt", "gpt_neox"]
@@ -529,23 +590,112 @@ def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(f
     assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_the_study_runs_on_each_family(family_checkpoints, family, tmp_path):
-    """python -m analysis.growth on a tiny checkpoint of each family: the report, and for Pythia's parallel
-    block, the two figures that need resid_mid named as not drawn, with why."""
+# ---------------------------------------------------------------------------------------------------------
+# One study over every family: a GPT-2 and a tiny checkpoint of each other family, of different depths, each
+# with its released tokenizer files. Pythia's gains grow ×1.1 per layer: a known answer for the side-by-side
+# weights, where the growth must show in the gains and the folded matrices, not in the matrices as trained.
+
+CROSS_DEPTHS = {"gpt_neo": 4, "opt": 8, "gpt_neox": 6}
+GAIN_GROWTH = 1.1
+
+
+@pytest.fixture(scope="session")
+def cross_family_report(small_checkpoint, tmp_path_factory):
     from analysis import growth
 
-    out = tmp_path / "report"
-    assert growth.main(["--model", str(family_checkpoints[family]), "--truncate", "--out", str(out)]) == 0
+    root = tmp_path_factory.mktemp("cross-family")
+    checkpoints = {"gpt2": small_checkpoint} | {
+        family: write_family(
+            root / family,
+            family,
+            seed=11,
+            n_layers=n_layers,
+            released_tokenizer=True,
+            gain_growth=GAIN_GROWTH if family == "gpt_neox" else 1.0,
+        )
+        for family, n_layers in CROSS_DEPTHS.items()
+    }
+    out = root / "report"
+    models = [arg for path in checkpoints.values() for arg in ("--model", str(path))]
+    assert growth.main([*models, "--truncate", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    (model,) = summary["models"].values()
+    return checkpoints, out, {family: summary["models"][str(path)] for family, path in checkpoints.items()}
+
+
+def test_one_study_runs_every_family_and_its_report_names_each(cross_family_report):
+    checkpoints, out, models = cross_family_report
     report = (out / "report.md").read_text()
-    figures = {png.stem for png in out.rglob("*.png")}
-    if family == "gpt_neox":
-        assert "resid_mid" not in model["mean_norm"] and report.count("no resid_mid: a parallel block") == 2
-        assert not {"06-resid-pre-mid-post", "10-std-and-bounds"} & figures
-    else:
-        assert set(model["mean_norm"]) == {"resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"}
-        assert {"06-resid-pre-mid-post", "10-std-and-bounds"} <= figures and "no resid_mid" not in report
-    assert {"01-norm-histograms", "03-mean-norm-by-model", "12-gelu-activation-rate", "14-appendix1-bound"} <= figures
-    assert model["appendix1"]["violations"] == 0
+    for path in checkpoints.values():
+        assert f"**{path}**" in report and f"# {path.name}\n" in report
+    assert {family: m["family"] for family, m in models.items()} == {
+        "gpt2": "GPT-2",
+        "gpt_neo": "GPT-Neo",
+        "opt": "OPT",
+        "gpt_neox": "GPT-NeoX (Pythia)",
+    }
+    assert [models[f]["n_layers"] for f in CROSS_DEPTHS] == list(CROSS_DEPTHS.values())
+    for stem in ("03-mean-norm-by-model", "16-weights-by-model"):
+        assert (out / f"{stem}.png").stat().st_size > 10_000 and f"]({stem}.png)" in report
+    assert all(m["appendix1"]["violations"] == 0 for m in models.values())
+
+
+def test_each_family_starts_with_its_own_bos_and_pads_with_its_own_token(cross_family_report):
+    """OPT's prompts start with </s> (id 2) and pad with <pad> (id 1), Pythia's with <|endoftext|> as id 0. The
+    BOS position's norm proves it: position 0 sees only itself, so it equals the model run on its BOS alone."""
+    checkpoints, out, models = cross_family_report
+    expected = {
+        "gpt2": ((50256, "<|endoftext|>"), (50256, "<|endoftext|>")),
+        "gpt_neo": ((50256, "<|endoftext|>"), (50256, "<|endoftext|>")),
+        "opt": ((2, "</s>"), (1, "<pad>")),
+        "gpt_neox": ((0, "<|endoftext|>"), (0, "<|endoftext|>")),
+    }
+    report = (out / "report.md").read_text()
+    for family, ((bos_id, bos), (pad_id, pad)) in expected.items():
+        m = models[family]
+        assert (m["bos"], m["pad"]) == ({"id": bos_id, "text": bos}, {"id": pad_id, "text": pad})
+        assert f"prompts start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id})" in report
+        model, _ = weights.load(checkpoints[family])
+        with torch.no_grad():
+            _, cache = instrument.run_with_cache(model, torch.tensor([[bos_id]]))
+        alone = [float(cache["resid_post", layer][0, 0].norm()) for layer in range(model.cfg.n_layers)]
+        assert m["bos_norm"]["resid_post"] == pytest.approx(alone, rel=1e-5), family
+    assert "each starting with </s> (id 2) and right-padded with <pad> (id 1)" in report
+
+
+def test_the_report_says_what_each_family_cannot_have(cross_family_report):
+    checkpoints, out, models = cross_family_report
+    report = (out / "report.md").read_text()
+    section = report.split("## What each model cannot have")[1].split("\n## ")[0]
+    pythia = checkpoints["gpt_neox"].name
+    assert f"- {pythia} has no figure 6 (" in section and f"- {pythia} has no figure 10 (" in section
+    assert section.count("no resid_mid: a parallel block") == 2 and section.count(" has no figure ") == 2
+    assert f"ReLU: {checkpoints['opt'].name}" in section and "not one quantity" in section
+    assert "resid_mid" not in models["gpt_neox"]["mean_norm"]
+    assert {models[f]["nonlinearity"] for f in ("gpt2", "gpt_neo", "gpt_neox")} == {"GELU"} and models["opt"][
+        "nonlinearity"
+    ] == "ReLU"
+    for family, path in checkpoints.items():
+        figures = {png.stem for png in (out / path.name).glob("*.png")}
+        kind = "relu" if family == "opt" else "gelu"
+        assert {"01-norm-histograms", "05-bos-and-padding", f"12-{kind}-activation-rate", "14-appendix1-bound"} <= figures
+        assert ({"06-resid-pre-mid-post", "10-std-and-bounds"} <= figures) == (family != "gpt_neox")
+
+
+def test_the_weights_side_by_side_find_growth_stored_in_the_gains(cross_family_report):
+    """Pythia's gains were multiplied by 1.1 per layer: its gains and its folded W_OV and W_in grow ×1.1 more
+    than its matrices as trained; the other models' gains are flat (random around 1)."""
+    checkpoints, out, models = cross_family_report
+    for family, m in models.items():
+        g = m["weights_growth_per_layer"]
+        gain = GAIN_GROWTH if family == "gpt_neox" else 1.0
+        for ln in ("ln1_gain_rms", "ln2_gain_rms"):
+            assert g[ln] == pytest.approx(gain, abs=0.03), (family, ln)
+        assert g["W_OV_frobenius"] / g["W_OV_unfolded"] == pytest.approx(gain, abs=0.03), family
+        assert g["W_in_norm"] / g["W_in_unfolded"] == pytest.approx(gain, abs=0.03), family
+        assert m["weight_decay_published"] == "unknown"  # local directories: no release to name
+    table = (out / "report.md").read_text().split("## Where the growth is stored")[1]
+    for path in checkpoints.values():
+        assert f"\n| {path.name} | unknown | ×" in table
+    with open(out / "layers.csv") as f:
+        header = f.readline().strip().split(",")
+    assert {"ln1_gain_rms", "ln2_gain_rms", "W_OV_unfolded", "W_in_unfolded", "W_out_unfolded"} <= set(header)

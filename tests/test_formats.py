@@ -391,7 +391,7 @@ CASES = {
     "vocab_without_end_of_text": (
         "safetensors",
         edit_json("vocab.json", lambda v: {k: i for k, i in v.items() if k != "<|endoftext|>"}),
-        r"vocab\.json: no <\|endoftext\|> \(GPT-2's end-of-text token, its BOS and padding\)$",
+        r"vocab\.json: no <\|endoftext\|> \(the BOS token: GPT-2's end-of-text token, BOS and padding\)$",
     ),
     "merges_line_not_a_pair": (
         "safetensors",

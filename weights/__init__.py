@@ -67,14 +67,24 @@ def from_directory(
     device = devices.resolve(device)
     tokenizer = read_tokenizer(directory)
     model = read_model(directory, unembed=unembed)
+    model.source = (source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}) | {
+        "processed": processed
+    }
     if processed:
         rewrites.process(model, unembed=unembed)
-    for module in model.modules():  # cast one tensor at a time, so memory never holds two copies
+    return to(model, dtype, device), tokenizer
+
+
+def to(model: GPT2, dtype: torch.dtype, device="cpu") -> GPT2:
+    """The model's parameters cast to dtype and moved to device, one tensor at a time, so that memory never
+    holds two copies of the weights; model.source records both."""
+    check_dtype(dtype)
+    device = devices.resolve(device)
+    for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             setattr(module, name, torch.nn.Parameter(param.detach().to(device=device, dtype=dtype), requires_grad=False))
-    source = source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}
-    model.source = source | {"processed": processed, "dtype": str(dtype).removeprefix("torch."), "device": str(device)}
-    return model.eval(), tokenizer
+    model.source = getattr(model, "source", {}) | {"dtype": str(dtype).removeprefix("torch."), "device": str(device)}
+    return model.eval()
 
 
 __all__ = [
@@ -98,4 +108,5 @@ __all__ = [
     "read_model",
     "read_tokenizer",
     "save",
+    "to",
 ]

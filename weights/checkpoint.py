@@ -27,6 +27,7 @@ from minigpt.tokenizer import END_OF_TEXT
 
 from . import families
 from .formats import (
+    SPECIAL_TOKEN_FILES,
     CheckpointError,
     json_field,
     open_weights,
@@ -136,22 +137,45 @@ def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
 
 
 def read_tokenizer(directory: Path) -> Tokenizer:
-    """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that."""
+    """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that;
+    with the BOS and padding tokens the checkpoint names (`special_tokens`)."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
+    bos, pad = special_tokens(directory)
     if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
         path = directory / "tokenizer.json"
         parsed = read_tokenizer_json(path)
         try:
-            return Tokenizer.from_tokenizer_json(parsed)
-        except ValueError as error:  # what the tokenizer does not implement, named in one line
+            return Tokenizer.from_tokenizer_json(parsed, bos_token=bos or END_OF_TEXT, pad_token=pad)
+        except ValueError as error:  # what the tokenizer does not implement, or a BOS it lacks, named in one line
             raise CheckpointError(f"{path}: {error}") from None
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
     vocab = read_vocab(files["vocab.json"])
-    if END_OF_TEXT not in vocab:
-        raise CheckpointError(f"{files['vocab.json']}: no {END_OF_TEXT} (GPT-2's end-of-text token, its BOS and padding)")
-    return Tokenizer(vocab, read_merges(files["merges.txt"]))
+    for role, named, token in (("BOS", bos, bos or END_OF_TEXT), ("padding", pad, pad)):
+        if token is not None and token not in vocab:
+            why = f"as {' or '.join(SPECIAL_TOKEN_FILES)} names it" if named else "GPT-2's end-of-text token, BOS and padding"
+            raise CheckpointError(f"{files['vocab.json']}: no {token} (the {role} token: {why})")
+    return Tokenizer(vocab, read_merges(files["merges.txt"]), bos_token=bos or END_OF_TEXT, pad_token=pad)
+
+
+def special_tokens(directory: Path) -> tuple[str | None, str | None]:
+    """The texts of the BOS and padding tokens that the checkpoint's tokenizer files name (None where they name
+    none: BOS is then <|endoftext|>, GPT-2's, and padding is BOS). A token is a string or {"content": string}."""
+    found = {}
+    for name in reversed(SPECIAL_TOKEN_FILES):  # the first file's word wins
+        path = directory / name
+        if path.is_file():
+            given = read_json(path)
+            for role in ("bos_token", "pad_token"):
+                token = given.get(role)
+                if isinstance(token, dict):
+                    token = token.get("content")
+                if token is not None and not isinstance(token, str):
+                    raise CheckpointError(f'{path}: {role} is {json.dumps(token)}; expected a string or {{"content": string}}')
+                if token is not None:
+                    found[role] = token
+    return found.get("bos_token"), found.get("pad_token")
 
 
 def read_model(directory: Path, unembed: bool = True) -> GPT2:

@@ -474,6 +474,12 @@ def read_merges(path: Path) -> list[tuple[str, str]]:
     return merges
 
 
+# Where a Hugging Face repository names its special tokens, the first file's word winning. GPT-2's has neither
+# (its BOS is <|endoftext|>, id 50256); OPT's names </s> (id 2) as BOS and <pad> (id 1) as padding; Pythia's and
+# GPT-Neo's name <|endoftext|> (ids 0 and 50256) as BOS and no padding.
+SPECIAL_TOKEN_FILES = ("special_tokens_map.json", "tokenizer_config.json")
+
+
 def read_tokenizer_json(path: Path) -> dict:
     """tokenizer.json, checked only for the outer shape a byte-level BPE's has: an object whose "model" is an
     object of type "BPE" with a vocab object and a merges list."""

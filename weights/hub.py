@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from .formats import WEIGHT_FILES, CheckpointError, shard_names
+from .formats import SPECIAL_TOKEN_FILES, WEIGHT_FILES, CheckpointError, shard_names
 
 # The short names of the released checkpoints, and the hub repositories that hold them.
 REPOS = {
@@ -15,7 +15,8 @@ REPOS = {
 }
 # What a download fetches, of the files a repository has: config.json, the first of WEIGHT_FILES it holds (and,
 # for a sharded checkpoint, the shards its index names), and the tokenizer: vocab.json and merges.txt, or else
-# tokenizer.json. Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
+# tokenizer.json, and the files naming its BOS and padding tokens where it has them (SPECIAL_TOKEN_FILES).
+# Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
 # The small GPT-2 trained by `python -m training` and shipped inside this package.
@@ -124,7 +125,7 @@ def files_to_fetch(listing: list[str], where: str) -> list[str]:
         shown = ", ".join(sorted(have)[:12]) + (" …" if len(have) > 12 else "")
         raise CheckpointError(f"{where} has none of the weight files minigpt reads ({', '.join(WEIGHT_FILES)}); it has {shown}")
     tokenizer = next((names for names in TOKENIZER_FILES if have.issuperset(names)), ())
-    return ["config.json", weights, *tokenizer]
+    return ["config.json", weights, *tokenizer, *(name for name in SPECIAL_TOKEN_FILES if name in have)]
 
 
 def _cached_folder(repo: str, revision: str | None) -> Path:
