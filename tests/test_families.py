@@ -166,12 +166,14 @@ def released_state(family: str, hf_model: nn.Module) -> dict[str, torch.Tensor]:
 RELEASED_FORMAT = {"gpt_neo": "safetensors", "opt": "bin", "gpt_neox": "safetensors"}
 
 
-def write_family(directory, family: str, *, seed=0, weights_format=None, max_shard_bytes=None, **size):
+def write_family(directory, family: str, *, seed=0, weights_format=None, max_shard_bytes=None, d_vocab=None, **size):
     """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights
     (in the family's released format unless weights_format says otherwise; sharded given max_shard_bytes, as
-    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt."""
+    `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt. d_vocab replaces
+    the released vocabulary size (for a smaller tokenizer: GPT-2's ids would not all fit)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(released_config(family, **size), indent=2))
+    config = released_config(family, **size) | ({"vocab_size": d_vocab} if d_vocab else {})
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
     torch.manual_seed(seed)
     hf_cfg = HF_CLASSES[family].config_class.from_pretrained(directory)
     hf_model = HF_CLASSES[family](hf_cfg).eval()
