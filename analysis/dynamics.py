@@ -3,14 +3,22 @@
     python -m training --data data --out runs/base --checkpoints 12      # a run with its checkpoints
     python -m analysis.dynamics runs/base                                 # -> ./dynamics-report
     python -m analysis.dynamics runs/base runs/no-decay runs/gains-decayed --out ablation
+    python -m analysis.dynamics --model EleutherAI/pythia-160m --revisions step0,step512,step143000
+    python -m analysis.dynamics --model EleutherAI/pythia-160m            # about 12 step revisions, log-spaced
 
-For each checkpoint (RUN/checkpoints/step-NNNNNN, written by `python -m training --checkpoints N`):
-the mean ‖resid_post‖ by layer and its exponential fit (analysis.measures and rates, on the processed model, over
-the study's prompts), the BOS position's norm, and the weights where growth can be stored: the
-LayerNorm gains and ‖W_OV‖, ‖W_in‖ as trained (unfolded) and as weights.process leaves them (the gains folded
-in, the reading weights and W_O centred), ‖W_out‖, and the
-MLP's output on random normalised inputs. Writes report.md, summary.json, steps.csv, layers.csv and
-figures (PNG and SVG) into --out, which follows analysis.growth's rules: new, empty or a previous report.
+A checkpoint is a folder RUN/checkpoints/step-NNNNNN written by `python -m training --checkpoints N`, or a
+revision step<N> of one hub repository (--model), as Pythia publishes its 154 (step0, step1, step2, step4, …
+step512, step1000, step2000, … step143000). Every revision named is checked against the repository's branches
+and tags before the first is downloaded; each goes into the Hugging Face cache, is reused from there (offline
+too), and is measured with only its model in memory. A revision has no training record, so its tokens and
+validation loss are left empty (–), and the report's run is labelled by the repository's name (pythia-160m).
+
+For each checkpoint: the mean ‖resid_post‖ by layer and its exponential fit (analysis.measures and rates, on
+the processed model, over the study's prompts), the BOS position's norm, and the weights where growth can be
+stored: the LayerNorm gains and ‖W_OV‖, ‖W_in‖ as trained (unfolded) and as weights.process leaves them (the
+gains folded in, the reading weights and W_O centred), ‖W_out‖, and the MLP's output on random normalised
+inputs. Writes report.md, summary.json, steps.csv, layers.csv and figures (PNG and SVG) into --out, which
+follows analysis.growth's rules: new, empty or a previous report.
 """
 
 import argparse
@@ -47,20 +55,23 @@ WEIGHTS = {
 @dataclass
 class Checkpoint:
     step: int
-    record: dict  # training_step.json: tokens, learning rate, losses
+    record: dict  # training_step.json: tokens, learning rate, losses ({} for a hub revision: it has none)
     mean_norm: np.ndarray  # [n_layers] mean ‖resid_post‖, BOS excluded
     bos_norm: np.ndarray  # [n_layers] ‖resid_post‖ at position 0
     growth: dict  # rates.growth_rate over the default fit layers
     weights: dict[str, np.ndarray]  # WEIGHTS' keys, [n_layers] each
+    revision: str | None = None  # a hub revision: its name (stepN) ...
+    commit: str | None = None  # ... and the commit it resolved to
 
 
 @dataclass
 class Run:
     label: str
-    directory: Path
+    directory: Path | None  # the training run's folder; None for a hub repository
     log: dict  # training_log.json without the per-step history (None-valued if absent)
     n_layers: int
     checkpoints: list[Checkpoint]
+    repo: str | None = None  # the hub repository whose step revisions these are
 
     @property
     def final(self) -> Checkpoint:
@@ -83,14 +94,15 @@ def checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
 
 
 @torch.no_grad()
-def measure(folder: Path, prompts_in: inputs.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
-    """The measures of one checkpoint: weights as trained, then the processed model's norms and weights."""
+def measure(folder: Path, step: int, prompts_in: inputs.Prompts, device: torch.device, batch_size: int) -> Checkpoint:
+    """The measures of one checkpoint: weights as trained, then the processed model's norms and weights.
+    Its model is the only one in memory, and is gone when this returns."""
     model, tokenizer = weights.from_directory(folder, processed=False, device=device, unembed=False)
     cfg = model.cfg
     raw = weight_measures.as_trained(model)
     weights.process(model, unembed=False)
     folded = weight_measures.weight_measures(model)
-    prompts, _ = inputs.tokenize(prompts_in, tokenizer, cfg, str(folder), truncate=True)
+    prompts, _ = inputs.tokenize(prompts_in, tokenizer, cfg, f"step {step}", truncate=True)
     stats = engine.collect(model, prompts, batch_size, tokenizer.pad)
     mean = stats.mean("resid_post")
     values = raw | {
@@ -101,7 +113,7 @@ def measure(folder: Path, prompts_in: inputs.Prompts, device: torch.device, batc
     record_file = folder / "training_step.json"
     record = json.loads(record_file.read_text()) if record_file.exists() else {}
     return Checkpoint(
-        step=int(folder.name.removeprefix("step-")),
+        step=step,
         record=record,
         mean_norm=mean,
         bos_norm=stats.bos("resid_post"),
@@ -118,13 +130,115 @@ def read_run(directory: Path, prompts_in, device, batch_size: int, log) -> Run:
     checkpoints = []
     for i, (step, folder) in enumerate(found):
         log(f"{directory.name}: step {step:,} ({i + 1} of {len(found)})")
-        checkpoints.append(measure(folder, prompts_in, device, batch_size))
+        checkpoints.append(measure(folder, step, prompts_in, device, batch_size))
     return Run(
         label=directory.name,
         directory=directory,
         log={k: v for k, v in training_log.items() if k not in history},
         n_layers=len(checkpoints[0].mean_norm),
         checkpoints=checkpoints,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A hub repository's training checkpoints, published as revisions step<N> (as Pythia's are)
+
+DEFAULT_REVISIONS = 12  # how many step revisions the default picks
+
+
+def parse_revisions(text: str) -> dict[int, str]:
+    """--revisions step0,step512,…: {step: name}, in step order. The step is read from the name, so every name
+    must be step<N>; none may repeat."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise outdir.UsageError("--revisions: no revision named; give them as step0,step512,step143000")
+    steps = {}
+    for name in names:
+        match = weights.hub.STEP_REVISION.fullmatch(name)
+        if match is None:
+            raise outdir.UsageError(
+                f"--revisions: {name!r} is not named step<N>: the training step of each checkpoint is read from "
+                "its revision's name (as Pythia's branches step0 … step143000 are named)"
+            )
+        if int(match[1]) in steps:
+            raise outdir.UsageError(f"--revisions: {name} is given twice")
+        steps[int(match[1])] = name
+    return dict(sorted(steps.items()))
+
+
+def log_spaced(steps: list[int], n: int) -> list[int]:
+    """About n of the (sorted) steps, evenly spaced in log(step + 1), which gives step 0 a place: for each of n
+    evenly spaced targets from the first step to the last, the step nearest to it. The first and last are
+    always in; where the steps are sparser than the targets (Pythia's 1, 2, 4 …), two targets can share one."""
+    if len(steps) <= n:
+        return list(steps)
+    logs = np.log1p(steps)
+    return sorted({steps[int(np.argmin(np.abs(logs - target)))] for target in np.linspace(logs[0], logs[-1], n)})
+
+
+def listed(revisions, most: int = 8) -> str:
+    """Revision names for a message: all of them, or the first and last few."""
+    revisions = list(revisions)
+    if len(revisions) <= most:
+        return ", ".join(revisions) or "none"
+    return ", ".join(revisions[: most // 2]) + f", … ({len(revisions) - most} more), " + ", ".join(revisions[-most // 2 :])
+
+
+def choose_revisions(repo: str, asked: dict[int, str] | None, log) -> dict[int, str]:
+    """The revisions to measure, {step: name}: those asked for, each checked against the repository's step
+    revisions before anything is downloaded, or by default about DEFAULT_REVISIONS of them, log-spaced."""
+    found = weights.hub.step_revisions(repo)
+    where = "in the Hugging Face cache (the hub cannot be reached)" if found.from_cache else "on the hub"
+    if not found.steps:
+        other = f" (its revisions: {listed(found.others)})" if found.others else ""
+        if found.from_cache:
+            raise outdir.UsageError(
+                f"{repo}: the hub cannot be reached (offline, or HF_HUB_OFFLINE=1) and the Hugging Face cache holds "
+                f"none of its step<N> revisions whole{other}; run once with network access to download them"
+            )
+        raise outdir.UsageError(
+            f"{repo} has no branches or tags named step<N>{other}: no training checkpoints this command can measure, "
+            "and --revisions can only name such revisions (Pythia's repositories have them: EleutherAI/pythia-160m)"
+        )
+    if asked is None:
+        picked = log_spaced(list(found.steps), DEFAULT_REVISIONS)
+        log(
+            f"no --revisions: {len(picked)} of the {len(found.steps)} step revisions of {repo} {where}, log-spaced in "
+            f"step as training changes fastest early (the first and last always): {', '.join(found.steps[s] for s in picked)}"
+        )
+        return {step: found.steps[step] for step in picked}
+    missing = {step: name for step, name in asked.items() if found.steps.get(step) != name}
+    if missing:
+        first = next(iter(missing))  # the two revisions nearest to it, in log(step + 1) as the default picks
+        nearest = sorted(sorted(found.steps, key=lambda step: abs(np.log1p(step) - np.log1p(first)))[:2])
+        what = ", ".join(missing.values())
+        known = f"{listed(found.steps.values())}; nearest to {missing[first]}: {', '.join(found.steps[s] for s in nearest)}"
+        if found.from_cache:
+            raise outdir.UsageError(
+                f"{repo}: {what} not in the Hugging Face cache, and the hub cannot be reached (offline, or "
+                f"HF_HUB_OFFLINE=1) to download {'it' if len(missing) == 1 else 'them'}; the cache holds {known}"
+            )
+        raise outdir.UsageError(f"{repo} has no revision {what}; its {len(found.steps)} step revisions: {known}")
+    return asked
+
+
+def read_hub_run(repo: str, revisions: dict[int, str], prompts_in, device, batch_size: int, log) -> Run:
+    """One revision after another: downloaded into the Hugging Face cache (or found there), then measured."""
+    checkpoints = []
+    for i, (step, name) in enumerate(revisions.items()):
+        count = f"({i + 1} of {len(revisions)})"
+        log(f"{name}: cached {count}" if weights.hub.in_cache(repo, name) else f"downloading {repo} at {name} {count}")
+        folder, source = weights.locate(repo, name)
+        checkpoint = measure(folder, step, prompts_in, device, batch_size)
+        checkpoint.revision, checkpoint.commit = name, source["revision"]
+        checkpoints.append(checkpoint)
+    return Run(
+        label=repo.split("/")[-1],
+        directory=None,
+        log={},
+        n_layers=len(checkpoints[0].mean_norm),
+        checkpoints=checkpoints,
+        repo=repo,
     )
 
 
@@ -170,9 +284,12 @@ def layer_rows(run: Run) -> list[dict]:
 
 
 def run_summary(run: Run) -> dict:
+    hub_revisions = [{"step": c.step, "revision": c.revision, "commit": c.commit} for c in run.checkpoints] if run.repo else None
     return {
         "label": run.label,
-        "directory": str(run.directory),
+        "directory": str(run.directory) if run.directory else None,
+        "repo": run.repo,
+        "revisions": hub_revisions,
         "command": run.log.get("command"),
         "model": run.log.get("model"),
         "train": run.log.get("train"),
@@ -239,6 +356,11 @@ def write_comparison(runs: list[Run], directory: Path) -> list[str]:
     return names
 
 
+def shown(value, spec: str) -> str:
+    """A number as the report's tables print it, or – where it is not known (a hub revision has no training record)."""
+    return "–" if value is None else format(value, spec)
+
+
 def report(runs: list[Run], figures: dict[str, list[str]]) -> str:
     lines = ["# Residual-norm growth over training", ""]
     lines += [
@@ -252,13 +374,11 @@ def report(runs: list[Run], figures: dict[str, list[str]]) -> str:
     for r in runs:
         g, verdict = r.final.growth, rates.steady_growth(r.final.growth, r.n_layers)
         failed = ", ".join(k for k, ok in verdict.items() if not ok and k != "steady")
-        val = r.final.record.get("val_loss")
         lines.append(
-            f"| {r.label} | {r.n_layers} | {r.final.step:,} | {r.final.record.get('tokens') or 0:,} | "
-            f"{val:.3f} | ×{g['fit_rate']:.4f} | {g['r2']:.3f} | ×{g['rate_first_half']:.3f} then ×{g['rate_second_half']:.3f} | "
+            f"| {r.label} | {r.n_layers} | {r.final.step:,} | {shown(r.final.record.get('tokens'), ',')} | "
+            f"{shown(r.final.record.get('val_loss'), '.3f')} | ×{g['fit_rate']:.4f} | {g['r2']:.3f} | "
+            f"×{g['rate_first_half']:.3f} then ×{g['rate_second_half']:.3f} | "
             f"{'yes' if verdict['steady'] else 'no (' + failed + ')'} |"
-            if val is not None
-            else f"| {r.label} | {r.n_layers} | {r.final.step:,} | – | – | ×{g['fit_rate']:.4f} | {g['r2']:.3f} | – | – |"
         )
     lines += ["", "## Where the growth is stored (final checkpoints)", ""]
     lines += [
@@ -277,12 +397,19 @@ def report(runs: list[Run], figures: dict[str, list[str]]) -> str:
         lines += ["", f"## {r.label}", ""]
         if r.log.get("command"):
             lines += [f"`{r.log['command']}`" + (f" on {r.log['device']}" if r.log.get("device") else ""), ""]
+        if r.repo:
+            lines += [
+                f"Revisions {', '.join(c.revision for c in r.checkpoints)} of the hub repository {r.repo} (their commits "
+                "are in summary.json). Tokens and validation loss come from a training run's own record, which a hub "
+                "revision does not carry: –.",
+                "",
+            ]
         lines += ["| step | tokens | val loss | rate ×/layer | R² | halves | BOS ‖resid_post‖, last layer | mean, last layer |"]
         lines += ["|---:|---:|---:|---:|---:|---|---:|---:|"]
         for row in step_rows(r):
-            val = f"{row['val_loss']:.3f}" if row["val_loss"] is not None else "–"
             lines.append(
-                f"| {row['step']:,} | {row['tokens'] or 0:,} | {val} | ×{row['fit_rate']:.4f} | {row['r2']:.3f} | "
+                f"| {row['step']:,} | {shown(row['tokens'], ',')} | {shown(row['val_loss'], '.3f')} | "
+                f"×{row['fit_rate']:.4f} | {row['r2']:.3f} | "
                 f"×{row['rate_first_half']:.3f} then ×{row['rate_second_half']:.3f} | {row['bos_norm_last_layer']:.1f} | "
                 f"{row['mean_norm_last_layer']:.1f} |"
             )
@@ -320,7 +447,20 @@ def parse_args(argv):
         prog="python -m analysis.dynamics", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "runs", nargs="+", type=Path, metavar="RUN_DIR", help="folders written by python -m training --checkpoints N"
+        "runs", nargs="*", type=Path, metavar="RUN_DIR", help="folders written by python -m training --checkpoints N"
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="REPO",
+        help="instead of RUN_DIR: a hub repository whose training checkpoints are revisions step<N> "
+        "(EleutherAI/pythia-160m); one repository",
+    )
+    parser.add_argument(
+        "--revisions",
+        metavar="STEP,…",
+        help=f"with --model: the revisions to measure, step0,step512,… (default: about {DEFAULT_REVISIONS} of its "
+        "step revisions, log-spaced)",
     )
     parser.add_argument(
         "--out",
@@ -334,8 +474,35 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def hub_repo(args) -> str | None:
+    """The repository --model names, or None for local runs; what cannot go together is refused here."""
+    if args.revisions is not None and not args.model:
+        raise outdir.UsageError("--revisions names revisions of the hub repository that --model gives; add --model REPO")
+    if not args.model:
+        if not args.runs:
+            raise outdir.UsageError("give training runs (RUN_DIR…) or a hub repository (--model EleutherAI/pythia-160m)")
+        return None
+    if args.runs:
+        runs = ", ".join(str(r) for r in args.runs)
+        raise outdir.UsageError(f"--model {args.model[0]} and RUN_DIR ({runs}): give a hub repository or training runs, not both")
+    if len(args.model) > 1:
+        raise outdir.UsageError(
+            f"--model is given {len(args.model)} times ({', '.join(args.model)}); it takes one repository: run once per model"
+        )
+    name = args.model[0]
+    repo = weights.REPOS.get(name, name)
+    if weights.hub.looks_like_path(name) or repo.count("/") != 1 or not all(repo.split("/")):
+        raise outdir.UsageError(
+            f"--model {name}: not a hub repository id (OWNER/NAME, such as EleutherAI/pythia-160m); "
+            "a training run's folder is given as RUN_DIR"
+        )
+    return repo
+
+
 def run(args, log) -> Path:
     out = Path(os.path.abspath(args.out))
+    repo = hub_repo(args)
+    asked = parse_revisions(args.revisions) if args.revisions is not None else None
     outdir.check(out)
     labels = [r.name for r in args.runs]
     if len(set(labels)) != len(labels):
@@ -347,7 +514,11 @@ def run(args, log) -> Path:
     except ValueError as error:
         raise outdir.UsageError(f"--device: {error}") from None
     prompts_in = inputs.read_prompts(args.prompts_file or inputs.DEFAULT_PROMPTS)
-    runs = [read_run(directory, prompts_in, device, args.batch_size, log) for directory in args.runs]
+    if repo is None:
+        runs = [read_run(directory, prompts_in, device, args.batch_size, log) for directory in args.runs]
+    else:
+        revisions = choose_revisions(repo, asked, log)  # every revision is checked before the first is downloaded
+        runs = [read_hub_run(repo, revisions, prompts_in, device, args.batch_size, log)]
     folder = outdir.OutputFolder(out, outdir.REPORT)
     with folder as scratch:
         write_outputs(runs, scratch)

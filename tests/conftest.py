@@ -75,17 +75,23 @@ def git(directory, *args) -> str:
 
 class HubServer:
     """olah on a free port of 127.0.0.1, offline (it never asks huggingface.co), serving `mirrors`:
-    mirrors/models/OWNER/NAME is a git repository that clients see as the hub repository OWNER/NAME."""
+    mirrors/models/OWNER/NAME is a git repository that clients see as the hub repository OWNER/NAME.
+    The repositories in `refused` olah's proxy rules turn away as the hub does an unknown or private one
+    (401, RepoNotFound); offline, olah cannot tell an unknown repository from one it has not cached."""
 
-    def __init__(self, mirrors: Path, workdir: Path):
+    def __init__(self, mirrors: Path, workdir: Path, refused: tuple[str, ...] = ()):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
         config = workdir / "olah.toml"
+        accessibility = "offline = true\n"
+        if refused:  # olah's default rules allow every repository; of the rules matching a name, the last decides
+            rules = [("*", "true"), ("*/*", "true"), *((repo, "false") for repo in refused)]
+            accessibility += "proxy = [" + ", ".join(f'{{repo = "{repo}", allow = {allow}}}' for repo, allow in rules) + "]\n"
         config.write_text(
             f'[basic]\nhost = "127.0.0.1"\nport = {self.port}\nrepos-path = "{workdir / "cache"}"\n'
-            f'mirrors-path = ["{mirrors}"]\n[accessibility]\noffline = true\n'
+            f'mirrors-path = ["{mirrors}"]\n[accessibility]\n{accessibility}'
         )
         self.log = open(workdir / "olah.out", "w")
         command = [sys.executable, "-m", "olah.server", "-c", str(config), "--log-path", str(workdir / "logs")]

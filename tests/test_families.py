@@ -175,15 +175,18 @@ def write_family(
     max_shard_bytes=None,
     released_tokenizer=False,
     gain_growth=1.0,
+    d_vocab=None,
     **size,
 ):
     """A tiny random checkpoint of the family, as its released repository holds one: config.json, the weights
     (in the family's released format unless weights_format says otherwise; sharded given max_shard_bytes, as
     `benchmarks.checkpoints.save_weights` writes them), and GPT-2's vocab.json and merges.txt, or with
     released_tokenizer the family's own tokenizer files (`write_released_tokenizer`). gain_growth multiplies
-    every LayerNorm gain of block l by gain_growth**l: growth stored in the gains, as a known answer."""
+    every LayerNorm gain of block l by gain_growth**l: growth stored in the gains, as a known answer. d_vocab
+    replaces the released vocabulary size (for a smaller tokenizer: GPT-2's ids would not all fit)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(released_config(family, **size), indent=2))
+    config = released_config(family, **size) | ({"vocab_size": d_vocab} if d_vocab else {})
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
     torch.manual_seed(seed)
     hf_cfg = HF_CLASSES[family].config_class.from_pretrained(directory)
     hf_model = HF_CLASSES[family](hf_cfg).eval()
