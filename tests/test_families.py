@@ -3,13 +3,13 @@
 Each family's tiny checkpoint is built with transformers' own class (GPTNeoForCausalLM, OPTForCausalLM,
 GPTNeoXForCausalLM) from a config.json in the form the released repositories carry, and written as they are:
 GPT-Neo's model.safetensors with its causal-mask buffers, OPT's float16 tensors under "decoder.", Pythia's
-float16 model.safetensors with its buffers and embed_out, padded beyond the tokenizer's vocabulary. Every
+float16 model.safetensors with its buffers and embed_out, padded beyond the tokenizer's vocabulary, each with
+its released tokenizer files (`write_released_tokenizer`: OPT's </s> BOS, Pythia's tokenizer.json). Every
 LayerNorm gain and bias and every linear bias is random, as in benchmarks/checkpoints.py. The prompts (40
 tokens) are longer than GPT-Neo's local window (8 here), so local attention changes the result.
 
 Tolerances are GPT-2's (tests/test_parity.py): logits and log-probs ≤ 1e-4 max abs; residual streams ≤ 1e-4
-relative per position. Measured maxima are printed at the end of the run. GPT-2's vocab.json and merges.txt
-go into every directory, Pythia's too: the released Pythia repositories carry tokenizer.json only.
+relative per position. Measured maxima are printed at the end of the run.
 """
 
 import json
@@ -254,7 +254,7 @@ FAMILIES = ["gpt_neo", "opt", "gpt_neox"]
 @pytest.fixture(scope="session")
 def family_checkpoints(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {family: write_family(root / family, family, seed=7) for family in FAMILIES}
+    return {family: write_family(root / family, family, seed=7, released_tokenizer=True) for family in FAMILIES}
 
 
 def hf_reference(directory, family: str):
@@ -346,6 +346,8 @@ def test_opt_checkpoint_is_pytorch_model_bin_only_as_released(family_checkpoints
         "config.json",
         "merges.txt",
         "pytorch_model.bin",
+        "special_tokens_map.json",
+        "tokenizer_config.json",
         "vocab.json",
     ]
 
@@ -370,8 +372,9 @@ def test_files_written_by_save_pretrained_read_the_same(family_checkpoints, tmp_
     """transformers 5's save_pretrained writes OPT under "model.decoder.", drops the buffers and the tied lm_head,
     and writes model.safetensors in float32: the same model."""
     hf_reference(family_checkpoints[family], family).save_pretrained(tmp_path)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(family_checkpoints[family] / name, tmp_path / name)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "special_tokens_map.json", "tokenizer_config.json"):
+        if (family_checkpoints[family] / name).exists():
+            shutil.copy(family_checkpoints[family] / name, tmp_path / name)
     tokens = prompts(n_batch=1, n_pos=12, seed=4)
     with torch.no_grad():
         expected = weights.load(family_checkpoints[family], processed=False)[0](tokens)
@@ -542,6 +545,8 @@ def test_only_gpt2_is_saved_in_gpt2s_layout(family_checkpoints, tmp_path, vocab_
 # The hub path: one repository of each family through olah on 127.0.0.1, as tests/test_faults.py does for gpt2.
 
 HUB_REPOS = {"gpt_neo": "EleutherAI/gpt-neo-125m", "opt": "facebook/opt-125m", "gpt_neox": "EleutherAI/pythia-70m"}
+# The ids of BOS and padding that each family's tokenizer files name (write_released_tokenizer).
+RELEASED_BOS_AND_PAD = {"gpt_neo": (50256, 50256), "opt": (2, 1), "gpt_neox": (0, 0)}
 
 
 @pytest.fixture(scope="session")
@@ -567,7 +572,7 @@ import sys, torch, weights
 model, tokenizer = weights.load(sys.argv[1], processed=False)
 with torch.no_grad():
     logits = model(torch.tensor([[int(t) for t in sys.argv[3:]]]))
-torch.save({"logits": logits, "type": type(model).__name__}, sys.argv[2])
+torch.save({"logits": logits, "type": type(model).__name__, "bos": tokenizer.bos, "pad": tokenizer.pad}, sys.argv[2])
 """
 
 
@@ -587,10 +592,11 @@ def test_each_family_downloads_through_the_hub_and_loads_as_from_its_directory(f
     (snapshot,) = (tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots").iterdir()
     assert sorted(p.name for p in snapshot.iterdir()) == sorted(p.name for p in family_checkpoints[family].iterdir())
     found = torch.load(tmp_path / "out.pt", weights_only=True)
-    model, _ = weights.load(family_checkpoints[family], processed=False)
+    model, tokenizer = weights.load(family_checkpoints[family], processed=False)
     with torch.no_grad():
         expected = model(torch.tensor([[int(t) for t in tokens]]))
     assert found["type"] == type(model).__name__ and torch.equal(found["logits"], expected)
+    assert (found["bos"], found["pad"]) == RELEASED_BOS_AND_PAD[family] == (tokenizer.bos, tokenizer.pad)
 
 
 # ---------------------------------------------------------------------------------------------------------
