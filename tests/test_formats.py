@@ -92,6 +92,19 @@ def test_shards_written_by_transformers_load_exactly(tmp_path, vocab_files):
     assert (logits_of(tmp_path, tokens) - expected).abs().max() < 1e-4  # float32 rounding: test_parity's bound
 
 
+def test_the_bos_and_padding_tokens_are_the_ones_the_tokenizer_files_name(formats, tmp_path):
+    """special_tokens_map.json wins over tokenizer_config.json, as in transformers; where neither names a token,
+    BOS is <|endoftext|> and padding is BOS."""
+    directory = tmp_path / "named"
+    shutil.copytree(formats["safetensors"], directory)
+    assert (weights.read_tokenizer(directory).bos, weights.read_tokenizer(directory).pad) == (50256, 50256)
+    (directory / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "pad_token": "!"}))
+    (directory / "special_tokens_map.json").write_text(json.dumps({"bos_token": {"content": '"'}}))
+    tokenizer = weights.read_tokenizer(directory)
+    assert (tokenizer.bos, tokenizer.pad) == (1, 0)  # '"' from the map, '!' from the config
+    assert tokenizer.to_tokens("Hi")[0, 0] == 1
+
+
 def test_safetensors_is_preferred_over_the_same_weights_as_a_pickle(formats, tmp_path):
     directory = tmp_path / "both"
     shutil.copytree(formats["safetensors"], directory)
@@ -392,6 +405,21 @@ CASES = {
         "safetensors",
         edit_json("vocab.json", lambda v: {k: i for k, i in v.items() if k != "<|endoftext|>"}),
         r"vocab\.json: no <\|endoftext\|> \(the BOS token: GPT-2's end-of-text token, BOS and padding\)$",
+    ),
+    "special_tokens_bos_not_in_vocab": (
+        "safetensors",
+        write_json("special_tokens_map.json", {"bos_token": {"content": "<s>"}}),
+        r"vocab\.json: no <s> \(the BOS token: as special_tokens_map\.json or tokenizer_config\.json names it\)$",
+    ),
+    "special_tokens_pad_not_in_vocab": (
+        "safetensors",
+        write_json("tokenizer_config.json", {"pad_token": "<pad>"}),
+        r"vocab\.json: no <pad> \(the padding token: as special_tokens_map\.json or tokenizer_config\.json names it\)$",
+    ),
+    "special_tokens_bos_a_number": (
+        "safetensors",
+        write_json("special_tokens_map.json", {"bos_token": 50256}),
+        r'special_tokens_map\.json: bos_token is 50256; expected a string or \{"content": string\}$',
     ),
     "merges_line_not_a_pair": (
         "safetensors",
