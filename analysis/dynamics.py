@@ -42,11 +42,11 @@ DEFAULT_OUT = Path("dynamics-report")
 # The weight measures, by CSV column, with the name their figure panel shows.
 WEIGHTS = {
     "ln1_gain_rms": "ln1 gain (RMS of w)",
-    "W_OV_unfolded": "‖W_OV‖_F as trained (mean of heads)",
+    "W_OV_as_trained": "‖W_OV‖_F as trained (mean of heads)",
     "W_OV_folded": "‖W_OV‖_F processed (ln1 folded, centred)",
-    "W_out_unfolded": "‖W_out‖_F as trained",
+    "W_out_as_trained": "‖W_out‖_F as trained",
     "ln2_gain_rms": "ln2 gain (RMS of w)",
-    "W_in_unfolded": "‖W_in‖_F as trained",
+    "W_in_as_trained": "‖W_in‖_F as trained",
     "W_in_folded": "‖W_in‖_F processed (ln2 folded, centred)",
     "mlp_random_out": "mean ‖MLP(x)‖, x random normalised",
 }

@@ -104,11 +104,15 @@ def bos_and_padding(r: ModelStudy) -> Shown | None:
     }
     title = f"{r.slug}: BOS, padding and ordinary positions"
     figure = plots.layer_lines(title, "mean ‖resid_post‖ (log scale)", series)
+    pad_norm, median_norm = r.pad_embedding
     caption = (
         f"{len(r.padding_prompts)} prompts of different lengths, each starting with {bos_text} (id {bos_id}) and "
-        f"right-padded with {pad_text} (id {pad_id}). At the last layer: "
+        f"right-padded with {pad_text} (id {pad_id}), whose embedding row has norm {pad_norm:.3g} as trained "
+        f"(the median row: {median_norm:.3g}). At the last layer: "
         f"BOS {p['bos'][-1]:.3g}, padding {p['padding'][-1]:.3g}, ordinary positions {p['ordinary'][-1]:.3g}."
     )
+    if pad_norm == 0:  # OPT's <pad>: nn.Embedding's padding_idx, zero at initialisation and never updated
+        caption += f" {pad_text}'s row is zero, never trained: its positions carry the position embedding alone."
     return Shown("05-bos-and-padding", "BOS and padding", figure, caption)
 
 

@@ -111,12 +111,14 @@ def positions_by_layer(norms: np.ndarray, labels: list[str], model: str) -> Figu
     return fig
 
 
-DEPTH_LABEL = "depth fraction l / n_layers"
+# Block l is the (l+1)-th of n_layers: its resid_post has had (l+1)/n_layers of the model's blocks applied, so
+# every model's output lands at 1 and the models' depths line up.
+DEPTH_LABEL = "depth fraction (l + 1) / n_layers"
 
 
 def models_mean_norm(curves: dict[str, dict]) -> Figure:
     """Figure 3: mean resid_post norm for each model, with the fitted exponential over its fit layers, against
-    layer (left) and against depth fraction l / n_layers (right), since models of different depths are compared.
+    layer (left) and against depth fraction (l + 1) / n_layers (right), since models of different depths are compared.
 
     curves = {model: {"mean_norm": [L], "growth": growth_rate(...) result}}.
     """
@@ -127,11 +129,11 @@ def models_mean_norm(curves: dict[str, dict]) -> Figure:
         layers, fit_x = np.arange(len(y)), np.arange(g["first_layer"], g["last_layer"] + 1)
         fit_y = g["fit_intercept"] * g["fit_rate"] ** fit_x
         fit_label = f"{model} fit, layers {g['first_layer']}–{g['last_layer']}: ×{g['fit_rate']:.3f}/layer (R² {g['r2']:.2f})"
-        for ax, scale in ((by_layer, 1), (by_depth, len(y))):
-            ax.plot(layers / scale, y, "o-", color=colour, markersize=3, label=model)
-            ax.plot(fit_x / scale, fit_y, "--", color=colour, linewidth=2, alpha=0.7, label=fit_label)
+        for ax, x, x_fit in ((by_layer, layers, fit_x), (by_depth, (layers + 1) / len(y), (fit_x + 1) / len(y))):
+            ax.plot(x, y, "o-", color=colour, markersize=3, label=model)
+            ax.plot(x_fit, fit_y, "--", color=colour, linewidth=2, alpha=0.7, label=fit_label)
     by_layer.set(title="against layer", xlabel="layer l (resid_post of block l)", ylabel="mean L2 norm, BOS excluded (log scale)")
-    by_depth.set(title="against depth fraction", xlabel=DEPTH_LABEL + " (resid_post of block l)")
+    by_depth.set(title="against depth fraction", xlabel=DEPTH_LABEL + " (resid_post of block l)", xlim=(0, 1.02))
     for ax in (by_layer, by_depth):
         log_scale(ax)
         ax.grid(True, which="major", alpha=0.3)
@@ -141,16 +143,15 @@ def models_mean_norm(curves: dict[str, dict]) -> Figure:
 
 
 def weights_by_depth(panels: dict[str, dict[str, np.ndarray]], title: str, ncols: int = 4) -> Figure:
-    """One panel per weight measure ({panel: {model: [n_layers]}}), each model against its depth fraction
-    l / n_layers, log y: models of different depths side by side."""
+    """One panel per weight measure ({panel: (unit, {model: [n_layers]})}), block l of each model at its depth
+    fraction (l + 1) / n_layers, log y: models of different depths side by side."""
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
     fig.suptitle(title)
-    for ax, (name, models) in zip(axes.ravel(), panels.items()):
+    for ax, (name, (unit, models)) in zip(axes.ravel(), panels.items()):
         for colour, (model, values) in zip(plt.cm.tab10.colors, models.items()):
-            ax.plot(np.arange(len(values)) / len(values), values, "o-", markersize=3, color=colour, label=model)
-        unit = "RMS of w over d_model" if "gain" in name else "Frobenius norm"
-        ax.set(title=name, xlabel=DEPTH_LABEL, ylabel=f"{unit} (log scale)")
+            ax.plot((np.arange(len(values)) + 1) / len(values), values, "o-", markersize=3, color=colour, label=model)
+        ax.set(title=name, xlabel=DEPTH_LABEL, ylabel=f"{unit} (log scale)", xlim=(0, 1.02))
         log_scale(ax)
         ax.grid(True, alpha=0.3)
     for ax in axes.ravel()[len(panels) :]:

@@ -32,7 +32,7 @@ def growth_rate(values, first: int, last: int) -> dict:
     rate: the end-point rate; fit_rate and fit_intercept: exp of the least-squares line's slope and intercept
     through log n, with the fit's r2. rate_first_half and rate_second_half: the end-point rate over each half
     of the range (None under 3 layers). Exponential growth keeps one rate in both halves; a sum of
-    independent updates (norm ∝ √l, as with random weights) slows towards 1.
+    independent updates of one size (norm ∝ √l) slows towards 1.
     """
     n = np.asarray(values, dtype=np.float64)
     if not 0 <= first < last < len(n):
@@ -94,9 +94,8 @@ def growth_sentence(name: str, g: dict, n_layers: int) -> str:
     log_a, log_b = math.log(a), math.log(b)
     if log_b < log_a - STEADY["halves"] * abs(log_a):
         text += (
-            " The rate falls with depth, so this is not growth at one exponential rate. (For comparison: a sum of "
-            "independent updates grows like √l, which is what random-weight models show; no exponential growth is "
-            "expected of them.)"
+            " The rate falls with depth, so this is not growth at one exponential rate. (For comparison: a sum of l "
+            "independent updates of one size grows like √l, whose rate per layer falls towards 1.)"
         )
     elif log_b > log_a + STEADY["halves"] * abs(log_a):
         text += " The rate rises with depth: faster than one exponential."

@@ -5,6 +5,7 @@ Each figure and its caption is drawn in figures.py; this file puts them together
 
 import csv
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,41 +27,48 @@ class Inputs:
     truncated: int  # prompts cut to the first model's context
     n_ctx: int
 
-    def sentence(self) -> str:
+    def sentence(self, n_models: int = 1) -> str:
+        """The prompts, and, for one model, its tokens; several models tokenize the prompts each their own way,
+        so their counts are given model by model (`model_line`)."""
         p = self.prompts
         how = f" (a uniform sample, seed {p.seed}, of the {p.available} it holds)" if p.seed is not None else ""
+        if n_models > 1:
+            return f"{len(p.texts)} prompts from {p.path}{how}, each tokenized by each model, with its own BOS first."
         cut = f"; {self.truncated} cut to the model's context of {self.n_ctx} tokens (--truncate)" if self.truncated else ""
-        tokens = f"{self.n_tokens} tokens including one BOS per prompt (each model's own, listed below)"
+        tokens = f"{self.n_tokens} tokens including one BOS per prompt"
         return f"{len(p.texts)} prompts from {p.path}{how}, {tokens}{cut}."
 
 
-# The weight decay each released family was trained with, by hub repository (from each family's paper and
-# training configs; the models' files do not record it). A local directory or another repository: unknown.
+# The weight decay each family's released models were pretrained with, by hub repository (the models' files
+# do not record it): Pythia's paper (Biderman et al. 2023), OPT's (Zhang et al. 2022), GPT-Neo's training
+# configs (EleutherAI/gpt-neo, configs/*.json). GPT-2's paper gives none. A local directory, a fine-tuned or any
+# other repository: unknown.
 PUBLISHED_WEIGHT_DECAY = {
-    "EleutherAI/pythia-": "0.01",
-    "facebook/opt-": "0.1",
-    "EleutherAI/gpt-neo-": "0.1",
-    "openai-community/gpt2": "not published",
-    "distilbert/distilgpt2": "not published",
+    r"EleutherAI/pythia-[\d.]+[mb](-deduped)?": "0.01 (Pythia paper)",
+    r"facebook/opt-[\d.]+[mb]": "0.1 (OPT paper)",
+    r"EleutherAI/gpt-neo-(125m|1\.3b|2\.7b)": "0.1 (GPT-Neo configs)",
+    r"(openai-community/)?gpt2(-medium|-large|-xl)?|distilbert/distilgpt2": "not published",
 }
 
-# The weight measures set side by side across models, by weight_stats key, with their heading: the gains and
-# matrices as trained, and the matrices as the study reads them (the gains folded in, writing weights centred).
+# The weight measures set side by side across models, by weight_stats key, with their heading and unit: the
+# gains and matrices as trained, and the matrices as the study reads them. W_OV is the mean over heads of
+# ‖W_V[h] W_O[h]‖_F (weight_measures.W_OV_frobenius), not the norm of the layer's sum over heads.
 SIDE_BY_SIDE = {
-    "ln1_gain_rms": "ln1 gain (RMS)",
-    "ln2_gain_rms": "ln2 gain (RMS)",
-    "W_OV_unfolded": "‖W_OV‖ as trained",
-    "W_OV_frobenius": "‖W_OV‖ folded",
-    "W_in_unfolded": "‖W_in‖ as trained",
-    "W_in_norm": "‖W_in‖ folded",
-    "W_out_unfolded": "‖W_out‖ as trained",
-    "W_out_norm": "‖W_out‖ centred",
+    "ln1_gain_rms": ("ln1 gain", "RMS of w over d_model"),
+    "ln2_gain_rms": ("ln2 gain", "RMS of w over d_model"),
+    "W_OV_as_trained": ("‖W_OV‖ as trained", "Frobenius norm, mean of heads"),
+    "W_OV_frobenius": ("‖W_OV‖ processed", "Frobenius norm, mean of heads"),
+    "W_in_as_trained": ("‖W_in‖ as trained", "Frobenius norm"),
+    "W_in_norm": ("‖W_in‖ processed", "Frobenius norm"),
+    "W_out_as_trained": ("‖W_out‖ as trained", "Frobenius norm"),
+    "W_out_norm": ("‖W_out‖ processed", "Frobenius norm"),
 }
 
 
 def weight_decay(r: ModelStudy) -> str:
     repo = r.source.get("repo") or ""
-    return next((decay for prefix, decay in PUBLISHED_WEIGHT_DECAY.items() if repo.startswith(prefix)), "unknown")
+    found = (decay for pattern, decay in PUBLISHED_WEIGHT_DECAY.items() if re.fullmatch(pattern, repo, re.IGNORECASE))
+    return next(found, "unknown")
 
 
 def per_layer(r: ModelStudy, key: str) -> np.ndarray:
@@ -70,9 +78,8 @@ def per_layer(r: ModelStudy, key: str) -> np.ndarray:
 
 
 def weight_growth(r: ModelStudy) -> dict[str, float]:
-    """Each SIDE_BY_SIDE measure's least-squares growth per layer over the model's fit layers: a measure that
-    grows ×g per layer carries that much of the residual's growth; where the as-trained matrix stays flat and
-    its folded form grows, the growth is stored in the LayerNorm gain."""
+    """Each SIDE_BY_SIDE measure's least-squares growth per layer over the model's fit layers (rates.growth_rate's
+    fit_rate; ×1: flat). A gain that grows with depth is in the processed matrix that reads it too, as a factor."""
     g = r.rates
     return {key: rates.growth_rate(per_layer(r, key), g["first_layer"], g["last_layer"])["fit_rate"] for key in SIDE_BY_SIDE}
 
@@ -80,43 +87,55 @@ def weight_growth(r: ModelStudy) -> dict[str, float]:
 def model_line(r: ModelStudy) -> str:
     s = r.source
     (bos_id, bos), (pad_id, pad) = r.bos, r.pad
+    cut = f", {r.truncated} prompt{'s' * (r.truncated != 1)} cut to its context (--truncate)" if r.truncated else ""
     return (
         f"- **{r.name}**: {r.family}, {r.cfg.n_layers} layers, d_model {r.cfg.d_model}, {r.nonlinearity} MLP; prompts "
-        f"start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id}); revision `{s['revision']}`; {s['dtype']}"
+        f"start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id}); {r.n_tokens} tokens{cut}; "
+        f"revision `{s['revision']}`; {s['dtype']}"
     )
 
 
-def cannot_have(results: list[ModelStudy], shown: dict) -> list[str]:
-    """The report's list of what each model cannot have, and why; [] when every model has every figure."""
-    lines = []
-    for r in results:
-        for figure in shown[r.slug]:
-            if not figure.drawn:
-                lines.append(f"- {r.slug} has no figure {int(figure.stem[:2])} ({figure.title}): {figure.caption}.")
-    kinds = {r.nonlinearity for r in results}
-    if len(kinds) > 1:  # measures.nonlinearity
-        by_kind = "; ".join(f"{kind}: {', '.join(r.slug for r in results if r.nonlinearity == kind)}" for kind in sorted(kinds))
-        lines.append(
-            f"- Figure 12 counts positive MLP pre-activations in every model ({by_kind}), but the count is not one "
-            "quantity: with ReLU it is the fraction of neurons whose output is not 0; with GELU, which passes small "
-            "negative values too, the fraction on its near-linear side. Each model's figure 12 says which it is; "
-            "compare the two kinds by their trend with depth, not by their level."
-        )
-    return lines
+def not_drawn(results: list[ModelStudy], shown: dict) -> list[str]:
+    """The figures a model did not get, and why (its block has no resid_mid; the prompts fill its context)."""
+    return [
+        f"- {r.slug}, figure {int(figure.stem[:2])} ({figure.title}) — {figure.caption}."
+        for r in results
+        for figure in shown[r.slug]
+        if not figure.drawn
+    ]
+
+
+def nonlinearities(results: list[ModelStudy]) -> list[str]:
+    """Where GELU and ReLU models are compared: figure 12's count is not one quantity (measures.nonlinearity)."""
+    kinds = sorted({r.nonlinearity for r in results})
+    if len(kinds) < 2:
+        return []
+    by_kind = "; ".join(f"{kind}: {', '.join(r.slug for r in results if r.nonlinearity == kind)}" for kind in kinds)
+    return [
+        f"Figure 12 counts positive MLP pre-activations in every model ({by_kind}), but the count is not one quantity: "
+        "with ReLU it is the fraction of neurons whose output is not 0; with GELU, which passes small negative values "
+        "too, the fraction on its near-linear side. Each model's figure 12 says which it is; compare the two kinds by "
+        "their trend with depth, not by their level.",
+        "",
+    ]
 
 
 def side_by_side(results: list[ModelStudy]) -> list[str]:
     """The weight measures across models: where each model stores its growth (the post's open question about
-    weight decay: Pythia trained with 0.01, OPT and GPT-Neo with 0.1)."""
+    weight decay: PUBLISHED_WEIGHT_DECAY)."""
+    headings = [heading for heading, _ in SIDE_BY_SIDE.values()]
     lines = [
         "## Where the growth is stored: the weights side by side",
         "",
         "Least-squares growth per layer over each model's fit layers (×1 = flat). *As trained* is the released "
-        "weights; *folded* is what the study reads, the LayerNorm gain folded into W_OV and W_in and the writing "
-        "weights centred. Where a matrix as trained stays flat but its folded form grows, the growth is stored in "
-        "the LayerNorm gain. Weight decay is the one each family's paper states for its released models.",
+        "weights. *Processed* is what the study reads: each LayerNorm's gain folded into the matrices that read it "
+        "(W_V of W_OV, W_in) and their input side centred, and the writing weights (W_O of W_OV, W_out) centred. "
+        "A gain that grows with depth grows the processed matrix by the same factor, so where a matrix as trained "
+        "is flat and its processed form grows, the growth is stored in the gain. ‖W_OV‖ is the mean over heads of "
+        "‖W_V[h] W_O[h]‖_F. Weight decay: as each family's release states it for its pretrained models, by hub "
+        "repository (unknown for a local directory).",
         "",
-        "| model | weight decay | ‖resid_post‖ | " + " | ".join(SIDE_BY_SIDE.values()) + " |",
+        "| model | weight decay | ‖resid_post‖ | " + " | ".join(headings) + " |",
         "|---|---|---:|" + "---:|" * len(SIDE_BY_SIDE),
     ]
     for r in results:
@@ -125,9 +144,9 @@ def side_by_side(results: list[ModelStudy]) -> list[str]:
         lines.append(f"| {r.slug} | {weight_decay(r)} | ×{r.rates['fit_rate']:.3f} | {cells} |")
     lines += [
         "",
-        "The same measures at the first and the last layer:",
+        "The same measures at layer 0 and at the last layer (all layers, not the fit layers):",
         "",
-        "| model | " + " | ".join(SIDE_BY_SIDE.values()) + " |",
+        "| model | " + " | ".join(headings) + " |",
         "|---|" + "---:|" * len(SIDE_BY_SIDE),
     ]
     for r in results:
@@ -142,14 +161,16 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
     lines = [
         "# Residual stream norms grow exponentially over the forward pass: reproduction",
         "",
-        f"{inputs.sentence()} Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, "
+        f"{inputs.sentence(len(results))} Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, "
         f"writing weights centred).{processes_sentence(results)}",
         "",
     ]
     lines += [model_line(r) for r in results] + [""]
-    missing = cannot_have(results, shown)
-    if missing:
-        lines += ["## What each model cannot have", "", *missing, ""]
+    missing = not_drawn(results, shown)
+    if missing or nonlinearities(results):
+        lines += ["## What each model cannot have", ""]
+        lines += [*missing, ""] if missing else []
+        lines += nonlinearities(results)
     lines += ["## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
     lines += [rates.growth_sentence(r.slug, r.rates, r.cfg.n_layers) + " " for r in results] + [""]
     lines += side_by_side(results)
@@ -182,6 +203,8 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
             "bos_norm": {s: r.act.bos(s).tolist() for s in r.mean},
             "growth": {"hook": "resid_post"} | {k: v for k, v in r.rates.items() if k != "fit_intercept"},
             "mlp_active_fraction": r.act.mean("active").tolist(),
+            "tokens": r.n_tokens,
+            "truncated": r.truncated,
             "weight_decay_published": weight_decay(r),
             "weights_growth_per_layer": weight_growth(r),
             "appendix1": {"violations": a["violations"], "worst_excess": a["worst_excess"]},
@@ -191,7 +214,7 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
     found = {
         "models": models,
         "prompts": n_prompts,
-        "tokens": inputs.n_tokens,
+        "tokens": inputs.n_tokens,  # as the first model tokenizes the prompts; each model's own is under "models"
         "tokens_averaged": inputs.n_tokens - n_prompts,
         "prompts_file": str(inputs.prompts.path),
         "prompts_available": inputs.prompts.available,
@@ -258,7 +281,7 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
     if len(results) > 1:  # one model's weights are figures 8, 11 and 13; this one sets models side by side
         plots.save(
             plots.weights_by_depth(
-                {title: {r.slug: per_layer(r, key) for r in results} for key, title in SIDE_BY_SIDE.items()},
+                {title: (unit, {r.slug: per_layer(r, key) for r in results}) for key, (title, unit) in SIDE_BY_SIDE.items()},
                 "Where the growth is stored: LayerNorm gains and weight norms by depth, every model",
             ),
             directory,

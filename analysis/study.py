@@ -44,6 +44,9 @@ class ModelStudy:
     nonlinearity: str  # measures.nonlinearity: the MLP's, which says what figure 12's "active" means
     bos: tuple[int, str]  # the token every prompt starts with, as this model's tokenizer files name it: id, text
     pad: tuple[int, str]  # the token figure 5's prompts are padded with: id, text
+    pad_embedding: tuple[float, float]  # ‖W_E[pad]‖ as trained, and the median ‖W_E[t]‖ over the vocabulary
+    n_tokens: int  # the prompts' tokens in this model's tokenizer, one BOS each
+    truncated: int  # prompts cut to this model's context (--truncate)
     source: dict  # repo, revision, path, dtype (weights.load)
     example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
     act: engine.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
@@ -97,29 +100,33 @@ def analyse(
     # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
     model, tokenizer = weights.from_directory(plan.directory, plan.source, processed=False, unembed=False)
     as_trained = weight_measures.as_trained(model)  # the LayerNorm gains, before they are folded away
+    # OPT pads with <pad>, its embedding's padding_idx (a row nn.Embedding gives no gradient): figure 5 says its size.
+    rows = model.W_E.norm(dim=-1)
+    pad_embedding = float(rows[tokenizer.pad]), float(rows.median())
+    del rows
     weights.process(model, unembed=False)
     model = weights.to(model, dtype, device)
-    model.source["processed"] = True
+    model.source["processed"] = True  # from_directory recorded the files as read
     cfg, prompts = model.cfg, plan.prompts
     n_tokens = sum(map(len, prompts))
     # The example prompt for figures 2 and 4: the one whose length is closest to 32 tokens.
     example = min(range(len(prompts)), key=lambda i: abs(len(prompts[i]) - 32))
     example_text = (tokenizer.decode(prompts[example][:1]), tokenizer.decode(prompts[example][1:9]))
-    bos, pad = tokenizer.bos, tokenizer.pad
-    bos_pad_text = (bos, tokenizer.decode([bos])), (pad, tokenizer.decode([pad]))
+    bos = tokenizer.bos, tokenizer.decode([tokenizer.bos])  # (id, text)
+    pad = tokenizer.pad, tokenizer.decode([tokenizer.pad])
     del tokenizer  # its BPE tables (21 MB held, measured with tracemalloc) are all the figures would keep it for
-    prompts, pad = engine.keep_prompt_tokens(model, prompts, pad)
+    prompts, pad_row = engine.keep_prompt_tokens(model, prompts, pad[0])  # pad_row: pad's row of the kept embedding
     picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
 
     log(f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}")
     started = time.perf_counter()
     if team is None:
         with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
-            act = engine.collect(model, prompts, batch_size, pad, example=example, padded=picks, on_batch=advance)
+            act = engine.collect(model, prompts, batch_size, pad_row, example=example, padded=picks, on_batch=advance)
         prompts_per_rank = None
     else:  # this process's share of the batches, then every process's sums added up (engine/distributed.py)
         act, prompts_per_rank = engine.collect_shared(
-            team, model, prompts, batch_size, pad, example=example, padded=picks, log=log, name=plan.name
+            team, model, prompts, batch_size, pad_row, example=example, padded=picks, log=log, name=plan.name
         )
     seconds = time.perf_counter() - started
     log(f"{plan.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")
@@ -135,8 +142,11 @@ def analyse(
         cfg=cfg,
         family=measures.family(model),
         nonlinearity=measures.nonlinearity(model),
-        bos=bos_pad_text[0],
-        pad=bos_pad_text[1],
+        bos=bos,
+        pad=pad,
+        pad_embedding=pad_embedding,
+        n_tokens=n_tokens,
+        truncated=plan.truncated,
         source=model.source,
         example_text=example_text,
         act=act,

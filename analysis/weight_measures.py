@@ -108,14 +108,14 @@ def as_trained(model: GPT2) -> dict[str, np.ndarray]:
     """Where growth can be stored, read before `weights.process` folds the gains in: per layer, the RMS of
     each LayerNorm's gain w, the mean over heads of ‖W_V[h] W_O[h]‖_F, ‖W_in‖_F and ‖W_out‖_F, as trained.
     A gain that grows with depth multiplies what the next layer reads, exactly as a growing matrix would:
-    folded, it becomes part of W_OV and W_in (weight_measures' W_OV_frobenius and W_in_norm)."""
+    processed, it becomes part of W_OV and W_in (`weight_measures`' W_OV_frobenius and W_in_norm)."""
     rows = [
         {
             "ln1_gain_rms": float(b.ln1.w.float().pow(2).mean().sqrt()),
             "ln2_gain_rms": float(b.ln2.w.float().pow(2).mean().sqrt()),
-            "W_OV_unfolded": float(W_OV_frobenius(b.attn.W_V.float(), b.attn.W_O.float()).mean()),
-            "W_in_unfolded": float(b.mlp.W_in.float().norm()),
-            "W_out_unfolded": float(b.mlp.W_out.float().norm()),
+            "W_OV_as_trained": float(W_OV_frobenius(b.attn.W_V.float(), b.attn.W_O.float()).mean()),
+            "W_in_as_trained": float(b.mlp.W_in.float().norm()),
+            "W_out_as_trained": float(b.mlp.W_out.float().norm()),
         }
         for b in model.blocks
     ]

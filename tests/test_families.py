@@ -662,7 +662,7 @@ def test_each_family_starts_with_its_own_bos_and_pads_with_its_own_token(cross_f
     for family, ((bos_id, bos), (pad_id, pad)) in expected.items():
         m = models[family]
         assert (m["bos"], m["pad"]) == ({"id": bos_id, "text": bos}, {"id": pad_id, "text": pad})
-        assert f"prompts start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id})" in report
+        assert f"prompts start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id}); {m['tokens']} tokens" in report
         model, _ = weights.load(checkpoints[family])
         with torch.no_grad():
             _, cache = instrument.run_with_cache(model, torch.tensor([[bos_id]]))
@@ -676,8 +676,8 @@ def test_the_report_says_what_each_family_cannot_have(cross_family_report):
     report = (out / "report.md").read_text()
     section = report.split("## What each model cannot have")[1].split("\n## ")[0]
     pythia = checkpoints["gpt_neox"].name
-    assert f"- {pythia} has no figure 6 (" in section and f"- {pythia} has no figure 10 (" in section
-    assert section.count("no resid_mid: a parallel block") == 2 and section.count(" has no figure ") == 2
+    assert f"- {pythia}, figure 6 (" in section and f"- {pythia}, figure 10 (" in section
+    assert section.count("— no resid_mid: a parallel block") == 2 and section.count("\n- ") == 2
     assert f"ReLU: {checkpoints['opt'].name}" in section and "not one quantity" in section
     assert "resid_mid" not in models["gpt_neox"]["mean_norm"]
     assert {models[f]["nonlinearity"] for f in ("gpt2", "gpt_neo", "gpt_neox")} == {"GELU"} and models["opt"][
@@ -699,12 +699,31 @@ def test_the_weights_side_by_side_find_growth_stored_in_the_gains(cross_family_r
         gain = GAIN_GROWTH if family == "gpt_neox" else 1.0
         for ln in ("ln1_gain_rms", "ln2_gain_rms"):
             assert g[ln] == pytest.approx(gain, abs=0.03), (family, ln)
-        assert g["W_OV_frobenius"] / g["W_OV_unfolded"] == pytest.approx(gain, abs=0.03), family
-        assert g["W_in_norm"] / g["W_in_unfolded"] == pytest.approx(gain, abs=0.03), family
+        assert g["W_OV_frobenius"] / g["W_OV_as_trained"] == pytest.approx(gain, abs=0.03), family
+        assert g["W_in_norm"] / g["W_in_as_trained"] == pytest.approx(gain, abs=0.03), family
         assert m["weight_decay_published"] == "unknown"  # local directories: no release to name
     table = (out / "report.md").read_text().split("## Where the growth is stored")[1]
     for path in checkpoints.values():
-        assert f"\n| {path.name} | unknown | ×" in table
+        assert f"\n| {path.name} | unknown | ×" in table  # local directories: no release to name
     with open(out / "layers.csv") as f:
         header = f.readline().strip().split(",")
-    assert {"ln1_gain_rms", "ln2_gain_rms", "W_OV_unfolded", "W_in_unfolded", "W_out_unfolded"} <= set(header)
+    assert {"ln1_gain_rms", "ln2_gain_rms", "W_OV_as_trained", "W_in_as_trained", "W_out_as_trained"} <= set(header)
+
+
+def test_the_published_weight_decay_is_named_for_released_pretrained_repositories_only():
+    from types import SimpleNamespace
+
+    from analysis import report
+
+    expected = {
+        "EleutherAI/pythia-160m": "0.01 (Pythia paper)",
+        "EleutherAI/pythia-1.4b-deduped": "0.01 (Pythia paper)",
+        "facebook/opt-125m": "0.1 (OPT paper)",
+        "EleutherAI/gpt-neo-1.3B": "0.1 (GPT-Neo configs)",
+        "openai-community/gpt2-xl": "not published",
+        "facebook/opt-iml-1.3b": "unknown",  # fine-tuned from OPT: not the pretraining run
+        "someone/pythia-160m": "unknown",
+        None: "unknown",  # a local directory
+    }
+    for repo, decay in expected.items():
+        assert report.weight_decay(SimpleNamespace(source={"repo": repo})) == decay, repo

@@ -94,7 +94,7 @@ def test_shards_written_by_transformers_load_exactly(tmp_path, vocab_files):
 
 def test_the_bos_and_padding_tokens_are_the_ones_the_tokenizer_files_name(formats, tmp_path):
     """special_tokens_map.json wins over tokenizer_config.json, as in transformers; where neither names a token,
-    BOS is <|endoftext|> and padding is BOS."""
+    config.json's bos_token_id and pad_token_id do; where nothing does, BOS is <|endoftext|> and padding is BOS."""
     directory = tmp_path / "named"
     shutil.copytree(formats["safetensors"], directory)
     assert (weights.read_tokenizer(directory).bos, weights.read_tokenizer(directory).pad) == (50256, 50256)
@@ -103,6 +103,12 @@ def test_the_bos_and_padding_tokens_are_the_ones_the_tokenizer_files_name(format
     tokenizer = weights.read_tokenizer(directory)
     assert (tokenizer.bos, tokenizer.pad) == (1, 0)  # '"' from the map, '!' from the config
     assert tokenizer.to_tokens("Hi")[0, 0] == 1
+    (directory / "tokenizer_config.json").unlink()
+    (directory / "special_tokens_map.json").unlink()
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | {"bos_token_id": 2, "pad_token_id": 1}))
+    tokenizer = weights.read_tokenizer(directory)  # no tokenizer files name them: config.json's ids, as OPT's
+    assert (tokenizer.bos, tokenizer.pad) == (2, 1)
 
 
 def test_safetensors_is_preferred_over_the_same_weights_as_a_pickle(formats, tmp_path):
@@ -403,18 +409,26 @@ CASES = {
     ),
     "vocab_without_end_of_text": (
         "safetensors",
+        lambda d: [
+            edit_json("vocab.json", lambda v: {k: i for k, i in v.items() if k != "<|endoftext|>"})(d),
+            edit_json("config.json", lambda c: {k: v for k, v in c.items() if k != "bos_token_id"})(d),
+        ],
+        r"vocab\.json: no <\|endoftext\|> \(the BOS token: GPT-2's end-of-text token, the default\)$",
+    ),
+    "config_bos_id_not_in_vocab": (
+        "safetensors",
         edit_json("vocab.json", lambda v: {k: i for k, i in v.items() if k != "<|endoftext|>"}),
-        r"vocab\.json: no <\|endoftext\|> \(the BOS token: GPT-2's end-of-text token, BOS and padding\)$",
+        r"config\.json: bos_token_id 50256 is not an id of vocab\.json's 50256 tokens$",
     ),
     "special_tokens_bos_not_in_vocab": (
         "safetensors",
         write_json("special_tokens_map.json", {"bos_token": {"content": "<s>"}}),
-        r"vocab\.json: no <s> \(the BOS token: as special_tokens_map\.json or tokenizer_config\.json names it\)$",
+        r"vocab\.json: no <s> \(the BOS token: special_tokens_map\.json names it\)$",
     ),
     "special_tokens_pad_not_in_vocab": (
         "safetensors",
         write_json("tokenizer_config.json", {"pad_token": "<pad>"}),
-        r"vocab\.json: no <pad> \(the padding token: as special_tokens_map\.json or tokenizer_config\.json names it\)$",
+        r"vocab\.json: no <pad> \(the padding token: tokenizer_config\.json names it\)$",
     ),
     "special_tokens_bos_a_number": (
         "safetensors",

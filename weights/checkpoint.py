@@ -140,30 +140,32 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that;
     with the BOS and padding tokens the checkpoint names (`special_tokens`)."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
-    bos, pad = special_tokens(directory)
     if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
         path = directory / "tokenizer.json"
         parsed = read_tokenizer_json(path)
+        added = {t["id"]: t["content"] for t in parsed.get("added_tokens") or [] if isinstance(t, dict) and "id" in t}
+        texts = {i: token for token, i in parsed["model"]["vocab"].items()} | added
+        bos, pad = special_tokens(directory, texts, path)
         try:
-            return Tokenizer.from_tokenizer_json(parsed, bos_token=bos or END_OF_TEXT, pad_token=pad)
-        except ValueError as error:  # what the tokenizer does not implement, or a BOS it lacks, named in one line
+            return Tokenizer.from_tokenizer_json(parsed, bos_token=bos, pad_token=pad)
+        except ValueError as error:  # what the tokenizer does not implement, named in one line
             raise CheckpointError(f"{path}: {error}") from None
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
     vocab = read_vocab(files["vocab.json"])
-    for role, named, token in (("BOS", bos, bos or END_OF_TEXT), ("padding", pad, pad)):
-        if token is not None and token not in vocab:
-            why = f"as {' or '.join(SPECIAL_TOKEN_FILES)} names it" if named else "GPT-2's end-of-text token, BOS and padding"
-            raise CheckpointError(f"{files['vocab.json']}: no {token} (the {role} token: {why})")
-    return Tokenizer(vocab, read_merges(files["merges.txt"]), bos_token=bos or END_OF_TEXT, pad_token=pad)
+    bos, pad = special_tokens(directory, {i: token for token, i in vocab.items()}, files["vocab.json"])
+    return Tokenizer(vocab, read_merges(files["merges.txt"]), bos_token=bos, pad_token=pad)
 
 
-def special_tokens(directory: Path) -> tuple[str | None, str | None]:
-    """The texts of the BOS and padding tokens that the checkpoint's tokenizer files name (None where they name
-    none: BOS is then <|endoftext|>, GPT-2's, and padding is BOS). A token is a string or {"content": string}."""
-    found = {}
-    for name in reversed(SPECIAL_TOKEN_FILES):  # the first file's word wins
+def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> tuple[str, str | None]:
+    """The texts of the BOS and padding tokens (None: padding is BOS), checked against the vocabulary's
+    texts {id: text}. Each is the first that names it of: the tokenizer's files (SPECIAL_TOKEN_FILES, the
+    first file's word winning, as in transformers; a token is a string or {"content": string}); config.json's
+    bos_token_id and pad_token_id (a cached snapshot of an older download may lack the tokenizer's files, and
+    OPT's config says 2 and 1 as they do); else GPT-2's <|endoftext|> as BOS."""
+    named: dict[str, tuple[str, str]] = {}  # {role: (token, where it was named)}
+    for name in reversed(SPECIAL_TOKEN_FILES):
         path = directory / name
         if path.is_file():
             given = read_json(path)
@@ -174,8 +176,22 @@ def special_tokens(directory: Path) -> tuple[str | None, str | None]:
                 if token is not None and not isinstance(token, str):
                     raise CheckpointError(f'{path}: {role} is {json.dumps(token)}; expected a string or {{"content": string}}')
                 if token is not None:
-                    found[role] = token
-    return found.get("bos_token"), found.get("pad_token")
+                    named[role] = (token, f"{name} names it")
+    config = directory / "config.json"
+    hf = read_json(config) if config.is_file() else {}
+    for role in ("bos_token", "pad_token"):
+        token_id = hf.get(f"{role}_id")
+        if role not in named and isinstance(token_id, int) and not isinstance(token_id, bool):
+            if token_id not in texts:
+                raise CheckpointError(f"{config}: {role}_id {token_id} is not an id of {vocabulary.name}'s {len(texts)} tokens")
+            named[role] = (texts[token_id], f"config.json's {role}_id {token_id}")
+    named.setdefault("bos_token", (END_OF_TEXT, "GPT-2's end-of-text token, the default"))
+    known = set(texts.values())
+    for role, (token, why) in named.items():
+        if token not in known:
+            what = "BOS" if role == "bos_token" else "padding"
+            raise CheckpointError(f"{vocabulary}: no {token} (the {what} token: {why})")
+    return named["bos_token"][0], named.get("pad_token", (None,))[0]
 
 
 def read_model(directory: Path, unembed: bool = True) -> GPT2:
