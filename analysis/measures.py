@@ -66,7 +66,8 @@ def mlp_input(model: GPT2) -> str:
 
 def family(model: GPT2) -> str:
     """Which of minigpt's families the model is: its class's name, Pythia's said as such."""
-    return {"GPT2": "GPT-2", "GPTNeo": "GPT-Neo", "OPT": "OPT", "GPTNeoX": "GPT-NeoX (Pythia)"}[type(model).__name__]
+    names = {"GPT2": "GPT-2", "GPTNeo": "GPT-Neo", "OPT": "OPT", "GPTNeoX": "GPT-NeoX (Pythia)"}
+    return names.get(type(model).__name__, type(model).__name__)  # a class minigpt does not name: as it is called
 
 
 def nonlinearity(model: GPT2) -> str:
