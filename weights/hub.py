@@ -150,6 +150,8 @@ def _refs(repo: str) -> dict[str, list[str]] | None:
     """The repository's branch and tag names, or None if the hub does not know it (or cannot be asked)."""
     import huggingface_hub
 
+    if _hub_unreachable():
+        return None
     try:
         refs = huggingface_hub.list_repo_refs(repo)
     except Exception:  # not found, unreachable, refused: we cannot tell
@@ -157,11 +159,36 @@ def _refs(repo: str) -> dict[str, list[str]] | None:
     return {"branches": [ref.name for ref in refs.branches], "tags": [ref.name for ref in refs.tags]}
 
 
+def _hub_unreachable() -> bool:
+    """Whether nothing answers at the hub's address (HF_ENDPOINT), found by one TCP connection of at most 3 s.
+    huggingface_hub retries a refused connection five times with back-off, 24 s in all, before it gives up;
+    a user without network would wait that long for the cache to answer. Behind a proxy (HTTPS_PROXY and the
+    like) the address itself may be unreachable while the proxy reaches it: there huggingface_hub is asked."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(name) for name in proxies):
+        return False  # offline mode fails at once by itself; a proxy is for huggingface_hub to use
+    address = urlsplit(constants.ENDPOINT)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((address.hostname, port), timeout=3).close()
+    except OSError:  # refused, no route, no name (no DNS offline), or no answer in 3 s
+        return True
+    return False
+
+
 def _repo_files(repo: str, revision: str | None) -> list[str] | None:
     """The repository's files at that revision, or None if the hub cannot be reached (or asked)."""
     import huggingface_hub
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+    if _hub_unreachable():
+        return None
     try:
         return huggingface_hub.list_repo_files(repo, revision=revision)
     except (RepositoryNotFoundError, RevisionNotFoundError):
@@ -189,6 +216,8 @@ def step_revisions(repo: str) -> StepRevisions:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     try:
+        if _hub_unreachable():
+            raise ConnectionError(f"nothing answers at {huggingface_hub.constants.ENDPOINT}")
         refs = huggingface_hub.list_repo_refs(repo)
         names, from_cache = [ref.name for ref in (*refs.branches, *refs.tags)], False
     except RepositoryNotFoundError:
