@@ -142,25 +142,6 @@ def models_mean_norm(curves: dict[str, dict]) -> Figure:
     return fig
 
 
-def weights_by_depth(panels: dict[str, dict[str, np.ndarray]], title: str, ncols: int = 4) -> Figure:
-    """One panel per weight measure ({panel: (unit, {model: [n_layers]})}), block l of each model at its depth
-    fraction (l + 1) / n_layers, log y: models of different depths side by side."""
-    nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
-    fig.suptitle(title)
-    for ax, (name, (unit, models)) in zip(axes.ravel(), panels.items()):
-        for colour, (model, values) in zip(plt.cm.tab10.colors, models.items()):
-            ax.plot((np.arange(len(values)) + 1) / len(values), values, "o-", markersize=3, color=colour, label=model)
-        ax.set(title=name, xlabel=DEPTH_LABEL, ylabel=f"{unit} (log scale)", xlim=(0, 1.02))
-        log_scale(ax)
-        ax.grid(True, alpha=0.3)
-    for ax in axes.ravel()[len(panels) :]:
-        ax.set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize="small", title="model")
-    return fig
-
-
 def position_growth_ratios(ratios: np.ndarray, model: str) -> Figure:
     """Figure 4: one prompt, ‖x_l‖ / ‖x_{l−1}‖ per position against layer; BOS in red.
 
@@ -366,19 +347,34 @@ def per_layer_over_steps(panels: dict[str, np.ndarray], steps: list[int], title:
     return fig
 
 
-def per_layer_by_run(panels: dict[str, dict[str, np.ndarray]], title: str, ncols: int = 4) -> Figure:
-    """One panel per quantity: its value against layer for each run ({panel: {run: [n_layers]}}), log y."""
+def per_layer_by_run(
+    panels: dict[str, dict[str, np.ndarray]],
+    title: str,
+    ncols: int = 4,
+    *,
+    legend: str = "run",
+    units: dict[str, str] | None = None,
+    by_depth: bool = False,
+) -> Figure:
+    """One panel per quantity: its value by layer for each run or model ({panel: {run: [n_layers]}}), log y.
+    by_depth puts block l at its depth fraction (l + 1) / n_layers, for models of different depths side by
+    side; units, {panel: unit}, labels each panel's y axis."""
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
     fig.suptitle(title)
     for ax, (name, runs) in zip(axes.ravel(), panels.items()):
         for colour, (run, values) in zip(plt.cm.tab10.colors, runs.items()):
-            ax.plot(np.arange(len(values)), values, "o-", markersize=3, color=colour, label=run)
-        ax.set(title=name, xlabel=LAYER_LABEL)
+            x = (np.arange(len(values)) + 1) / len(values) if by_depth else np.arange(len(values))
+            ax.plot(x, values, "o-", markersize=3, color=colour, label=run)
+        ax.set(title=name, xlabel=DEPTH_LABEL if by_depth else LAYER_LABEL)
+        if by_depth:
+            ax.set_xlim(0, 1.02)
+        if units:
+            ax.set_ylabel(f"{units[name]} (log scale)")
         log_scale(ax)
         ax.grid(True, alpha=0.3)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize="small", title="run")
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", title=legend)
     return fig

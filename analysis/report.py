@@ -150,7 +150,7 @@ def side_by_side(results: list[ModelStudy]) -> list[str]:
         "|---|" + "---:|" * len(SIDE_BY_SIDE),
     ]
     for r in results:
-        ends = (f"{per_layer(r, key)[0]:.3g} → {per_layer(r, key)[-1]:.3g}" for key in SIDE_BY_SIDE)
+        ends = (f"{values[0]:.3g} → {values[-1]:.3g}" for values in (per_layer(r, key) for key in SIDE_BY_SIDE))
         lines.append(f"| {r.slug} | " + " | ".join(ends) + " |")
     if len(results) > 1:
         lines += ["", "![the weights by depth, every model](16-weights-by-model.png)"]
@@ -166,11 +166,11 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
         "",
     ]
     lines += [model_line(r) for r in results] + [""]
-    missing = not_drawn(results, shown)
-    if missing or nonlinearities(results):
+    missing, kinds = not_drawn(results, shown), nonlinearities(results)
+    if missing or kinds:
         lines += ["## What each model cannot have", ""]
         lines += [*missing, ""] if missing else []
-        lines += nonlinearities(results)
+        lines += kinds
     lines += ["## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
     lines += [rates.growth_sentence(r.slug, r.rates, r.cfg.n_layers) + " " for r in results] + [""]
     lines += side_by_side(results)
@@ -280,9 +280,12 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
     )
     if len(results) > 1:  # one model's weights are figures 8, 11 and 13; this one sets models side by side
         plots.save(
-            plots.weights_by_depth(
-                {title: (unit, {r.slug: per_layer(r, key) for r in results}) for key, (title, unit) in SIDE_BY_SIDE.items()},
+            plots.per_layer_by_run(
+                {title: {r.slug: per_layer(r, key) for r in results} for key, (title, _) in SIDE_BY_SIDE.items()},
                 "Where the growth is stored: LayerNorm gains and weight norms by depth, every model",
+                legend="model",
+                units={title: unit for title, unit in SIDE_BY_SIDE.values()},
+                by_depth=True,
             ),
             directory,
             "16-weights-by-model",
