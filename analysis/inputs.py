@@ -88,10 +88,12 @@ def _json_text(path: Path, number: int, line: str) -> str:
 
 def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, model_name: str, truncate: bool) -> tuple[list, int]:
     """Each prompt as token ids with BOS first (compact int32 arrays), and how many were cut to the model's
-    context. Without truncate, a prompt longer than the context is an error naming it."""
+    context. Without truncate, a prompt longer than the context is an error naming it. With truncate, only
+    the first n_ctx tokens of a prompt are found (encode's max_tokens: the same ids as tokenizing it whole
+    and cutting), one more telling whether it was cut, so a 50 MB line costs what its first page costs."""
     tokenized, truncated = [], 0
     for i, text in enumerate(prompts.texts):
-        tokens = np.array([tokenizer.bos, *tokenizer.encode(text)], dtype=np.int32)
+        tokens = np.array([tokenizer.bos, *tokenizer.encode(text, cfg.n_ctx if truncate else None)], dtype=np.int32)
         if len(tokens) > cfg.n_ctx:
             if not truncate:
                 raise outdir.UsageError(

@@ -22,7 +22,8 @@ from safetensors import safe_open
 import weights
 from benchmarks.checkpoints import official_state, save_weights, write_checkpoint
 from weights import CheckpointError
-from weights.formats import SafetensorsFile, read_tokenizer_json
+from weights.formats import SafetensorsFile
+from weights.tokenizer_files import read_tokenizer_json
 
 SHAPE = dict(n_layers=3, d_model=64, n_heads=4)
 SEED = 1  # as small_checkpoint's

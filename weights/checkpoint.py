@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from minigpt import GPT2, Config, Tokenizer
+from minigpt import GPT2, Config, Tokenizer, tokenizer_json
 from minigpt.tokenizer import END_OF_TEXT
 
 from . import families
@@ -33,13 +33,11 @@ from .formats import (
     open_weights,
     read_float32,
     read_json,
-    read_merges,
-    read_tokenizer_json,
-    read_vocab,
 )
 from .keys import check_tied, match_keys
 from .keys import set_parameter as _set
 from .rewrites import drop_unembed
+from .tokenizer_files import read_merges, read_tokenizer_json, read_vocab
 
 # Causal masks (minigpt builds its own) and the tied lm_head (checked against wte): not read as parameters.
 IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight")
@@ -138,24 +136,42 @@ def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
 
 def read_tokenizer(directory: Path) -> Tokenizer:
     """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that;
-    with the BOS and padding tokens the checkpoint names (`special_tokens`)."""
+    with the BOS and padding tokens the checkpoint names (`special_tokens`). A vocabulary with ids past the
+    embedding's rows (config.json's vocab_size) is refused here, before any text is tokenized."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
     if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
         path = directory / "tokenizer.json"
-        parsed = read_tokenizer_json(path)
-        added = {t["id"]: t["content"] for t in parsed.get("added_tokens") or [] if isinstance(t, dict) and "id" in t}
-        texts = {i: token for token, i in parsed["model"]["vocab"].items()} | added
-        bos, pad = special_tokens(directory, texts, path)
         try:
-            return Tokenizer.from_tokenizer_json(parsed, bos_token=bos, pad_token=pad)
-        except ValueError as error:  # what the tokenizer does not implement, named in one line
+            parts = tokenizer_json.read(read_tokenizer_json(path))
+        except CheckpointError:
+            raise
+        except ValueError as error:  # what the tokenizer does not implement, or a malformed field, in one line
             raise CheckpointError(f"{path}: {error}") from None
+        texts = {i: token for token, i in parts["vocab"].items()} | {t.id: t.content for t in parts["added_tokens"]}
+        bos, pad = special_tokens(directory, texts, path)
+        check_fits_embedding(directory, texts, path)
+        return Tokenizer(**parts, bos_token=bos, pad_token=pad)
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
     vocab = read_vocab(files["vocab.json"])
-    bos, pad = special_tokens(directory, {i: token for token, i in vocab.items()}, files["vocab.json"])
-    return Tokenizer(vocab, read_merges(files["merges.txt"]), bos_token=bos, pad_token=pad)
+    texts = {i: token for token, i in vocab.items()}
+    bos, pad = special_tokens(directory, texts, files["vocab.json"])
+    check_fits_embedding(directory, texts, files["vocab.json"])
+    return Tokenizer(vocab, read_merges(files["merges.txt"], vocab), bos_token=bos, pad_token=pad)
+
+
+def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Path) -> None:
+    """Every token id must be a row of W_E [d_vocab, d_model]: config.json's vocab_size may be larger (Pythia
+    pads its embedding to a multiple of 128), never smaller."""
+    if not (directory / "config.json").is_file() or not texts:
+        return
+    d_vocab, largest = read_config(directory).d_vocab, max(texts)
+    if largest >= d_vocab:
+        raise CheckpointError(
+            f"{vocabulary}: token {texts[largest]!r} has id {largest}, past the model's embedding of {d_vocab} rows "
+            f"(config.json's vocab_size {d_vocab}); the tokenizer's files are not this model's"
+        )
 
 
 def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> tuple[str, str | None]:

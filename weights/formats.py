@@ -12,7 +12,7 @@ pytorch_model.bin, torch's zip of a pickle; its sharded form, pytorch_model.bin.
 
 Every file is checked before a tensor is read from it. A damaged download should say so, not crash or
 read wrong data: each problem is one CheckpointError line naming the file and what is wrong with it. The
-same goes for the small files beside the weights (`read_json`, `read_vocab`, `read_merges`).
+same goes for the small files beside the weights (`read_json`; the tokenizer's in tokenizer_files.py).
 """
 
 import json
@@ -402,7 +402,7 @@ def read_float32(source, key: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# The small files: config.json, vocab.json, merges.txt, tokenizer.json.
+# The small files: config.json (the tokenizer's files are read in tokenizer_files.py).
 
 
 def read_json(path: Path) -> dict:
@@ -445,50 +445,7 @@ def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED, 
     return value
 
 
-def read_vocab(path: Path) -> dict[str, int]:
-    """vocab.json: an object of token strings to non-negative integer ids."""
-    vocab = read_json(path)
-    wrong = next(((token, i) for token, i in vocab.items() if not is_count(i)), None)
-    if wrong:
-        raise CheckpointError(f"{path}: the token {wrong[0]!r} has the id {json.dumps(wrong[1])}; ids are non-negative integers")
-    return vocab
-
-
-def read_merges(path: Path) -> list[tuple[str, str]]:
-    """merges.txt: an optional "#version" line, then one merge per line, two symbols separated by a space."""
-    path = Path(path)
-    raw = path.read_bytes()
-    refuse_lfs_pointer(path, raw[:64])
-    try:
-        lines = raw.decode("utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise CheckpointError(f"{path}: not UTF-8 text ({error})") from None
-    merges = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip() or (number == 1 and line.startswith("#version")):
-            continue
-        pair = line.split()
-        if len(pair) != 2:
-            raise CheckpointError(f"{path}: line {number} is not a pair of symbols: {line[:80]!r}")
-        merges.append((pair[0], pair[1]))
-    return merges
-
-
 # Where a Hugging Face repository names its special tokens, the first file's word winning. GPT-2's has neither
 # (its BOS is <|endoftext|>, id 50256); OPT's names </s> (id 2) as BOS and <pad> (id 1) as padding; Pythia's and
 # GPT-Neo's name <|endoftext|> (ids 0 and 50256) as BOS and no padding.
 SPECIAL_TOKEN_FILES = ("special_tokens_map.json", "tokenizer_config.json")
-
-
-def read_tokenizer_json(path: Path) -> dict:
-    """tokenizer.json, checked only for the outer shape a byte-level BPE's has: an object whose "model" is an
-    object of type "BPE" with a vocab object and a merges list."""
-    data = read_json(path)
-    model = data.get("model")
-    if not isinstance(model, dict):
-        raise CheckpointError(f'{path}: no "model" object (a tokenizers file describes its model there)')
-    if model.get("type") != "BPE":
-        raise CheckpointError(f'{path}: its model is of type {json.dumps(model.get("type"))}; expected "BPE"')
-    if not isinstance(model.get("vocab"), dict) or not isinstance(model.get("merges"), list):
-        raise CheckpointError(f"{path}: its BPE model needs a vocab object and a merges list")
-    return data

@@ -1,0 +1,262 @@
+"""Reading a tokenizer.json (Pythia's, GPT-NeoX's; Hugging Face's gpt2 has one too): the parts `tokenizers` runs
+around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the field.
+
+- added tokens: texts found before BPE and given their ids directly (`AddedToken`, `find_added`);
+- a normalizer: a Unicode normal form (Pythia's NFC), applied to the text between the added tokens;
+- a pre-tokenizer: ByteLevel (GPT-2's regex, optionally a space put first), perhaps after Split regexes.
+
+A file is written by a program but may be damaged or hand-edited: a field of the wrong type, a regex that
+does not compile, an id far past any vocabulary. Each is refused naming the field, never with a traceback.
+"""
+
+import json
+import unicodedata
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import regex
+
+# A pre-tokenizer is a sequence of steps, each turning a list of pieces into a longer one: a regex (each
+# piece is cut into its matches and the text between them), GPT2_REGEX (the same with bpe.PATTERN), or
+# PREFIX_SPACE (a space is put before each piece that does not start with one). GPT-2's is its regex alone.
+GPT2_REGEX, PREFIX_SPACE = "GPT-2's regex", "prefix space"
+GPT2_PRE_TOKENIZER = (GPT2_REGEX,)
+
+NORMALIZERS = ("NFC", "NFD", "NFKC", "NFKD")  # Unicode normal forms, as unicodedata computes them
+MAX_ID = 2**31 - 1  # token ids are kept as int32 (analysis/inputs.py); the largest vocabularies hold about 2**18
+
+
+class AddedToken(NamedTuple):
+    """A tokenizer.json added token: found in the text before BPE, and given its id directly."""
+
+    content: str
+    id: int
+    single_word: bool = False  # matches only where no word character (\w) touches it on either side
+    lstrip: bool = False  # takes the whitespace before it
+    rstrip: bool = False  # takes the whitespace after it
+    normalized: bool = True  # found in the normalized text; False: in the raw text, before normalizing
+    special: bool = False  # encodes the same either way; tokenizers' decode can skip special tokens
+
+
+def normalize(forms: tuple[str, ...], text: str) -> str:
+    for form in forms:
+        text = unicodedata.normalize(form, text)
+    return text
+
+
+def longest_first(tokens: dict[str, AddedToken]) -> regex.Pattern | None:
+    """A regex finding these texts leftmost first and, of those starting at one place, the longest (as
+    tokenizers' Aho-Corasick automaton does): Pythia's run of 5 spaces is one token, not 2 + 2 + 1."""
+    if not tokens:
+        return None
+    return regex.compile("|".join(regex.escape(text) for text in sorted(tokens, key=len, reverse=True)))
+
+
+WORD_CHARACTER, SPACES, SPACES_TO_THE_END = regex.compile(r"\w"), regex.compile(r"\s*"), regex.compile(r"\s*\Z")
+
+
+def find_added(text: str, pattern: regex.Pattern | None, tokens: dict[str, AddedToken]) -> Iterator[tuple[str, int | None]]:
+    """text cut into (an added token's text, its id) and (the text between them, None), as tokenizers'
+    AddedVocabulary.find_matches does, with its single_word, lstrip and rstrip rules. Lazily: what comes
+    after the pieces taken is not searched."""
+    if pattern is None:
+        yield text, None
+        return
+    end = 0
+    for match in pattern.finditer(text):
+        token = tokens[match.group()]
+        start, stop = match.span()
+        if token.single_word and ((start > 0 and WORD_CHARACTER.match(text, start - 1)) or WORD_CHARACTER.match(text, stop)):
+            continue  # part of a longer word
+        if token.lstrip:  # back to the start of the whitespace before it, but not into the previous token
+            start = SPACES_TO_THE_END.search(text, end, start).start() if start > end else end
+        if token.rstrip:
+            stop = SPACES.match(text, stop).end()
+        # A token starting inside the whitespace that the one before took (rstrip) is kept, its text read
+        # twice, as tokenizers does: "sing  x" with "ing" (rstrip) and "  " gives s, "ing  ", "  ", x.
+        if start > end:
+            yield text[end:start], None
+        yield text[start:stop], token.id
+        end = stop
+    if end < len(text):
+        yield text[end:], None
+
+
+def split_isolated(pattern: regex.Pattern, text: str) -> Iterator[str]:
+    """text cut into pattern's matches and the stretches between them, in order (tokenizers' Split with
+    behavior "Isolated"), lazily. GPT-2's regex matches everything, so there it gives its matches alone."""
+    end = 0
+    for match in pattern.finditer(text):
+        start, stop = match.span()
+        if start > end:
+            yield text[end:start]
+        if stop > start:
+            yield match.group()
+        end = stop
+    if end < len(text):
+        yield text[end:]
+
+
+# --- Reading the file's parts: each is read here or refused, in one line naming it ------------------
+
+
+def shown(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text[:120] + " …" if len(text) > 120 else text
+
+
+def refuse(field: str, value, why: str):
+    """What minigpt does not implement."""
+    raise ValueError(f"tokenizer.json: {field} {shown(value)} is not implemented ({why})")
+
+
+def malformed(field: str, value, expected: str):
+    """What is not a tokenizer.json's field at all."""
+    raise ValueError(f"tokenizer.json: {field} is {shown(value)}; expected {expected}")
+
+
+def an_object(value, field: str, optional: bool = True) -> dict:
+    if (value is None and optional) or isinstance(value, dict):
+        return value
+    malformed(field, value, "an object" + (" or null" if optional else ""))
+
+
+def read(obj) -> dict:
+    """The keyword arguments of `Tokenizer` that a tokenizer.json's parsed contents give: vocab, merges,
+    added_tokens, normalizer, pre_tokenizer. A part that would change the ids or the decoded text and is
+    not implemented is refused, as is a part that is not what tokenizers writes."""
+    try:
+        return read_parts(an_object(obj, "the top level", optional=False))
+    except RecursionError:  # a Sequence inside a Sequence inside …: refused, not a traceback
+        raise ValueError("tokenizer.json: nested too deeply to read (a Sequence within a Sequence, …)") from None
+
+
+def read_parts(obj: dict) -> dict:
+    for field in ("truncation", "padding"):
+        if obj.get(field) is not None:
+            refuse(field, obj[field], "minigpt's encode neither truncates nor pads")
+    vocab, merges = read_bpe(an_object(obj.get("model"), "model", optional=False))
+    post = an_object(obj.get("post_processor"), "post_processor")
+    if post is not None and post.get("type") != "ByteLevel":  # a ByteLevel post-processor moves offsets only
+        refuse("post_processor", post, "minigpt adds no tokens after encoding; it reads null or ByteLevel")
+    decoder = an_object(obj.get("decoder"), "decoder")
+    if decoder is None or decoder.get("type") != "ByteLevel":
+        refuse("decoder", decoder, "minigpt decodes byte-level BPE only (ByteLevel)")
+    added = obj.get("added_tokens") or []
+    if not isinstance(added, list):
+        malformed("added_tokens", added, "a list")
+    return {
+        "vocab": vocab,
+        "merges": merges,
+        "added_tokens": read_added_tokens(added, vocab),
+        "normalizer": read_normalizer(obj.get("normalizer"), "normalizer"),
+        "pre_tokenizer": read_pre_tokenizer(obj.get("pre_tokenizer")),
+    }
+
+
+def read_bpe(model: dict) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The BPE model's vocabulary and merges, the merges written either "left right" or [left, right]."""
+    if model.get("type", "BPE") != "BPE":
+        refuse("model.type", model.get("type"), "minigpt reads byte-level BPE only")
+    accepted = {"dropout": (None, 0, 0.0), "unk_token": (None,), "continuing_subword_prefix": (None, ""),
+                "end_of_word_suffix": (None, ""), "byte_fallback": (None, False), "ignore_merges": (None, False)}  # fmt: skip
+    for field, values in accepted.items():
+        if model.get(field) not in values:
+            refuse(f"model.{field}", model[field], f"minigpt's BPE reads only {' or '.join(map(json.dumps, values))}")
+    vocab, merges = model.get("vocab"), []
+    if not isinstance(vocab, dict) or not isinstance(model.get("merges"), list):
+        raise ValueError("tokenizer.json: model has no vocab {symbol: id} and merges list")
+    for symbol, i in vocab.items():
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i <= MAX_ID:
+            malformed(f"model.vocab[{json.dumps(symbol, ensure_ascii=False)}]", i, f"an id from 0 to {MAX_ID}")
+    for rank, merge in enumerate(model["merges"]):
+        pair = tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) if isinstance(merge, list) else ()
+        if len(pair) != 2 or not all(isinstance(s, str) and s in vocab for s in pair) or "".join(pair) not in vocab:
+            raise ValueError(f"tokenizer.json: model.merges[{rank}] {merge!r} is not two symbols whose merge is a symbol")
+        merges.append(pair)
+    return vocab, merges
+
+
+def read_normalizer(normalizer: dict | None, field: str) -> tuple[str, ...]:
+    """A Unicode normal form, or a Sequence of them, or none."""
+    if an_object(normalizer, field) is None:
+        return ()
+    if normalizer.get("type") in NORMALIZERS:
+        return (normalizer["type"],)
+    if normalizer.get("type") == "Sequence":
+        parts = normalizer.get("normalizers")
+        if not isinstance(parts, list):
+            malformed(f"{field}.normalizers", parts, "a list")
+        return tuple(form for i, n in enumerate(parts) for form in read_normalizer(n, f"{field}[{i}]"))
+    refuse(field, normalizer, f"minigpt reads null, {', '.join(NORMALIZERS)} or a Sequence of them")
+
+
+def read_pre_tokenizer(pre: dict | None) -> tuple:
+    """ByteLevel (GPT-2's regex unless use_regex is false, a space first if add_prefix_space), optionally
+    after Split steps (a regex, behavior Isolated) in a Sequence: the steps of `Tokenizer.pre_tokenize`."""
+    sequence = an_object(pre, "pre_tokenizer") is not None and pre.get("type") == "Sequence"
+    parts = pre.get("pretokenizers") if sequence else [pre]
+    if not isinstance(parts, list):
+        malformed("pre_tokenizer.pretokenizers", parts, "a list")
+    for i, part in enumerate(parts[:-1]):
+        an_object(part, f"pre_tokenizer.pretokenizers[{i}]", optional=False)
+    if not parts or not isinstance(parts[-1], dict) or parts[-1].get("type") != "ByteLevel":
+        refuse("pre_tokenizer", pre, "minigpt reads ByteLevel, or a Sequence of Split steps ending in ByteLevel")
+    steps = []
+    for i, part in enumerate(parts[:-1]):
+        field = f"pre_tokenizer.pretokenizers[{i}]"
+        if part.get("type") != "Split" or part.get("behavior") != "Isolated" or part.get("invert", False):
+            refuse(field, part, "minigpt reads Split with behavior Isolated and invert false before ByteLevel")
+        steps.append(read_split_pattern(part.get("pattern"), f"{field}.pattern"))
+    byte_level = parts[-1]
+    # tokenizers' defaults when a field is absent: add_prefix_space true, use_regex true. (trim_offsets moves
+    # the offsets of the tokens only, which minigpt does not report.)
+    if byte_level.get("add_prefix_space", True):
+        steps.append(PREFIX_SPACE)
+    if byte_level.get("use_regex", True):
+        steps.append(GPT2_REGEX)
+    return tuple(steps)
+
+
+def read_split_pattern(pattern, field: str) -> regex.Pattern:
+    """A Split step's {"Regex": pattern} or {"String": text to find as it is}."""
+    if not isinstance(pattern, dict) or len(pattern) != 1 or not isinstance(next(iter(pattern.values())), str):
+        malformed(field, pattern, '{"Regex": a regex} or {"String": a text}')
+    kind, given = next(iter(pattern.items()))
+    if kind == "String":
+        return regex.compile(regex.escape(given))
+    if kind != "Regex":
+        malformed(field, pattern, '{"Regex": a regex} or {"String": a text}')
+    try:
+        return regex.compile(given)
+    except (regex.error, ValueError, OverflowError) as error:
+        raise ValueError(f"tokenizer.json: {field}.Regex {shown(given)} is not a regex ({error})") from None
+
+
+def read_added_tokens(entries: list, vocab: dict[str, int]) -> tuple[AddedToken, ...]:
+    """The added tokens, with the ids tokenizers gives them: the vocabulary's for a symbol in it, otherwise
+    the next after the vocabulary, in the order listed. A file whose ids say otherwise is refused."""
+    flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
+    tokens, next_id = {}, len(vocab)
+    for i, entry in enumerate(entries):
+        field = f"added_tokens[{i}]"
+        unknown = set(an_object(entry, field, optional=False)) - {"id", "content", *flags}
+        if unknown:
+            refuse(f"{field}.{sorted(unknown)[0]}", entry[sorted(unknown)[0]], f"minigpt reads {', '.join(flags)}")
+        content = entry.get("content")
+        if not isinstance(content, str):
+            malformed(f"{field}.content", content, "the token's text, a string")
+        for flag in flags:
+            if not isinstance(entry.get(flag, False), bool):
+                malformed(f"{field}.{flag}", entry[flag], "true or false")
+        if not content or content in tokens:
+            continue  # tokenizers skips these too
+        given = vocab.get(content)
+        if given is None:
+            given, next_id = next_id, next_id + 1
+        if entry.get("id", given) != given:
+            raise ValueError(f"tokenizer.json: {field} {content!r} has id {shown(entry['id'])}; tokenizers gives it {given}")
+        given_flags = {flag: entry.get(flag, False) for flag in flags}
+        given_flags["normalized"] = entry.get("normalized", not given_flags["special"])  # as AddedToken::from sets it
+        tokens[content] = AddedToken(content, given, **given_flags)
+    return tuple(tokens.values())
