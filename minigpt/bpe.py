@@ -89,33 +89,40 @@ def merge_steps(ranks: Ranks, chars: str) -> Iterator[tuple[list[str], tuple[str
 def merge(ranks: Ranks, chars: str) -> list[str]:
     """Stage 3's fast form: the last step of `merge_steps`, in O(n log n) for n characters.
 
-    The candidate pairs wait in a heap, lowest rank first and, of equal ranks, leftmost first: the order in
-    which `merge_steps` merges them (and `tokenizers`, whose word.rs does the same). The symbols are a linked
-    list over the piece's characters: the symbol starting at character i ends at end[i], so its right
-    neighbour starts at end[i], and before[i] is where its left neighbour starts. A merge changes two
-    symbols, so it leaves stale pairs in the heap; rather than find them, a pair is checked when it comes
-    out (are both of its symbols still as they were?) and dropped if not."""
+    The symbols are a linked list over the piece's characters: the symbol starting at character i ends at
+    end[i] (-1 once merged into the one before it), so its right neighbour starts at end[i], and before[i]
+    is where its left neighbour starts. The adjacent pairs that are merges wait in a heap, lowest rank
+    first and, of equal ranks, leftmost first: the order in which `merge_steps` merges them (and
+    `tokenizers`, whose word.rs does the same). A pair is one integer, rank · (n + 1) + start, so the heap
+    compares integers. A merge changes the pairs on both sides of it; rather than find the old ones in the
+    heap, each pair is checked when it comes out (is the pair at its start still the one of its rank?) and
+    dropped if not."""
     n = len(chars)
-    end = list(range(1, n + 1))  # end[i]: the end of the symbol starting at i; -1 once merged into its left
-    before = list(range(-1, n - 1))
-    heap = [(ranks[pair], i, i + 1, i + 2) for i, pair in enumerate(zip(chars, chars[1:])) if pair in ranks]
-    heapq.heapify(heap)  # (rank, left symbol's start, right symbol's start, right symbol's end)
+    end, before = list(range(1, n + 1)), list(range(-1, n - 1))
+    heap = [ranks[pair] * (n + 1) + i for i, pair in enumerate(zip(chars, chars[1:])) if pair in ranks]
+    heapq.heapify(heap)
 
-    def push(left: int, middle: int, right: int) -> None:
-        rank = ranks.get((chars[left:middle], chars[middle:right]))
+    def pair_at(left: int) -> int | None:
+        """The rank of the pair of symbols starting at `left`, None if they are not a merge."""
+        middle = end[left]
+        return ranks.get((chars[left:middle], chars[middle : end[middle]])) if 0 <= middle < n else None
+
+    def push(left: int) -> None:
+        rank = pair_at(left)
         if rank is not None:
-            heapq.heappush(heap, (rank, left, middle, right))
+            heapq.heappush(heap, rank * (n + 1) + left)
 
     while heap:
-        _, left, middle, right = heapq.heappop(heap)
-        if end[left] != middle or end[middle] != right:
+        rank, left = divmod(heapq.heappop(heap), n + 1)
+        if pair_at(left) != rank:
             continue  # stale: one of the two symbols has been merged since this pair was pushed
-        end[left], end[middle] = right, -1
-        if right < n:
-            before[right] = left
-            push(left, right, end[right])
+        middle = end[left]
+        end[left], end[middle] = end[middle], -1
+        if end[left] < n:
+            before[end[left]] = left
+            push(left)  # the merged symbol and the one after it
         if before[left] >= 0:
-            push(before[left], left, right)
+            push(before[left])  # the one before it and the merged symbol
     symbols, i = [], 0
     while i < n:
         symbols.append(chars[i : end[i]])

@@ -137,8 +137,9 @@ def read_parts(obj: dict) -> dict:
             refuse(field, obj[field], "minigpt's encode neither truncates nor pads")
     vocab, merges = read_bpe(an_object(obj.get("model"), "model", optional=False))
     post = an_object(obj.get("post_processor"), "post_processor")
-    if post is not None and post.get("type") != "ByteLevel":  # a ByteLevel post-processor moves offsets only
-        refuse("post_processor", post, "minigpt adds no tokens after encoding; it reads null or ByteLevel")
+    if post is not None and not adds_nothing(post):
+        why = "minigpt adds no tokens after encoding; it reads null, ByteLevel, or a TemplateProcessing that adds none"
+        refuse("post_processor", post, why)
     decoder = an_object(obj.get("decoder"), "decoder")
     if decoder is None or decoder.get("type") != "ByteLevel":
         refuse("decoder", decoder, "minigpt decodes byte-level BPE only (ByteLevel)")
@@ -152,6 +153,17 @@ def read_parts(obj: dict) -> dict:
         "normalizer": read_normalizer(obj.get("normalizer"), "normalizer"),
         "pre_tokenizer": read_pre_tokenizer(obj.get("pre_tokenizer")),
     }
+
+
+def adds_nothing(post: dict) -> bool:
+    """Whether a post-processor leaves one text's ids as they are: ByteLevel moves offsets only, and a
+    TemplateProcessing whose single-text template is the text alone ($A, as transformers 5 writes GPT-2's)."""
+    if post.get("type") == "ByteLevel":
+        return True
+    single = post.get("single")
+    if post.get("type") != "TemplateProcessing" or not isinstance(single, list) or len(single) != 1:
+        return False
+    return isinstance(single[0], dict) and set(single[0]) == {"Sequence"}
 
 
 def read_bpe(model: dict) -> tuple[dict[str, int], list[tuple[str, str]]]:

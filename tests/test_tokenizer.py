@@ -464,3 +464,267 @@ def test_a_tokenizer_survives_pickling_for_another_process(neox):
     again = pickle.loads(pickle.dumps(ours))
     assert again.encode(text) == ours.encode(text) and explain(again, text) == explain(ours, text)
     assert "whitespace_before_next" in explain(again, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast merge, encode's max_tokens, to_str_tokens, and "<|endoftext|>" in a text against Hugging Face.
+
+
+def test_the_fast_merge_is_the_last_step_of_merge_steps(tokenizers):
+    """bpe.merge (heap and linked list) against bpe.merge_steps (OpenAI's loop, the definition), on real ranks
+    and on a small made-up table where equal pairs overlap ("aaa") and merges chain."""
+    from minigpt.bpe import merge, merge_steps
+
+    ours, _ = tokenizers
+    rng = random.Random(2)
+    pieces = [ours.chars(p) for text in CORPUS for p in PATTERN.findall(text)]
+    pieces += ["".join(rng.choice("aabbe ") for _ in range(rng.randint(1, 80))) for _ in range(200)]
+    for piece in pieces:
+        *_, (slow, _) = merge_steps(ours.ranks, piece)
+        assert merge(ours.ranks, piece) == slow, repr(piece)
+    made_up = {("a", "a"): 0, ("b", "a"): 1, ("aa", "a"): 2, ("aa", "aa"): 3, ("b", "aa"): 4, ("ba", "aaaa"): 5}
+    for piece in ["a" * n for n in range(1, 12)] + ["baaaaa", "abaaaab", "bbaaba", ""]:
+        *_, (slow, _) = merge_steps(made_up, piece)
+        assert merge(made_up, piece) == slow, piece
+
+
+def test_a_64000_letter_word_matches_tokenizers_in_about_a_second(vocab_files):
+    """Issue 26.3: merge_steps took 158 s and 1 GB here. Timing is printed, not asserted (a shared CPU)."""
+    import time
+
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    vocab, merges = vocab_files
+    ours = Tokenizer.from_strings(json.loads(vocab.read_text(encoding="utf-8")), merges.read_text(encoding="utf-8"))
+    theirs = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
+    theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rng = random.Random(3)
+    for text in [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(64_000)),
+        "a" * 64_000,
+    ]:
+        start = time.perf_counter()
+        ids = ours.encode(text)
+        print(f"64,000 letters ({text[:3]}…): {time.perf_counter() - start:.2f} s, {len(ids)} tokens")
+        assert ids == theirs.encode(text).ids
+
+
+def test_max_tokens_gives_the_first_ids_of_the_whole_texts(tokenizers, neox):
+    """encode(text, max_tokens=k) == encode(text)[:k] for every k, also where the cut falls in a run of
+    whitespace, inside an added token's neighbourhood, or in a piece of many tokens."""
+    gpt2, _ = tokenizers
+    texts = [CORPUS[5], CORPUS[13], "<|endoftext|>a<|endoftext|>  b\n\n\n c" + "x" * 40, WHITESPACE[1], WHITESPACE[7]]
+    for ours in (gpt2, neox[0]):
+        for text in texts:
+            whole = ours.encode(text)
+            for k in range(len(whole) + 2):
+                assert ours.encode(text, max_tokens=k) == whole[:k], (text, k)
+
+
+def test_truncate_tokenizes_only_what_the_context_needs(tokenizers, tmp_path):
+    """Issue 26.3: --truncate cut a prompt after tokenizing all of it (a 50 MB line: minutes). Now the pieces
+    BPE sees stop just past the context, and the ids are those of the whole prompt, cut."""
+    from analysis import inputs
+    from minigpt import Config
+
+    ours, _ = tokenizers
+    text = "The residual stream grows, layer after layer. " * 20_000
+    path = tmp_path / "long.txt"
+    path.write_text(text + "\nshort\n", encoding="utf-8")
+    prompts, cfg = inputs.read_prompts(path), Config.sized(1, 8, 2, n_ctx=64)
+    seen = []
+    counting = pickle.loads(pickle.dumps(ours))
+    counting.encode_piece = lambda piece: seen.append(piece) or Tokenizer.encode_piece(counting, piece)
+    tokens, truncated = inputs.tokenize(prompts, counting, cfg, "test", truncate=True)
+    assert truncated == 1 and tokens[0].tolist() == [ours.bos, *ours.encode(text.strip())[:63]]
+    assert tokens[1].tolist() == [ours.bos, *ours.encode("short")]
+    assert len(seen) <= 70  # 63 tokens' pieces and the one past them, then "short"
+
+
+def hugging_faces_gpt2(directory: Path, vocab_files):
+    """GPT2TokenizerFast read from a folder holding GPT-2's vocab.json and merges.txt, as TransformerLens loads it."""
+    from transformers import GPT2TokenizerFast
+
+    for source, name in zip(vocab_files, ("vocab.json", "merges.txt")):
+        (directory / name).write_bytes(source.read_bytes())
+    return GPT2TokenizerFast.from_pretrained(directory)
+
+
+def test_to_str_tokens_as_transformerlens(tokenizers, vocab_files, tmp_path):
+    """Each token decoded alone, as TransformerLens's to_str_tokens (through the tokenizer's batch_decode)."""
+    ours, _ = tokenizers
+    hf = hugging_faces_gpt2(tmp_path, vocab_files)
+    text = "Hello wörld 😀 <|endoftext|>ok"
+    ids = ours.encode(text)
+    expected = hf.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    assert ours.to_str_tokens(text) == ["<|endoftext|>", *expected]
+    assert ours.to_str_tokens(text, prepend_bos=False) == expected
+    assert "\ufffd" in expected  # the emoji's bytes are spread over tokens
+    assert ours.to_str_tokens(ids) == ours.to_str_tokens(torch.tensor(ids)) == ours.to_str_tokens(torch.tensor([ids])) == expected
+    assert ours.to_str_tokens(["Hi", "Hello there"]) == [["<|endoftext|>", "Hi"], ["<|endoftext|>", "Hello", " there"]]
+    with pytest.raises(ValueError, match=r"\[pos\] or \[1, pos\]; found shape \[2, 3\]"):
+        ours.to_str_tokens(torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="a text, a list of texts, or token ids; found float"):
+        ours.to_str_tokens(1.5)
+
+
+def test_end_of_text_written_in_a_text_is_one_token_on_both_paths_as_in_hugging_face(vocab_files, tmp_path):
+    """Issue 28.8: GPT2TokenizerFast (what TransformerLens calls) matches "<|endoftext|>" in a text as the special
+    token 50256. minigpt's vocab.json path (weights.read_tokenizer, from_strings) and tokenizer.json path
+    (Hugging Face's own tokenizer.json for gpt2) give the same ids."""
+    import weights
+
+    vocab, merges = vocab_files
+    hf = hugging_faces_gpt2(tmp_path, vocab_files)
+    from_files = weights.read_tokenizer(tmp_path)
+    from_strings = Tokenizer.from_strings(json.loads(vocab.read_text(encoding="utf-8")), merges.read_text(encoding="utf-8"))
+    from_json = Tokenizer.from_tokenizer_json(json.loads(hf.backend_tokenizer.to_str()))
+    for text in [
+        "<|endoftext|>",
+        "a<|endoftext|>b",
+        "x <|endoftext|> y<|endoftext|><|endoftext|>\n",
+        "<|endoftext|  <|end",
+        CORPUS[20],
+    ]:
+        expected = hf(text)["input_ids"]
+        assert from_files.encode(text) == from_strings.encode(text) == from_json.encode(text) == expected, repr(text)
+    assert hf("a<|endoftext|>b")["input_ids"] == [64, 50256, 65]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile and broken tokenizer files (issue 27.9–11): one line naming the file and the field, never a traceback.
+
+
+def split_then_byte_level(pattern) -> dict:
+    split = {"type": "Split", "pattern": pattern, "behavior": "Isolated"}
+    return {"type": "Sequence", "pretokenizers": [split, {"type": "ByteLevel"}]}
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("model", "BPE", 'model is "BPE"; expected an object'),
+        ("normalizer", "NFC", 'normalizer is "NFC"; expected an object or null'),
+        ("normalizer", {"type": "Sequence", "normalizers": "NFC"}, 'normalizer.normalizers is "NFC"; expected a list'),
+        ("decoder", "ByteLevel", 'decoder is "ByteLevel"; expected an object or null'),
+        ("post_processor", ["ByteLevel"], 'post_processor is ["ByteLevel"]; expected an object or null'),
+        ("pre_tokenizer", "ByteLevel", 'pre_tokenizer is "ByteLevel"; expected an object or null'),
+        ("pre_tokenizer", {"type": "Sequence", "pretokenizers": 3}, "pre_tokenizer.pretokenizers is 3; expected a list"),
+        (
+            "pre_tokenizer",
+            {
+                "type": "Sequence",
+                "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"}, {"type": "ByteLevel"}],
+            },
+            'pre_tokenizer.pretokenizers[0].pattern.Regex "(a" is not a regex (missing )',
+        ),
+        (
+            "pre_tokenizer",
+            {
+                "type": "Sequence",
+                "pretokenizers": [{"type": "Split", "pattern": {"Regex": 5}, "behavior": "Isolated"}, {"type": "ByteLevel"}],
+            },
+            'pre_tokenizer.pretokenizers[0].pattern is {"Regex": 5}; expected {"Regex": a regex} or {"String": a text}',
+        ),
+        (
+            "pre_tokenizer",
+            {"type": "Sequence", "pretokenizers": ["Split", {"type": "ByteLevel"}]},
+            "pre_tokenizer.pretokenizers[0] is",
+        ),
+        ("added_tokens", {"<s>": 0}, 'added_tokens is {"<s>": 0}; expected a list'),
+        ("added_tokens.0", "<|endoftext|>", 'added_tokens[0] is "<|endoftext|>"; expected an object'),
+        ("added_tokens.0", {"id": 0, "special": True}, "added_tokens[0].content is null; expected the token's text, a string"),
+        ("added_tokens.0.content", 7, "added_tokens[0].content is 7; expected the token's text, a string"),
+        ("added_tokens.0.special", "yes", 'added_tokens[0].special is "yes"; expected true or false'),
+        ("added_tokens.0.id", "0", "added_tokens[0] '<|endoftext|>' has id \"0\"; tokenizers gives it 0"),
+        ("model.merges.0", 7, "model.merges[0] 7 is not two symbols whose merge is a symbol"),
+        ("model.merges.0", ["a"], "model.merges[0] ['a'] is not two symbols"),
+        ("model.merges.0", [1, 2], "model.merges[0] [1, 2] is not two symbols"),
+        ("model.vocab.!", "5", 'model.vocab["!"] is "5"; expected an id from 0 to 2147483647'),
+        ("model.vocab.!", 10**30, 'model.vocab["!"] is 1000000000000000000000000000000; expected an id from 0 to'),
+        ("model.vocab.!", -1, 'model.vocab["!"] is -1; expected an id'),
+    ],
+)
+def test_a_malformed_tokenizer_json_is_refused_in_one_line_naming_the_field(path, value, message):
+    with pytest.raises(ValueError, match=re.escape(f"tokenizer.json: {message}")) as refused:
+        Tokenizer.from_tokenizer_json(edited(path, value))
+    assert "\n" not in str(refused.value)
+
+
+def test_nesting_too_deep_is_refused_in_one_line(tmp_path):
+    """Deeply nested JSON raises RecursionError in Python's parser, and a Sequence in a Sequence … in the reader."""
+    import weights
+
+    nested: dict = {"type": "NFC"}
+    for _ in range(5_000):
+        nested = {"type": "Sequence", "normalizers": [nested]}
+    obj = train_neox_like(add_whitespace_tokens=False) | {"normalizer": nested}
+    with pytest.raises(ValueError, match=r"^tokenizer\.json: nested too deeply to read"):
+        Tokenizer.from_tokenizer_json(obj)
+    path = tmp_path / "tokenizer.json"
+    path.write_text("[" * 50_000 + "]" * 50_000)
+    with pytest.raises(weights.CheckpointError, match=rf"^{re.escape(str(path))}: JSON nested too deeply to read$"):
+        weights.read_tokenizer(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-m", "minigpt.tokenizer", "--tokenizer", str(path), "hi"], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 1 and run.stderr.strip().splitlines() == [
+        f"python -m minigpt.tokenizer: {path}: JSON nested too deeply to read"
+    ]
+
+
+def test_weights_names_the_tokenizer_json_and_its_field(tmp_path):
+    import weights
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(edited("decoder", "ByteLevel")), encoding="utf-8")
+    with pytest.raises(weights.CheckpointError) as refused:
+        weights.read_tokenizer(tmp_path)
+    assert str(refused.value) == f'{path}: tokenizer.json: decoder is "ByteLevel"; expected an object or null'
+
+
+def test_a_merge_producing_a_symbol_vocab_json_lacks_is_refused_naming_its_line(vocab_files, tmp_path):
+    import weights
+
+    vocab, merges = vocab_files
+    symbols = json.loads(vocab.read_text(encoding="utf-8"))
+    del symbols["Ġthe"]
+    (tmp_path / "vocab.json").write_text(json.dumps(symbols), encoding="utf-8")
+    (tmp_path / "merges.txt").write_bytes(merges.read_bytes())
+    number = merges.read_text(encoding="utf-8").splitlines().index("Ġt he") + 1
+    with pytest.raises(weights.CheckpointError) as refused:
+        weights.read_tokenizer(tmp_path)
+    assert (
+        str(refused.value)
+        == f"{tmp_path / 'merges.txt'}: line {number} ('Ġt he') needs the symbol 'Ġthe', which vocab.json lacks"
+    )
+
+
+@pytest.mark.parametrize("kind", ["vocab.json", "tokenizer.json"])
+def test_a_vocabulary_larger_than_the_embedding_is_refused_at_load(kind, tmp_path, capsys):
+    """Issue 27.11: GPT-2's 50,257 tokens with an embedding of 1,000 rows (a config.json and weights of their own)
+    failed in keep_tokens or study.py; now the command refuses at load, naming both numbers."""
+    from analysis import growth
+    from benchmarks.checkpoints import config_json, official_state, save_weights
+
+    directory = tmp_path / "model"
+    directory.mkdir()
+    save_weights(official_state(2, 64, 4, d_vocab=1000, n_ctx=64), directory)
+    (directory / "config.json").write_text(json.dumps(config_json(2, 64, 4, d_vocab=1000, n_ctx=64)))
+    if kind == "vocab.json":
+        for source, name in zip(gpt2_files(), ("vocab.json", "merges.txt")):
+            (directory / name).write_bytes(source.read_bytes())
+        largest = "'<|endoftext|>' has id 50256"
+    else:
+        (directory / "tokenizer.json").write_text(trained_neox_like(True), encoding="utf-8")
+        largest = f"'  ' has id {len(train_neox_like()['model']['vocab']) + 22}"  # the last of the 23 runs of spaces
+    assert growth.main(["--model", str(directory), "--out", str(tmp_path / "out")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{directory / kind}: token {largest}, past the model's embedding of 1000 rows (config.json's vocab_size 1000)" in line
+
+
+def gpt2_files():
+    from benchmarks.checkpoints import gpt2_vocab_files
+
+    return gpt2_vocab_files()

@@ -148,16 +148,16 @@ def read_tokenizer(directory: Path) -> Tokenizer:
         except ValueError as error:  # what the tokenizer does not implement, or a malformed field, in one line
             raise CheckpointError(f"{path}: {error}") from None
         texts = {i: token for token, i in parts["vocab"].items()} | {t.id: t.content for t in parts["added_tokens"]}
-        bos, pad = special_tokens(directory, texts, path)
         check_fits_embedding(directory, texts, path)
+        bos, pad = special_tokens(directory, texts, path)
         return Tokenizer(**parts, bos_token=bos, pad_token=pad)
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
     vocab = read_vocab(files["vocab.json"])
     texts = {i: token for token, i in vocab.items()}
-    bos, pad = special_tokens(directory, texts, files["vocab.json"])
     check_fits_embedding(directory, texts, files["vocab.json"])
+    bos, pad = special_tokens(directory, texts, files["vocab.json"])
     return Tokenizer(vocab, read_merges(files["merges.txt"], vocab), bos_token=bos, pad_token=pad)
 
 
