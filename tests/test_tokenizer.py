@@ -728,3 +728,12 @@ def gpt2_files():
     from benchmarks.checkpoints import gpt2_vocab_files
 
     return gpt2_vocab_files()
+
+
+def test_explain_shows_the_merges_of_a_short_piece_and_only_the_result_of_a_long_one(tokenizers):
+    """merge_steps costs n² for a piece of n characters: a 5,000-letter word is shown merged, not step by step."""
+    ours, _ = tokenizers
+    shown = explain(ours, "x" * 5_000 + " short")
+    assert re.search(r"\(5000 characters: steps not shown\)$", shown, re.M)
+    assert re.search(r"^   Ġ s h o r t +start$", shown, re.M)
+    assert shown.endswith(f"token ids ({len(ours.encode('x' * 5_000 + ' short'))}): {ours.encode('x' * 5_000 + ' short')}")
