@@ -130,7 +130,7 @@ def merge(ranks: Ranks, chars: str) -> list[str]:
     return symbols
 
 
-# Pieces `BPE.bpe` remembers, and the longest it remembers: a bound on the cache's memory (20 MB measured for
+# Pieces `BPE.encode_piece` remembers, and the longest it remembers: a bound on the cache's memory (10 MB measured for
 # 50,000 random words of 3 to 10 letters), where OpenAI's encoder.py keeps every piece it has seen.
 CACHED, CACHED_LENGTH = 50_000, 64
 
@@ -146,7 +146,7 @@ class BPE:
         self.char_to_byte = {c: b for b, c in self.byte_to_char.items()}
         # Stage 2's fast form (see `chars`): each Latin-1 character, the byte of its number, to bytes_to_unicode's.
         self.byte_table = str.maketrans({chr(b): c for b, c in self.byte_to_char.items()})
-        self.cache: dict[str, list[str]] = {}  # symbols of the pieces seen, as OpenAI's encoder.py keeps them
+        self.cache: dict[str, list[int]] = {}  # the ids of the pieces seen (`encode_piece`)
 
     def chars(self, piece: str) -> str:
         """Stage 2: the piece's UTF-8 bytes, each written as bytes_to_unicode's character. The same as
@@ -155,23 +155,24 @@ class BPE:
         return piece.encode("utf-8").decode("latin-1").translate(self.byte_table)
 
     def bpe(self, chars: str) -> list[str]:
-        """Stage 3 for one piece's characters, remembered per piece: text is Zipfian, so a few thousand
-        pieces cover most of it. The cache starts afresh when full, so its memory is bounded on any corpus."""
-        symbols = self.cache.get(chars)
-        if symbols is None:
-            symbols = merge(self.ranks, chars)
-            if len(self.cache) >= CACHED:
-                self.cache.clear()
-            if len(chars) <= CACHED_LENGTH:
-                self.cache[chars] = symbols
-        return symbols
+        """Stage 3 for one piece's characters."""
+        return merge(self.ranks, chars)
 
     def encode_piece(self, piece: str) -> list[int]:
-        """Stages 2 to 4 for one piece of stage 1."""
-        try:
-            return [self.encoder[symbol] for symbol in self.bpe(self.chars(piece))]
-        except KeyError as missing:  # tokenizers would drop the symbol silently: say so instead
-            raise ValueError(f"symbol {missing} of {piece!r} is not in the vocabulary, and there is no unk token") from None
+        """Stages 2 to 4 for one piece of stage 1, remembered per piece as OpenAI's encoder.py does: text is
+        Zipfian, so a few thousand pieces cover most of it. The cache starts afresh when full, so that its
+        memory is bounded on any corpus."""
+        ids = self.cache.get(piece)
+        if ids is None:
+            try:
+                ids = [self.encoder[symbol] for symbol in self.bpe(self.chars(piece))]
+            except KeyError as missing:  # tokenizers would drop the symbol silently: say so instead
+                raise ValueError(f"symbol {missing} of {piece!r} is not in the vocabulary, and there is no unk token") from None
+            if len(self.cache) >= CACHED:
+                self.cache.clear()
+            if len(piece) <= CACHED_LENGTH:
+                self.cache[piece] = ids
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Token ids for text, all four stages: GPT-2's encoding as OpenAI released it."""

@@ -19,6 +19,7 @@ or the one it is given.
 
 import argparse
 import json
+import operator
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,19 +120,21 @@ class Tokenizer(BPE):
             pieces = apply(step, pieces)  # lazily: each piece is cut when the next stage asks for it
         return pieces
 
+    def pieces(self, text: str) -> Iterator[tuple[str, int | None]]:
+        """Stages 0 and 1: (a piece for BPE, None) or (an added token's text, its id), in the text's order."""
+        for segment, added_id in self.split_added(text):
+            if added_id is None:
+                yield from ((piece, None) for piece in self.pre_tokenize(segment))
+            else:
+                yield segment, added_id
+
     def encode(self, text: str, max_tokens: int | None = None) -> list[int]:
         """Token ids for text. Adds no BOS. "<|endoftext|>" in the text is that token (see stage 0).
         max_tokens: only the first max_tokens ids of the whole text's, found without tokenizing the rest.
         Each stage runs lazily, piece after piece, so stopping early changes none of the ids before the cut."""
         ids = []
-        for segment, added_id in self.split_added(text):
-            if added_id is not None:
-                ids.append(added_id)
-            else:
-                for piece in self.pre_tokenize(segment):
-                    ids += self.encode_piece(piece)
-                    if max_tokens is not None and len(ids) >= max_tokens:
-                        return ids[:max_tokens]
+        for piece, added_id in self.pieces(text):
+            ids += self.encode_piece(piece) if added_id is None else [added_id]
             if max_tokens is not None and len(ids) >= max_tokens:
                 return ids[:max_tokens]
         return ids
@@ -191,8 +194,13 @@ def apply(step, pieces: Iterator[str]) -> Iterator[str]:
     for piece in pieces:
         if step == PREFIX_SPACE:
             yield piece if piece.startswith(" ") else " " + piece
+        elif step == GPT2_REGEX:  # its alternatives match every character, so there is nothing between matches
+            yield from map(MATCHED, PATTERN.finditer(piece))
         else:
-            yield from split_isolated(PATTERN if step == GPT2_REGEX else step, piece)
+            yield from split_isolated(step, piece)
+
+
+MATCHED = operator.methodcaller("group")
 
 
 SHOWN_STEPS = 200  # characters of a piece up to which `explain` shows each merge
