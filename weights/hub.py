@@ -1,6 +1,8 @@
 """From a model name to a local directory holding its files, downloading through huggingface_hub."""
 
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -39,7 +41,7 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
     if name == BUNDLED_NAME:
         return BUNDLED_DIR, {"name": name, "repo": None, "revision": "bundled", "path": str(BUNDLED_DIR)}
     path = Path(name).expanduser()
-    if on_disk(path, Path.is_dir):
+    if on_disk(path, directory=True):
         return path, {"name": name, "repo": None, "revision": "local", "path": str(path.resolve())}
     is_hub_id = name.count("/") == 1 and all(name.split("/"))
     if looks_like_path(name) or (name not in REPOS and not is_hub_id):
@@ -66,13 +68,17 @@ def looks_like_path(name: str) -> bool:
     return name.startswith(("/", ".", "~")) or on_disk(Path(name).expanduser())
 
 
-def on_disk(path: Path, test=Path.exists) -> bool:
-    """test(path), Path.exists unless told, where a name the file system cannot look up is one line."""
+def on_disk(path: Path, directory: bool = False) -> bool:
+    """Whether path exists (and, if told, is a directory), where a name the file system cannot look up is one
+    line: os.stat, since pathlib's exists() and is_dir() answer some such names False and raise for others."""
     try:
-        return test(path)
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
     except OSError as error:  # ENAMETOOLONG above all: a part of the name over 255 bytes, or the whole over 4096
-        shown = f"{str(path)[:60]!r}… ({len(str(path))} characters)"
+        shown = f"{str(path)[:60]!r}… ({len(str(path))} characters)" if len(str(path)) > 60 else repr(str(path))
         raise CheckpointError(f"{shown}: cannot be looked up ({error.strerror})") from None
+    return stat.S_ISDIR(info.st_mode) or not directory
 
 
 def check_hub_id(repo: str) -> None:
