@@ -67,11 +67,6 @@ def damaged(path: Path, kind: str, problem: str) -> CheckpointError:
 # shape and offsets, and that the tensors tile the data exactly. Its refusals are put into our one line.
 
 
-def is_count(value) -> bool:
-    """A non-negative JSON integer (JSON's true and false are not counts, though Python's bool is an int)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 # The library's refusals in the words of our messages, applied in order. Its JSON reader (Rust's serde) says
 # "invalid JSON" also of valid JSON in the wrong layout, and names the types it expected in Rust.
 LIBRARY_WORDS = [
@@ -389,6 +384,11 @@ def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED, 
     if not good:
         raise CheckpointError(f"{path}: {name} is {json.dumps(value)}; expected {wanted}")
     return value
+
+
+def is_count(value) -> bool:
+    """A non-negative JSON integer (JSON's true and false are not counts, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_vocab(path: Path) -> dict[str, int]:
