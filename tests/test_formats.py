@@ -747,6 +747,20 @@ def test_reading_a_bin_leaves_none_of_its_map_resident(formats, monkeypatch):
     assert resident_bytes_of_mapping(path.resolve()) > size / 2
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/smaps")
+def test_reading_a_safetensors_file_leaves_no_map_behind(formats):
+    """The library's tensors are views of its map of the file: each read opens the file, copies the tensor out
+    and lets the map go. One handle kept open for every read keeps the map resident beside the copies (2.89
+    against 1.77 GiB peak for a gpt2-medium-shaped load, BENCHMARKS.md)."""
+    path = (formats["safetensors"] / ST).resolve()
+    source = SafetensorsFile(path)
+    copies = [source.read(key) for key in source.keys()]
+    assert resident_bytes_of_mapping(path) == 0
+    with safe_open(path, "pt") as handle:
+        copies += [handle.get_tensor(key).clone() for key in handle.keys()]
+        assert resident_bytes_of_mapping(path) > path.stat().st_size / 2
+
+
 def test_json_field_checks_each_kind_and_says_what_it_expected(tmp_path):
     from weights.formats import json_field
 
