@@ -92,6 +92,9 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto", help="torch device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     parser.add_argument("--dtype", choices=list(weights.DTYPES), default="float32")
     parser.add_argument(
+        "--allow-nonfinite", action="store_true", help="analyse weights holding NaN or Inf, which are refused otherwise"
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=study.BATCH_SIZE,
@@ -155,7 +158,7 @@ def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, 
         # The tokenizer (21 MB of BPE tables) is dropped at once: loading the model reads its own.
         prompts, truncated = inputs.tokenize(prompts_in, weights.read_tokenizer(directory), cfg, choice.name, args.truncate)
         fit = study.check_fit_layers(choice.name, cfg, fit_layers)
-        plans.append(study.Plan(choice.name, directory, source, cfg, prompts, truncated, fit))
+        plans.append(study.Plan(choice.name, directory, source, cfg, prompts, truncated, fit, args.allow_nonfinite))
     first = plans[0]
     what_ran = report.Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, first.cfg.n_ctx)
     log(what_ran.sentence())

@@ -31,6 +31,7 @@ class Plan:
     prompts: list[np.ndarray]  # token ids, BOS first
     truncated: int  # prompts cut to the model's context
     fit_layers: tuple[int, int]
+    allow_nonfinite: bool = False  # analyse weights holding NaN or Inf (--allow-nonfinite)
 
 
 @dataclass
@@ -98,7 +99,9 @@ def analyse(
     log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
     # Read in float32 on the CPU, measured as trained, then processed and cast (as weights.load does it).
     # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
-    model, tokenizer = weights.from_directory(plan.directory, plan.source, processed=False, unembed=False)
+    model, tokenizer = weights.from_directory(
+        plan.directory, plan.source, processed=False, unembed=False, allow_nonfinite=plan.allow_nonfinite
+    )
     as_trained = weight_measures.as_trained(model)  # the LayerNorm gains, before they are folded away
     # OPT pads with <pad>, its embedding's padding_idx (a row nn.Embedding gives no gradient): figure 5 says its size.
     rows = model.W_E.norm(dim=-1)

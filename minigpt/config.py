@@ -15,6 +15,12 @@ class Config:
     ln_eps: float = 1e-5
 
     def __post_init__(self):
+        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, found {value!r}")
+        if not isinstance(self.ln_eps, (int, float)) or not 0 < self.ln_eps < float("inf"):  # NaN fails both
+            raise ValueError(f"ln_eps, LayerNorm's epsilon, must be a positive number, found {self.ln_eps!r}")
         if self.n_heads * self.d_head != self.d_model:
             raise ValueError(f"n_heads * d_head must equal d_model, found {self.n_heads} * {self.d_head} != {self.d_model}")
 

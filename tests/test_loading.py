@@ -1,7 +1,10 @@
 """weights.load: every key layout the hub has used, and a clear one-line error for each bad input."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,6 +12,7 @@ from safetensors.torch import save_file
 
 import weights
 from benchmarks.checkpoints import official_state, write_checkpoint
+from minigpt import Config
 from weights import CheckpointError
 
 
@@ -178,3 +182,90 @@ def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_chec
 def test_unsupported_dtype_is_refused(small_checkpoint):
     with pytest.raises(ValueError, match="dtype must be one of"):
         weights.load(small_checkpoint, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers no file format checks: NaN in the weights, absurd sizes in config.json, names nothing can hold
+
+
+def growth(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis.growth", *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def nonfinite_checkpoint(checkpoint_copy):
+    """Three NaN in layer 1's queries (c_attn's first columns are W_Q's first head), an Inf in an embedding row
+    of a token the tests' prompts never use."""
+    state = official_state(3, 64, 4, seed=1)
+    state["h.1.attn.c_attn.weight"][0, :3] = float("nan")
+    state["wte.weight"][40000, 5] = float("inf")
+    save_file(state, checkpoint_copy / "model.safetensors")
+    return checkpoint_copy
+
+
+def test_nonfinite_weights_are_refused_naming_each_tensor(nonfinite_checkpoint):
+    with pytest.raises(CheckpointError) as error:
+        weights.load(nonfinite_checkpoint)
+    assert str(error.value) == (
+        f"{nonfinite_checkpoint}: 2 weight tensor(s) hold NaN or infinite values: W_E (1 of 3,216,448), "
+        "blocks.1.attn.W_Q (3 of 4,096); every norm through them would be NaN (a diverged training run, or a damaged "
+        "file?). allow_nonfinite=True, or --allow-nonfinite, reads it anyway"
+    )
+    model, _ = weights.load(nonfinite_checkpoint, processed=False, allow_nonfinite=True)
+    assert int(model.blocks[1].attn.W_Q.isnan().sum()) == 3 and model.W_E[40000, 5] == float("inf")
+
+
+def test_the_command_refuses_nonfinite_weights_unless_told(nonfinite_checkpoint, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("The cat sat on the mat.\n")
+    line = one_line(growth("--model", nonfinite_checkpoint, "--prompts-file", prompts, "--out", tmp_path / "out"))
+    assert line.startswith(f"error: {nonfinite_checkpoint}: 2 weight tensor(s) hold NaN or infinite values: W_E (1 of")
+    assert not (tmp_path / "out").exists()
+    allowed = growth("--model", nonfinite_checkpoint, "--prompts-file", prompts, "--out", tmp_path / "out", "--allow-nonfinite")
+    assert "NaN or infinite" not in allowed.stderr and "loading" in allowed.stdout, allowed.stderr
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("n_layers", 0, "n_layers must be a positive integer, found 0"),
+        ("d_vocab", -5, "d_vocab must be a positive integer, found -5"),
+        ("n_ctx", 2.5, "n_ctx must be a positive integer, found 2.5"),
+        ("ln_eps", -1e-5, "ln_eps, LayerNorm's epsilon, must be a positive number, found -1e-05"),
+        ("ln_eps", 0.0, "ln_eps, LayerNorm's epsilon, must be a positive number, found 0.0"),
+        ("ln_eps", float("nan"), "ln_eps, LayerNorm's epsilon, must be a positive number, found nan"),
+    ],
+)
+def test_config_refuses_numbers_no_model_has(field, value, expected):
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        Config(**{field: value})
+
+
+@pytest.mark.parametrize("name", ["owner/my model", "owner/modèle", "owner/name--x", "o/" + "n" * 100])
+def test_a_name_that_cannot_be_a_hub_id_is_one_line(name):
+    with pytest.raises(CheckpointError) as error:
+        weights.locate(name)
+    assert str(error.value).startswith(f"{name!r}: no such directory, and not a hub id: a hub id is owner/name, each of ASCII")
+
+
+TOO_LONG = r"error: '.{60}'… \(\d+ characters\): cannot be looked up \(File name too long\)$"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("m" * 300, TOO_LONG),
+        ("./" + "m" * 300, TOO_LONG),
+        ("/tmp/" + "m" * 300, TOO_LONG),
+        ("owner/" + "m" * 300 + "/x", r"error: 'owner/m+/x': no such directory\. Known names: gpt2, "),  # owner/ is not here
+    ],
+)
+def test_a_model_name_over_the_file_systems_limit_is_one_line(name, expected, tmp_path):
+    line = one_line(growth("--model", name, "--out", tmp_path / "out"))
+    assert re.match(expected, line), line

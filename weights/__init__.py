@@ -10,6 +10,7 @@ from minigpt import GPT2, Tokenizer
 
 from . import devices, rewrites
 from .checkpoint import read_config, read_model, read_tokenizer, save
+from .checks import check_finite
 from .formats import CheckpointError, open_weights
 from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, is_hub_name, locate
 from .rewrites import (
@@ -33,6 +34,7 @@ def load(
     device: str | torch.device = "cpu",
     revision: str | None = None,
     unembed: bool = True,
+    allow_nonfinite: bool = False,
 ) -> tuple[GPT2, Tokenizer]:
     """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
     hub id, or local directory. Hub models come through huggingface_hub's cache (`revision`: a branch,
@@ -41,11 +43,14 @@ def load(
     `weights.process` are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
     then MPS, then CPU) or one this machine has, checked before anything is read. unembed=False leaves
     out ln_final and the unembedding (`weights.drop_unembed`): the residual stream only, in less memory.
+    Weights holding NaN or ±Inf are refused (`weights.checks.check_finite`) unless allow_nonfinite=True.
     """
     check_dtype(dtype)
     device = devices.resolve(device)
     directory, source = locate(name_or_path, revision)
-    return from_directory(directory, source, processed=processed, dtype=dtype, device=device, unembed=unembed)
+    return from_directory(
+        directory, source, processed=processed, dtype=dtype, device=device, unembed=unembed, allow_nonfinite=allow_nonfinite
+    )
 
 
 def check_dtype(dtype: torch.dtype) -> None:
@@ -61,12 +66,15 @@ def from_directory(
     dtype: torch.dtype = torch.float32,
     device="cpu",
     unembed: bool = True,
+    allow_nonfinite: bool = False,
 ) -> tuple[GPT2, Tokenizer]:
     """`load` for files already located (by `locate`): the model and tokenizer in that directory."""
     check_dtype(dtype)
     device = devices.resolve(device)
     tokenizer = read_tokenizer(directory)
     model = read_model(directory, unembed=unembed)
+    if not allow_nonfinite:
+        check_finite(model, directory)
     model.source = (source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}) | {
         "processed": processed
     }

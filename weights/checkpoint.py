@@ -26,6 +26,7 @@ from minigpt import GPT2, Config, Tokenizer, tokenizer_json
 from minigpt.tokenizer import END_OF_TEXT
 
 from . import families
+from .checks import check_sizes
 from .formats import (
     SPECIAL_TOKEN_FILES,
     CheckpointError,
@@ -215,6 +216,7 @@ def read_model(directory: Path, unembed: bool = True) -> GPT2:
     unembed=False leaves ln_final out (`weights.drop_unembed`): the model gives the residual stream only."""
     cfg = read_config(directory)
     checkpoint_file = open_weights(directory)
+    check_sizes(cfg, checkpoint_file, directory / "config.json")  # before a table or a model is built from them
     if type(cfg) is not Config:  # another family: its config type says which
         return families.read_model(checkpoint_file, cfg, unembed)
     keys = check_keys(checkpoint_file, cfg)

@@ -17,16 +17,17 @@ same goes for the small files beside the weights (`read_json`; the tokenizer's i
 
 import json
 import math
-import mmap
 import pickle
 import re
 import struct
-import sys
 import zipfile
 from functools import partial
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+
+from .pages import release_pages
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 LFS_POINTER_START = b"version https://git-lfs"
@@ -62,137 +63,86 @@ def damaged(path: Path, kind: str, problem: str) -> CheckpointError:
 # ---------------------------------------------------------------------------------------------
 # safetensors: 8 bytes giving the header's length n, n bytes of JSON {name: {dtype, shape, data_offsets}}
 # (and an optional "__metadata__" of strings), then the tensors' raw little-endian bytes, back to back.
-
-# Bits per element of every dtype the safetensors format defines (its Rust crate's `Dtype`), and the torch
-# dtype each is read as, where this torch has one.
-SAFETENSORS_BITS = {
-    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
-    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
-    "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
-}  # fmt: skip
-TORCH_NAMES = {
-    "BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
-    "F8_E8M0": "float8_e8m0fnu", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz", "I16": "int16",
-    "U16": "uint16", "F16": "float16", "BF16": "bfloat16", "I32": "int32", "U32": "uint32", "F32": "float32",
-    "C64": "complex64", "F64": "float64", "I64": "int64", "U64": "uint64",
-}  # fmt: skip
-SAFETENSORS_DTYPES = {name: getattr(torch, t) for name, t in TORCH_NAMES.items() if hasattr(torch, t)}
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library refuses longer headers
+# The safetensors library reads it and checks the header in full (`Metadata::validate`): each tensor's dtype,
+# shape and offsets, and that the tensors tile the data exactly. Its refusals are put into our one line.
 
 
-def is_count(value) -> bool:
-    """A non-negative JSON integer (JSON's true and false are not counts, though Python's bool is an int)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def header_problem(header, data_bytes: int) -> str | None:
-    """What is wrong with a parsed safetensors header, by the rules the safetensors library applies when it
-    opens a file (`Metadata::validate`), or None. data_bytes: the file's size after the header.
-
-    The header is an object; "__metadata__", if present, maps strings to strings; every other entry has a
-    known dtype, a shape of non-negative integers and two integer data_offsets [begin, end) into the data.
-    Taken in order of their offsets, the tensors tile the data exactly: each begins where the one before
-    ends, holds shape × item size bytes, and the last ends at the end of the file.
-    """
-    if not isinstance(header, dict):
-        return f"its header is a JSON {type(header).__name__}, not an object"
-    metadata = header.get("__metadata__", {})
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        return "its __metadata__ is not a map of strings to strings"
-    spans = []
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(info, dict):
-            return f"tensor {key!r}: its entry is a JSON {type(info).__name__}, not an object"
-        missing = [field for field in ("dtype", "shape", "data_offsets") if field not in info]
-        if missing:
-            return f"tensor {key!r} has no {' and no '.join(missing)}"
-        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in SAFETENSORS_BITS:
-            return f"tensor {key!r} has dtype {dtype!r}, which safetensors does not define"
-        if not isinstance(shape, list) or not all(is_count(n) for n in shape):
-            return f"tensor {key!r} has shape {json.dumps(shape)}; a shape is a list of non-negative integers"
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_count(n) for n in offsets):
-            return f"tensor {key!r} has data_offsets {json.dumps(offsets)}; expected two non-negative integers"
-        begin, end = offsets
-        if end < begin:
-            return f"tensor {key!r} has reversed data_offsets {offsets} (end before begin)"
-        bits = math.prod(shape) * SAFETENSORS_BITS[dtype]
-        if bits % 8 or end - begin != bits // 8:
-            needs = bits // 8 if bits % 8 == 0 else bits / 8
-            return f"tensor {key!r}: data_offsets {offsets} hold {end - begin} bytes, but shape {shape} of {dtype} needs {needs}"
-        spans.append((begin, end, key))
-    spans.sort()
-    for (_, end, key), (begin, next_end, next_key) in zip(spans, spans[1:]):  # sorted by begin: an overlap is adjacent
-        if begin < end:
-            return f"tensors {key!r} and {next_key!r} overlap (both hold bytes {begin} to {min(end, next_end)} of the data)"
-    position, previous = 0, None
-    for begin, end, key in spans:
-        if begin > position:
-            after = f"after tensor {previous!r}" if previous else "before the first tensor"
-            return f"{begin - position} bytes {after} belong to no tensor (tensor {key!r} begins at {begin})"
-        position, previous = end, key
-    if position > data_bytes:
-        return f"truncated: the header needs {position} bytes of data, the file has {data_bytes}"
-    if position < data_bytes:
-        return f"{data_bytes - position} bytes after the last tensor belong to no tensor"
-    return None
+# The library's refusals in the words of our messages, applied in order. Its JSON reader (Rust's serde) says
+# "invalid JSON" also of valid JSON in the wrong layout, and names the types it expected in Rust.
+LIBRARY_WORDS = [
+    (r"^Error while deserializing header: ", ""),
+    (r" at line \d+ column \d+$", ""),
+    (r"^invalid JSON in header: (?=missing field|invalid type|invalid value|invalid length|unknown variant|duplicate)",
+     "its header is not in the safetensors layout: "),
+    (r"^invalid JSON in header: ", "its header is not valid JSON: "),
+    (r"^invalid offset for tensor `(.*)`$",
+     r"tensor '\1' does not begin where the tensor before it ends: a gap, an overlap or reversed offsets"),
+    (r"^invalid shape, data type, or offset for tensor$",
+     "a tensor's data_offsets do not hold the bytes its shape and dtype need"),
+    (r"\bstruct HashMetadata\b", "an object"), (r"\busize\b", "a non-negative integer"), (r"\bsequence\b", "list"),
+    (r"\bmap\b", "object"),
+]  # fmt: skip
 
 
 class SafetensorsFile:
-    """A .safetensors file, its header checked in full on opening, read one tensor at a time with plain reads.
+    """A .safetensors file, read with the safetensors library (`safe_open`), one tensor at a time.
 
-    Reading into fresh tensors, rather than through a memory map, keeps resident memory to the tensors we
-    hold: a map's pages stay resident as well.
+    The library maps the file, and a tensor it gives is a view of that map. Each read therefore opens the file,
+    copies the tensor into memory of its own and closes the map again: resident memory stays the tensors we
+    hold, and the header is checked against the file as it is at every read.
     """
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        with open(self.path, "rb") as f:
+            refuse_lfs_pointer(self.path, f.read(64))
+        with self.open() as f:
+            self._shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        self.nbytes = self.path.stat().st_size
+
+    def open(self):
+        try:
+            return safe_open(self.path, framework="pt")
+        except SafetensorError as error:
+            raise damaged(self.path, "safetensors", self.finding(str(error))) from None
+
+    def finding(self, error: str) -> str:
+        """The library's refusal in our words; those about the file's length say by how much."""
         size = self.path.stat().st_size
         with open(self.path, "rb") as f:
-            start = f.read(8)
-            refuse_lfs_pointer(self.path, start + f.read(56))
-            if size < 8:
-                raise damaged(self.path, "safetensors", f"truncated: only {size} bytes")
-            (header_bytes,) = struct.unpack("<Q", start)
-            if header_bytes > MAX_HEADER_BYTES:
-                raise damaged(self.path, "safetensors", f"its header claims {header_bytes:,} bytes, over the format's limit")
-            if 8 + header_bytes > size:
-                problem = f"truncated: its header claims {header_bytes} bytes but the file has {size}"
-                raise damaged(self.path, "safetensors", problem)
-            f.seek(8)
-            try:
-                header = json.loads(f.read(header_bytes).decode("utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise damaged(self.path, "safetensors", "its header is not valid JSON") from None
-        self.data_start = 8 + header_bytes
-        problem = header_problem(header, size - self.data_start)
-        if problem:
-            raise damaged(self.path, "safetensors", problem)
-        header.pop("__metadata__", None)
-        self.header = header
+            header_bytes = struct.unpack("<Q", f.read(8))[0] if size >= 8 else 0
+            if error.endswith("header too small"):
+                return f"truncated: only {size} bytes"
+            if error.endswith("invalid header length"):  # the header, as long as its first 8 bytes say, ends past the file
+                return f"truncated: its header claims {header_bytes} bytes but the file has {size}"
+            if error.endswith("incomplete metadata, file not fully covered"):  # the tensors end before or after the data
+                header = json.loads(f.read(header_bytes))  # the library read it: JSON of the right layout
+                needed = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+                data = size - 8 - header_bytes
+                if needed > data:
+                    return f"truncated: the header needs {needed} bytes of data, the file has {data}"
+                return f"{data - needed} bytes after the last tensor belong to no tensor"
+        for pattern, words in LIBRARY_WORDS:
+            error = re.sub(pattern, words, error)
+        return error
 
     def keys(self):
-        return self.header.keys()
+        return self._shapes.keys()
 
     def __contains__(self, key: str) -> bool:
-        return key in self.header
+        return key in self._shapes
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: tuple(info["shape"]) for key, info in self.header.items()}
+        return dict(self._shapes)
 
     def read(self, key: str) -> torch.Tensor:
-        info = self.header[key]
-        if info["dtype"] not in SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {key} has dtype {info['dtype']}, which this torch cannot hold")
-        begin, end = info["data_offsets"]
-        raw = torch.empty(end - begin, dtype=torch.uint8)
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(self.data_start + begin)
-            if f.readinto(raw.numpy()) != end - begin:  # the file shrank since it was opened
-                raise damaged(self.path, "safetensors", f"truncated while reading tensor {key}")
-        return raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
+        with self.open() as f:
+            try:
+                return f.get_tensor(key).clone()
+            except SafetensorError as error:  # a dtype the format defines and this torch lacks (F6_E2M3…)
+                dtype = f.get_slice(key).get_dtype()
+                problem = f"tensor {key} has dtype {dtype}, which this torch cannot hold ({error})"
+                raise CheckpointError(f"{self.path}: {problem}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +153,13 @@ PICKLE_START = b"\x80"  # a pickle's first opcode, PROTO, as torch's legacy form
 ZIP_START = b"PK\x03\x04"
 
 
-def refusal(error: Exception) -> str | None:
-    """What torch's safe loader refused to build, in one line, or None if the error is not such a refusal.
-    (torch explains a refusal in several paragraphs; the object it names is the line that matters.)"""
-    needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-    if not isinstance(error, pickle.UnpicklingError) or not needed:
-        return None
-    return f"it needs {needed.group(1)}, more than tensors, to be built"
+def code_it_asks_for(error: Exception) -> str | None:
+    """The function or class a pickle asked torch's safe loader to call, which it refused; None if the error is
+    not such a refusal. (torch explains a refusal in paragraphs, worded differently as the global is a blocked
+    module's, "Trying to load unsupported GLOBAL posix.system…", or not allowed by default, "Unsupported global:
+    GLOBAL argparse.Namespace…"; the global it names is what matters.)"""
+    needed = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(error), re.IGNORECASE)
+    return needed.group(1) if isinstance(error, pickle.UnpicklingError) and needed else None
 
 
 def first_sentence(error: Exception) -> str:
@@ -217,6 +167,21 @@ def first_sentence(error: Exception) -> str:
     text = str(error).split("WeightsUnpickler error:", 1)[-1]
     line = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     return line.split(". ")[0]
+
+
+def check_zip(path: Path) -> None:
+    """torch.save's zip, checked whole before torch reads it: torch checks neither the archive's end nor each
+    record's CRC-32, and a record with flipped bits would be read as weights (NaN, or plausible numbers)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # reads every record and compares its CRC-32 with the one stored beside it
+    except zipfile.BadZipFile as error:
+        problem = "a zip archive without its end: truncated?" if "not a zip file" in str(error) else f"its zip archive: {error}"
+        raise damaged(path, "pytorch_model.bin", problem) from None
+    except (EOFError, OSError) as error:
+        raise damaged(path, "pytorch_model.bin", f"its zip archive: {error}") from None
+    if bad is not None:
+        raise damaged(path, "pytorch_model.bin", f"record {bad} fails its CRC-32 check: its bytes changed after it was written")
 
 
 class PickleFile:
@@ -238,16 +203,17 @@ class PickleFile:
             raise CheckpointError(
                 f"{self.path}: not a PyTorch checkpoint (neither a zip archive, torch.save's format, nor a pickle)"
             )
-        if self.mapped and not zipfile.is_zipfile(self.path):
-            raise damaged(self.path, "pytorch_model.bin", "a zip archive without its end: truncated?")
+        if self.mapped:
+            check_zip(self.path)
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=self.mapped)
         except Exception as error:  # torch raises UnpicklingError, RuntimeError, KeyError, EOFError… for bad files
-            refused = refusal(error)
-            if refused:
+            code = code_it_asks_for(error)
+            if code:
                 raise CheckpointError(
-                    f"{self.path}: {refused}, which torch's safe loader (weights_only=True) refuses; minigpt runs no "
-                    "code from a checkpoint"
+                    f"{self.path}: it asks to run code ({code}) to rebuild what it holds, where a checkpoint holds only "
+                    "tensors; torch's safe loader (weights_only=True) refused it, and nothing ran. Use weights from a "
+                    "source you trust, in model.safetensors if it has one"
                 ) from None
             raise damaged(self.path, "pytorch_model.bin", f"torch.load: {first_sentence(error)}") from None
         if not isinstance(state, dict):
@@ -261,6 +227,7 @@ class PickleFile:
                     "dict holds only tensors"
                 )
         self.tensors = state
+        self.nbytes = self.path.stat().st_size
 
     def keys(self):
         return self.tensors.keys()
@@ -279,36 +246,6 @@ class PickleFile:
         copy.copy_(tensor)
         release_pages(tensor)
         return copy
-
-
-def _madvise():
-    if sys.platform not in ("linux", "darwin"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.madvise
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    return function
-
-
-MADVISE = _madvise()
-MADV_DONTNEED = 4  # the same number on Linux and macOS
-
-
-def release_pages(tensor: torch.Tensor) -> None:
-    """Drop the resident pages under a tensor's storage in a read-only file mapping. Nothing is lost: the
-    mapping is private and never written, so a later access reads the pages from the file again."""
-    if MADVISE is None:
-        return
-    storage = tensor.untyped_storage()
-    begin = storage.data_ptr() // mmap.PAGESIZE * mmap.PAGESIZE
-    end = storage.data_ptr() + storage.nbytes()
-    if end > begin:
-        MADVISE(begin, end - begin, MADV_DONTNEED)  # a failure only leaves the pages resident
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,6 +287,7 @@ class ShardedCheckpoint:
                 "(an incomplete download?)"
             )
         self.shards = {name: open_shard(self.path.parent / name) for name in names}
+        self.nbytes = sum(shard.nbytes for shard in self.shards.values())
         absent = [f"{key} (in {name})" for key, name in self.weight_map.items() if key not in self.shards[name]]
         if absent:
             raise CheckpointError(
@@ -414,6 +352,8 @@ def read_json(path: Path) -> dict:
         data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid JSON (nested deeper than Python's JSON reader allows)") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: a JSON {type(data).__name__}, not an object")
     return data
@@ -424,8 +364,9 @@ REQUIRED = object()
 
 def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED, *, minimum: int = 1):
     """data[name], refused in one line naming the file and the field unless it is of kind: int (an integer of
-    at least minimum, 1 unless told), float (any finite number), str, bool, list or dict. A field set to null
-    counts as absent: default is returned, and a field without a default is required."""
+    at least minimum, 1 unless told), float (a finite positive number: every float a config.json gives minigpt
+    is an epsilon, a fraction or a base), str, bool, list or dict. A field set to null counts as absent: default
+    is returned, and a field without a default is required."""
     value = data.get(name)
     if value is None:
         if default is REQUIRED:
@@ -435,8 +376,8 @@ def json_field(data: dict, path: Path, name: str, kind: type, default=REQUIRED, 
         good = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
         wanted = "a positive integer" if minimum == 1 else f"an integer of at least {minimum}"
     elif kind is float:
-        good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        wanted = "a number"
+        good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        wanted = "a positive number"
     else:
         good = isinstance(value, kind)
         wanted = {str: "a string", bool: "true or false", list: "a list", dict: "an object"}.get(kind, kind.__name__)

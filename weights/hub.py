@@ -1,6 +1,8 @@
 """From a model name to a local directory holding its files, downloading through huggingface_hub."""
 
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -39,12 +41,12 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
     if name == BUNDLED_NAME:
         return BUNDLED_DIR, {"name": name, "repo": None, "revision": "bundled", "path": str(BUNDLED_DIR)}
     path = Path(name).expanduser()
-    if path.is_dir():
+    if on_disk(path, directory=True):
         return path, {"name": name, "repo": None, "revision": "local", "path": str(path.resolve())}
     is_hub_id = name.count("/") == 1 and all(name.split("/"))
     if looks_like_path(name) or (name not in REPOS and not is_hub_id):
         known = ", ".join([*REPOS, BUNDLED_NAME])
-        if path.exists():
+        if on_disk(path):
             what = "not a directory"
         elif looks_like_path(name) or "/" in name:
             what = "no such directory"
@@ -54,6 +56,7 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
             f"{name!r}: {what}. Known names: {known}; or a hub id such as openai-community/gpt2; or a local directory"
         )
     repo = REPOS.get(name, name)
+    check_hub_id(repo)
     folder = _download(repo, revision)
     source = {"name": name, "repo": repo, "revision": folder.name, "path": str(folder)}
     return folder, source | ({"requested_revision": revision} if revision else {})
@@ -62,7 +65,35 @@ def locate(name_or_path: str, revision: str | None = None) -> tuple[Path, dict]:
 def looks_like_path(name: str) -> bool:
     """A name that means a place on disk, whether or not anything is there: it starts with /, ., or ~, or it
     exists. No hub id starts so, and a file or folder of that name in the working directory wins over one."""
-    return name.startswith(("/", ".", "~")) or Path(name).expanduser().exists()
+    return name.startswith(("/", ".", "~")) or on_disk(Path(name).expanduser())
+
+
+def on_disk(path: Path, directory: bool = False) -> bool:
+    """Whether path exists (and, if told, is a directory), where a name the file system cannot look up is one
+    line: os.stat, since pathlib's exists() and is_dir() answer some such names False and raise for others."""
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as error:  # ENAMETOOLONG above all: a part of the name over 255 bytes, or the whole over 4096
+        shown = f"{str(path)[:60]!r}… ({len(str(path))} characters)" if len(str(path)) > 60 else repr(str(path))
+        raise CheckpointError(f"{shown}: cannot be looked up ({error.strerror})") from None
+    return stat.S_ISDIR(info.st_mode) or not directory
+
+
+def check_hub_id(repo: str) -> None:
+    """huggingface_hub's rules for a repository id, checked before it is asked for, as one line."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise CheckpointError(
+            f"{repo!r}: no such directory, and not a hub id: a hub id is owner/name, each of ASCII letters, digits, "
+            "'-', '_' and '.' (neither starting nor ending with '-' or '.', no '--' or '..', no .git at the end), "
+            "at most 96 characters"
+        ) from None
 
 
 def is_hub_name(name_or_path: str) -> bool:
