@@ -95,8 +95,7 @@ def parse_args(argv):
         "--batch-size",
         type=int,
         default=study.BATCH_SIZE,
-        help=f"at most this many prompts per forward pass (default {study.BATCH_SIZE}), "
-        f"{engine.BATCH_POSITIONS} positions with padding",
+        help=f"at most this many prompts per forward pass (default {study.BATCH_SIZE}), within --batch-positions",
     )
     parser.add_argument(
         "--batch-positions",

@@ -17,7 +17,7 @@ from analysis import engine, measures, rates, weight_measures
 from analysis.progress import Progress
 from minigpt import Config
 
-BATCH_SIZE = 64  # prompts per forward pass at most (engine.BATCH_POSITIONS positions with padding)
+BATCH_SIZE = 64  # prompts per forward pass at most (and positions with padding: engine.positions_per_pass)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from test_corpus import values
 
 import weights
 from analysis import growth, inputs, report, study
-from analysis.engine import batching
+from analysis.engine import batching, distributed
 from analysis.progress import Progress
 from minigpt import Config
 
@@ -32,8 +32,10 @@ GIB = 1 << 30
 
 def test_on_cuda_the_positions_come_from_the_free_memory_and_the_models_shape(monkeypatch):
     """torch.cuda.mem_get_info stubbed: the formula, its cap, and the CPU's fixed size."""
-    free = {"bytes": 3 * GIB}
+    free = {"bytes": 3 * GIB, "reserved": 0, "allocated": 0}
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: free["reserved"])  # PyTorch's cache
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: free["allocated"])
     cuda = torch.device("cuda:0")
 
     def positions(cfg=XL, dtype=torch.float32, width=128):
@@ -46,6 +48,9 @@ def test_on_cuda_the_positions_come_from_the_free_memory_and_the_models_shape(mo
     assert positions(width=1024) < 0.6 * positions()  # a row of scores per head: attention grows with the width
     assert positions(dtype=torch.bfloat16) > 1.4 * positions()  # half the bytes per activation
     assert positions(cfg=Config.sized(24, 1024, 16)) > 1.4 * positions()  # gpt2-medium: narrower
+    free |= {"reserved": 2 * GIB, "allocated": GIB // 2}  # 1.5 GiB held by PyTorch's cache, unused: free to the study
+    assert positions() == int(batching.FREE_FRACTION * (4.5 * GIB - batching.RESERVE) // per_position)
+    free |= {"reserved": 0, "allocated": 0}
     free["bytes"] = 70 * GIB  # an H100 with gpt2-xl's weights on it
     assert positions() == batching.MAX_POSITIONS
     free["bytes"] = GIB // 2  # less than the reserve: one prompt at a time (collect.by_length runs it alone)
@@ -57,7 +62,8 @@ def test_on_cuda_the_positions_come_from_the_free_memory_and_the_models_shape(mo
 def test_the_per_position_estimate_covers_one_pass_measured_on_the_cpu():
     """The formula against the peak resident memory of one forward pass of the study, in a fresh process: the
     memory the formula gives a pass (estimate / FREE_FRACTION) must hold it, and the estimate must not be more
-    than twice what it covers (or GPUs would run small batches). Attention-bound (width 512, 16 heads) and
+    than 2.5 times what it covers (or GPUs would run small batches; a resident-memory peak moves by ~20% from run
+    to run with what malloc's heap holds). Attention-bound (width 512, 16 heads) and
     d_model-bound (width 64, d_model 512); float32 and bfloat16. Measured when written: estimate/peak 1.0–1.6."""
     for shape in ("2 128 16 512 8 bfloat16", "2 128 16 512 8 float32", "2 512 8 64 32 float32"):
         result = subprocess.run(
@@ -70,7 +76,7 @@ def test_the_per_position_estimate_covers_one_pass_measured_on_the_cpu():
         )
         assert result.returncode == 0, result.stderr
         measured, estimate = json.loads(result.stdout.strip().splitlines()[-1])
-        record(f"batching: estimate / measured peak of one pass ({shape})", estimate / measured, 2.0)
+        record(f"batching: estimate / measured peak of one pass ({shape})", estimate / measured, 2.5)
         assert measured <= estimate / batching.FREE_FRACTION, shape
 
 
@@ -162,13 +168,35 @@ def test_bfloat16_matches_float32_within_the_stated_tolerance(checkpoint, reques
 
 
 def test_the_gpu_benchmark_runs_to_its_end_on_the_cpu_with_smoke(tmp_path):
+    """benchmarks/gpu.sh --smoke: every step of the GPU run, at tiny shapes on the CPU, gloo for NCCL (four studies
+    and a torchrun of two: about 50 s of CPU time, 1-3 minutes of wall time on a busy 2-core machine)."""
     env = os.environ | {"OUT": str(tmp_path / "out"), "MINIGPT_GPU_NO_INSTALL": "1", "PYTHON": sys.executable}
-    result = subprocess.run(
-        ["bash", "benchmarks/gpu.sh", "--smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
+    command = ["bash", "benchmarks/gpu.sh", "--smoke", "--workdir", str(tmp_path / "work")]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = (tmp_path / "out" / "gpu.md").read_text()
-    for row in ("study at gpt2-xl shape", "load alone", "forward, norms only, float32", "forward, norms only, bfloat16",
-                "10,000-prompt corpus", "torchrun, 2 processes"):  # fmt: skip
-        assert re.search(rf"^\| [^|]*{re.escape(row)}", table, re.MULTILINE), row
-    assert "summary equal to one process: yes" in table and "gloo" in table
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines() if line.startswith("| ")}
+    for row in (
+        "study at gpt2-xl shape",
+        "load alone",
+        "forward, norms only, float32",
+        "forward, norms only, bfloat16",
+        "TF32 matmuls against float32",
+        "corpus at gpt2-medium shape, 200 prompts",
+        "torchrun, 2 processes",
+    ):
+        found = [line for what, line in rows.items() if what.startswith(row)]
+        assert found and "failed" not in found[0], (row, table)
+    assert re.search(r"torchrun, 2 processes on the CPU.*\| gloo; summary equal to one process: yes", table)
+    assert re.search(r"study at gpt2-xl shape.*\| [\d.]+ s \(forward passes [\d,]+ tokens/s, 512 positions per pass\)", table)
+    assert "top ops by self_cpu_time_total" in (tmp_path / "out" / "profile-forward-bfloat16.txt").read_text()
+
+
+def test_processes_sharing_a_gpu_meet_over_gloo():
+    """NCCL refuses two ranks on one device ("Duplicate GPU detected"): torchrun --nproc-per-node 2 on a machine
+    with one GPU gets gloo, whose sums are a few kilobytes on the CPU; one GPU per process gets NCCL."""
+    cuda, cpu = torch.device("cuda:0"), torch.device("cpu")
+    assert distributed.choose_backend(cuda, processes_here=2, gpus_here=2) == "nccl"
+    assert distributed.choose_backend(cuda, processes_here=8, gpus_here=8) == "nccl"
+    assert distributed.choose_backend(cuda, processes_here=2, gpus_here=1) == "gloo"
+    assert distributed.choose_backend(cpu, processes_here=2, gpus_here=0) == "gloo"

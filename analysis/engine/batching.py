@@ -62,8 +62,10 @@ def cuda_positions(cfg: Config, dtype: torch.dtype, width: int, free_bytes: int)
 
 def batch_positions(device: torch.device, cfg: Config, dtype: torch.dtype, width: int) -> int:
     """The positions per forward pass for a model on `device` whose longest batch is `width` positions wide:
-    on CUDA from the memory free now (torch.cuda.mem_get_info), elsewhere CPU_POSITIONS."""
+    on CUDA from the memory free now (torch.cuda.mem_get_info), with what PyTorch's caching allocator holds
+    unused (a previous model's blocks, freed but kept for reuse), elsewhere CPU_POSITIONS."""
     if device.type != "cuda":
         return CPU_POSITIONS
     free, _ = torch.cuda.mem_get_info(device)
-    return cuda_positions(cfg, dtype, width, free)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return cuda_positions(cfg, dtype, width, free + cached)

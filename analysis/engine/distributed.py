@@ -99,9 +99,10 @@ class Team:
             return f"cuda:{self.local_rank}"
         return asked
 
-    def join(self, device: torch.device) -> None:
-        """Join the others (torchrun's rendezvous, env://): nccl between GPUs, gloo otherwise."""
-        self.backend = "nccl" if device.type == "cuda" else "gloo"
+    def join(self, device: torch.device, environ=os.environ) -> None:
+        """Join the others (torchrun's rendezvous, env://): nccl between GPUs, gloo otherwise (`choose_backend`)."""
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        self.backend = choose_backend(device, int(environ.get("LOCAL_WORLD_SIZE", "1")), gpus)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:
@@ -157,6 +158,13 @@ class Team:
         rank, at, name = (os.environ.get(TEST_SIGNAL, "") + "@@").split("@")[:3]
         if rank == str(self.rank) and at == moment:
             threading.Timer(0.5 if moment == "all-done" else 0, os.kill, (os.getpid(), signal.Signals[name])).start()
+
+
+def choose_backend(device: torch.device, processes_here: int, gpus_here: int) -> str:
+    """nccl where each of this machine's processes has a GPU of its own; gloo on the CPU, and where processes
+    share a GPU (torchrun --nproc-per-node 2 on one GPU, --device cuda:0): NCCL refuses two ranks on one
+    device ("Duplicate GPU detected"). gloo adds the sums up on the CPU, where they are a few kilobytes."""
+    return "nccl" if device.type == "cuda" and processes_here <= gpus_here else "gloo"
 
 
 def end_failed_rank(status: int) -> None:
