@@ -404,7 +404,7 @@ def run(smoke: bool, out: Path, workdir: Path) -> int:
             )
         table.add(
             f"forward, norms only, {name}, gpt2-xl shape, {batch} × {n_pos} tokens",
-            f"{batch * n_pos / seconds:,.0f} tokens/s = {fraction:.0%} of the {name} dense peak ({peak / 1e12:.3g} TFLOP/s)",
+            f"{batch * n_pos / seconds:,.0f} tokens/s = {fraction:.1%} of the {name} dense peak ({peak / 1e12:.3g} TFLOP/s)",
             goal,
         )
         if dtype == torch.bfloat16 and (missed or smoke):

@@ -12,9 +12,10 @@ import torch
 from minigpt import Config
 
 CPU_POSITIONS = 512  # matrix products of 512 rows run at this CPU's peak, 100 at ~80%
-# On CUDA: at most this many positions per pass. A product of 16,384 rows by gpt2-xl's 1,600 columns is 2.6·10¹¹
-# FLOPs per matrix, ~0.3 ms at an H100's bfloat16 peak: long beside the ~5 µs of launching its kernel, so more rows
-# gain nothing, while each pass's reductions ([quantity, layer, batch, pos], float32) are copied to the CPU whole.
+# On CUDA: at most this many positions per pass. 16,384 rows through gpt2-xl's W_in (1,600 × 6,400) are 3.4·10¹¹
+# FLOPs, ~0.35 ms at an H100's nominal bfloat16 dense peak (989 TFLOP/s): long beside the ~5 µs of launching the
+# kernel, so more rows gain little (not yet measured on a GPU), while each pass's reductions ([quantity, layer,
+# batch, pos], float32) are copied to the CPU whole.
 MAX_POSITIONS = 16_384
 # Of the free memory, what the passes may take: the rest is left to the CUDA caching allocator's rounding and
 # fragmentation, cuBLAS's workspace and what other processes on the same GPU allocate meanwhile (torchrun with
@@ -39,10 +40,11 @@ def bytes_per_position(cfg: Config, dtype: torch.dtype, width: int, n_quantities
     - what the pass keeps: n_quantities float32 numbers per layer (the [quantity, layer, batch, pos] buffer),
       on the device and again on the CPU.
 
-    Checked on the CPU against the peak resident memory of one pass (tests/test_gpu_path.py): the estimate
-    is 1.1 to 1.4 times the measured peak, attention-bound (width 512) or width-bound (d_model 512), float32
-    or bfloat16. On CUDA the caching allocator rounds each block up (to 2 MiB for large ones), which
-    FREE_FRACTION leaves room for.
+    Checked on the CPU against the rise of peak resident memory over one pass (tests/test_gpu_path.py): the
+    estimate is 1.02× the measured peak attention-bound (width 512, 16 heads; bfloat16), 1.06× (float32), and
+    1.2–1.6× bound by d_model (512, width 64). On CUDA the caching allocator rounds each block up (to 2 MiB
+    for large ones) and cuBLAS may take a workspace, which FREE_FRACTION leaves room for: not yet measured on
+    a GPU (benchmarks/gpu.sh reports the peak GPU memory of a corpus run).
     """
     e = torch.empty((), dtype=dtype).element_size()
     block = 12 * cfg.d_model * e + 3 * cfg.d_model * 4
