@@ -250,6 +250,7 @@ class Table:
         self.path, self.heading, self.rows, self.notes = path, heading, [], []
 
     def add(self, what: str, value: str, goal: str = "") -> None:
+        value = " ".join(value.split()).replace("|", "\\|")  # an error's lines, kept within one cell
         self.rows.append((what, value, goal))
         log(f"{what}: {value} {goal}")
         self.write()
