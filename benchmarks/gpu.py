@@ -103,8 +103,10 @@ def study_in_process(args: list[str]) -> dict:
         )
     else:
         status = growth.main(args)
-    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return {"status": status, "seconds": time.perf_counter() - started, "peak_gpu_bytes": peak}
+    on_gpu = torch.cuda.is_available() and torch.cuda.is_initialized()
+    peak = torch.cuda.max_memory_allocated() if on_gpu else None  # in tensors
+    reserved = torch.cuda.max_memory_reserved() if on_gpu else None  # held by PyTorch's caching allocator
+    return {"status": status, "seconds": time.perf_counter() - started, "peak_gpu_bytes": peak, "peak_reserved_bytes": reserved}
 
 
 def peak_of_one_pass(n_layers: str, d_model: str, n_heads: str, width: str, batch: str, dtype: str) -> list[int]:
@@ -339,7 +341,12 @@ def run(smoke: bool, out: Path, workdir: Path) -> int:
     (out / "study-corpus.log").write_text(result.stdout + result.stderr)
     try:
         found, rate = last_json(result), forward_rate(result.stdout)
-        peak = "" if found["peak_gpu_bytes"] is None else f", peak GPU memory {found['peak_gpu_bytes'] / 2**30:.2f} GiB"
+        peak = (
+            ""
+            if found["peak_gpu_bytes"] is None
+            else f", peak GPU memory {found['peak_gpu_bytes'] / 2**30:.2f} GiB in tensors, "
+            f"{found['peak_reserved_bytes'] / 2**30:.2f} GiB reserved"
+        )
         table.add(
             f"corpus at gpt2-medium shape, {n_corpus:,} prompts{' (10,000 without --smoke)' if smoke else ''}",
             f"{rate[1]:,.0f} tokens/s over {rate[0]:,} tokens{peak}; {positions_logged(result.stdout)} positions per pass; "
