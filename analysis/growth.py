@@ -98,8 +98,13 @@ def parse_args(argv):
         "--batch-size",
         type=int,
         default=study.BATCH_SIZE,
-        help=f"at most this many prompts per forward pass (default {study.BATCH_SIZE}), "
-        f"{engine.BATCH_POSITIONS} positions with padding",
+        help=f"at most this many prompts per forward pass (default {study.BATCH_SIZE}), within --batch-positions",
+    )
+    parser.add_argument(
+        "--batch-positions",
+        type=int,
+        help=f"at most this many positions per forward pass, padding included (default: {engine.batching.CPU_POSITIONS} "
+        "on the CPU; on a GPU, as many as its free memory holds, see analysis/engine/batching.py)",
     )
     return parser.parse_args(argv)
 
@@ -107,6 +112,8 @@ def parse_args(argv):
 def run(args, log: Progress) -> Path:
     if args.batch_size < 1:
         raise outdir.UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
+    if args.batch_positions is not None and args.batch_positions < 1:
+        raise outdir.UsageError(f"--batch-positions must be at least 1, found {args.batch_positions}")
     fit_layers = parse_fit_layers(args.fit_layers)
     out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
     team = engine.Team.from_environment()  # under torchrun, this process's rank; None for one process
@@ -162,7 +169,10 @@ def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, 
     first = plans[0]
     what_ran = report.Inputs(prompts_in, sum(map(len, first.prompts)), first.truncated, first.cfg.n_ctx)
     log(what_ran.sentence())
-    results = [study.analyse(plan, weights.DTYPES[args.dtype], args.batch_size, device, log, team) for plan in plans]
+    results = [
+        study.analyse(plan, weights.DTYPES[args.dtype], args.batch_size, device, log, team, args.batch_positions)
+        for plan in plans
+    ]
     if team is not None and not team.leads:
         team.all_done()  # the part of this rank is done; rank 0 puts the report in place once every rank's is
         return out

@@ -17,7 +17,7 @@ from analysis import engine, measures, rates, weight_measures
 from analysis.progress import Progress
 from minigpt import Config
 
-BATCH_SIZE = 64  # prompts per forward pass at most (engine.BATCH_POSITIONS positions with padding)
+BATCH_SIZE = 64  # prompts per forward pass at most (and positions with padding: engine.positions_per_pass)
 
 
 @dataclass
@@ -91,10 +91,18 @@ def padding_picks(lengths: list[int], n_ctx: int) -> list[int] | None:
 
 
 def analyse(
-    plan: Plan, dtype: torch.dtype, batch_size: int, device: torch.device, log: Progress, team: engine.Team | None = None
+    plan: Plan,
+    dtype: torch.dtype,
+    batch_size: int,
+    device: torch.device,
+    log: Progress,
+    team: engine.Team | None = None,
+    batch_positions: int | None = None,
 ) -> ModelStudy | None:
     """The study of one model. Under torchrun (team), every rank runs its share of the forward passes and
-    their sums are added up; rank 0 goes on to the weights and returns the study, the other ranks None."""
+    their sums are added up; rank 0 goes on to the weights and returns the study, the other ranks None.
+    batch_positions: positions per forward pass (--batch-positions); None: as the device allows
+    (engine.positions_per_pass)."""
     dtype_name = str(dtype).removeprefix("torch.")
     log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
     # Read in float32 on the CPU, measured as trained, then processed and cast (as weights.load does it).
@@ -121,15 +129,30 @@ def analyse(
     prompts, pad_row = engine.keep_prompt_tokens(model, prompts, pad[0])  # pad_row: pad's row of the kept embedding
     picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
 
-    log(f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}")
+    positions = engine.positions_per_pass(model, prompts, batch_positions)  # once the weights are on the device
+    log(
+        f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}, "
+        f"{positions} positions at most" + (" (--batch-positions)" if batch_positions else f" ({device.type}'s size)")
+    )
     started = time.perf_counter()
     if team is None:
         with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
-            act = engine.collect(model, prompts, batch_size, pad_row, example=example, padded=picks, on_batch=advance)
+            act = engine.collect(
+                model, prompts, batch_size, pad_row, example=example, padded=picks, max_positions=positions, on_batch=advance
+            )
         prompts_per_rank = None
     else:  # this process's share of the batches, then every process's sums added up (engine/distributed.py)
         act, prompts_per_rank = engine.collect_shared(
-            team, model, prompts, batch_size, pad_row, example=example, padded=picks, log=log, name=plan.name
+            team,
+            model,
+            prompts,
+            batch_size,
+            pad_row,
+            example=example,
+            padded=picks,
+            log=log,
+            name=plan.name,
+            max_positions=positions,
         )
     seconds = time.perf_counter() - started
     log(f"{plan.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")

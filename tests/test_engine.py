@@ -149,3 +149,15 @@ def test_batches_are_cut_by_prompt_count_and_by_padded_size():
     assert engine.by_length(order, lengths, 64, 32) == [[0, 1, 2], [3, 4], [5], [6]]  # 3 × 4 ≤ 32 < 4 × 10
     assert engine.by_length(order, lengths, 2, 1000) == [[0, 1], [2, 3], [4, 5], [6]]
     assert sum(engine.by_length(order, lengths, 64, 1), []) == order  # each alone, none lost
+
+
+def test_positions_per_pass_are_the_cpus_or_those_asked_for(processed, monkeypatch):
+    """On the CPU, batching.CPU_POSITIONS whatever the free memory; --batch-positions wins everywhere; on CUDA the
+    widest batch the formula sizes for is the longest prompt plus the padding figure's extra positions."""
+    model, tokenizer = processed
+    prompts = [[tokenizer.eot, *range(10, 10 + n)] for n in (3, 40)]
+    assert engine.positions_per_pass(model, prompts) == engine.batching.CPU_POSITIONS == engine.BATCH_POSITIONS == 512
+    assert engine.positions_per_pass(model, prompts, asked=100) == 100
+    widths = []
+    monkeypatch.setattr(engine.batching, "batch_positions", lambda device, cfg, dtype, width: widths.append(width) or 7)
+    assert engine.positions_per_pass(model, prompts) == 7 and widths == [41 + measures.PADDING_EXTRA]

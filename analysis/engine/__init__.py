@@ -2,6 +2,7 @@
 first reading; nothing here changes a number, and tests/test_engine.py checks each piece against the plain
 definition it speeds up.
 
+- batching.py how many positions one forward pass takes: 512 on the CPU, on a GPU as many as its free memory holds.
 - collect.py  runs every prompt in batches of similar length (`plan_batches`), each pass writing its
               per-position reductions into one buffer made before it (`per_position_norms`, the fast form
               of `measures.per_position`), and keeps only running sums (`collect`). The study also drops
@@ -14,7 +15,8 @@ definition it speeds up.
               batches, their sums added up by torch.distributed: the numbers of one process.
 """
 
-from .collect import BATCH_POSITIONS, by_length, collect, keep_prompt_tokens, per_position_norms, plan_batches
+from . import batching
+from .collect import BATCH_POSITIONS, by_length, collect, keep_prompt_tokens, per_position_norms, plan_batches, positions_per_pass
 from .distributed import RankFailed, Team, collect_shared
 from .memory import fix_malloc_thresholds
 from .processes import two_at_once
@@ -27,6 +29,7 @@ __all__ = [
     "NormStats",
     "RankFailed",
     "Team",
+    "batching",
     "by_length",
     "collect",
     "collect_shared",
@@ -34,5 +37,6 @@ __all__ = [
     "keep_prompt_tokens",
     "per_position_norms",
     "plan_batches",
+    "positions_per_pass",
     "two_at_once",
 ]

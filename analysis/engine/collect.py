@@ -10,9 +10,20 @@ import weights
 from analysis import measures
 from minigpt import GPT2
 
+from . import batching
 from .stats import RESERVOIR, NormStats
 
-BATCH_POSITIONS = 512  # positions per forward pass: matrix products of 512 rows run at this CPU's peak, 100 at ~80%
+BATCH_POSITIONS = batching.CPU_POSITIONS  # collect's default; `positions_per_pass` chooses by device
+
+
+def positions_per_pass(model: GPT2, prompts: list, asked: int | None = None) -> int:
+    """The positions per forward pass (collect's max_positions) for these prompts: `asked` if given
+    (--batch-positions), else batching.batch_positions for the model's device and dtype, its widest batch
+    being the longest prompt plus the padding figure's PADDING_EXTRA positions, within n_ctx."""
+    if asked is not None:
+        return asked
+    width = min(max(map(len, prompts)) + measures.PADDING_EXTRA, model.cfg.n_ctx)
+    return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width)
 
 
 def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -99,9 +99,10 @@ class Team:
             return f"cuda:{self.local_rank}"
         return asked
 
-    def join(self, device: torch.device) -> None:
-        """Join the others (torchrun's rendezvous, env://): nccl between GPUs, gloo otherwise."""
-        self.backend = "nccl" if device.type == "cuda" else "gloo"
+    def join(self, device: torch.device, environ=os.environ) -> None:
+        """Join the others (torchrun's rendezvous, env://): nccl between GPUs, gloo otherwise (`choose_backend`)."""
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        self.backend = choose_backend(device, int(environ.get("LOCAL_WORLD_SIZE", "1")), gpus)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:
@@ -125,6 +126,10 @@ class Team:
         stats.set_sums(floats[:-n], counts[:-n])
         stats.worst_excess = float(worst[0])
         return counts[-n:].tolist(), floats[-n:].tolist()
+
+    def smallest(self, value: int) -> int:
+        """The smallest of every rank's value: one batch plan for all, though each rank's GPU has its own free memory."""
+        return int(self._all_reduce(np.array([value], dtype=np.int64), dist.ReduceOp.MIN)[0])
 
     def all_done(self) -> None:
         """The last collective: every rank has done its part (rank 0: the report written, not yet in place)."""
@@ -153,6 +158,13 @@ class Team:
         rank, at, name = (os.environ.get(TEST_SIGNAL, "") + "@@").split("@")[:3]
         if rank == str(self.rank) and at == moment:
             threading.Timer(0.5 if moment == "all-done" else 0, os.kill, (os.getpid(), signal.Signals[name])).start()
+
+
+def choose_backend(device: torch.device, processes_here: int, gpus_here: int) -> str:
+    """nccl where each of this machine's processes has a GPU of its own; gloo on the CPU, and where processes
+    share a GPU (torchrun --nproc-per-node 2 on one GPU, --device cuda:0): NCCL refuses two ranks on one
+    device ("Duplicate GPU detected"). gloo adds the sums up on the CPU, where they are a few kilobytes."""
+    return "nccl" if device.type == "cuda" and processes_here <= gpus_here else "gloo"
 
 
 def end_failed_rank(status: int) -> None:
@@ -190,14 +202,25 @@ def deal(plan: list[tuple[list[int], int | None]], lengths: list[int], example: 
 
 
 def collect_shared(
-    team: Team, model: GPT2, prompts: list, batch_size: int, pad: int, *, example: int, padded: list[int] | None, log, name: str
+    team: Team,
+    model: GPT2,
+    prompts: list,
+    batch_size: int,
+    pad: int,
+    *,
+    example: int,
+    padded: list[int] | None,
+    log,
+    name: str,
+    max_positions: int = BATCH_POSITIONS,
 ) -> tuple[NormStats, list[int]]:
     """engine.collect over the team: this rank runs its share of the plan's batches, then every rank's sums
     are added. Returns the statistics of all the prompts (the example's and the padding batch's on rank 0
-    only) and how many prompts each rank ran."""
+    only) and how many prompts each rank ran. max_positions: this rank's choice; the team runs the smallest."""
     lengths = [len(p) for p in prompts]
-    # The plan collect itself makes, with its defaults: the same batches as one process.
-    plan = plan_batches(lengths, batch_size, padded, measures.PADDING_EXTRA, BATCH_POSITIONS, model.cfg.n_ctx)
+    max_positions = team.smallest(max_positions)  # sized by each GPU's free memory, which differs between ranks
+    # The plan collect itself makes: the same batches as one process with that max_positions.
+    plan = plan_batches(lengths, batch_size, padded, measures.PADDING_EXTRA, max_positions, model.cfg.n_ctx)
     owner = deal(plan, lengths, example, team.size)
     for r in range(team.size):
         batches = [b for b, o in enumerate(owner) if o == r]
@@ -216,7 +239,17 @@ def collect_shared(
                 team.test_signal("first-batch")
                 first = False
 
-        stats = collect(model, prompts, batch_size, pad, example=example, padded=padded, only=mine, on_batch=on_batch)
+        stats = collect(
+            model,
+            prompts,
+            batch_size,
+            pad,
+            example=example,
+            padded=padded,
+            max_positions=max_positions,
+            only=mine,
+            on_batch=on_batch,
+        )
     prompts_per_rank, seconds = team.add_up(stats, time.perf_counter() - started)
     took = ", ".join(f"{s:.1f} s (rank {r})" for r, s in enumerate(seconds))
     log(f"{name}: every rank's sums added up; its forward passes took {took}")
