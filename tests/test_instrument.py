@@ -279,3 +279,26 @@ def test_every_hook_has_the_shape_the_readme_gives_for_a_batch_of_3():
     assert documented.keys() == cache.keys()
     for name, axes in documented.items():
         assert tuple(cache[name].shape) == tuple(sizes[axis] for axis in axes), f"{name}: README says [{', '.join(axes)}]"
+
+
+def test_gradients_at_a_hook_point_for_attribution_patching_come_from_hooks_not_run_with_cache(model):
+    # run_with_cache runs under no_grad (as the README says); a hook that makes its tensor a leaf gives its gradient
+    name = "blocks.1.hook_resid_mid"
+    _, cache = instrument.run_with_cache(model, TOKENS, names=[name])
+    assert not cache[name].requires_grad
+    kept = {}
+
+    def leaf(tensor, name):
+        kept[name] = tensor.detach().requires_grad_(True)
+        return kept[name]
+
+    with torch.enable_grad(), instrument.hooks(model, {name: leaf}):
+        logits = model(TOKENS)
+        logits[:, -1, 7].sum().backward()
+    grad = kept[name].grad
+    assert grad.shape == cache[name].shape and bool(grad[:, -1].abs().sum() > 0)
+    with torch.no_grad():  # the gradient is the logit's first-order change: nudge the stream along it and compare
+        step = 1e-3 * grad / grad.norm()
+        with instrument.hooks(model, {name: lambda t, n: t + step}):
+            nudged = model(TOKENS)[:, -1, 7].sum()
+    assert abs(float(nudged - logits.detach()[:, -1, 7].sum()) - float((grad * step).sum())) < 1e-4
