@@ -37,14 +37,21 @@ def offline() -> dict[str, str]:
 
 
 def fresh_venv(root: Path) -> Path:
-    """A new venv whose own site-packages is empty and comes first; this environment's libraries come after it."""
+    """A new venv whose own site-packages is empty and comes first. This environment's libraries come after
+    it, through a folder of links to them that leaves out minigpt itself (an editable install, as CI's, would
+    otherwise answer every import from the clone) and the .pth files that would bring it back."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     python = root / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
-    )
-    ours = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
-    Path(purelib.stdout.strip(), "zz_borrowed.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in ours))
+    where = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([python, "-c", where], capture_output=True, text=True).stdout.strip()
+    borrowed = root / "borrowed"
+    borrowed.mkdir()
+    for library in sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}):
+        for entry in Path(library).iterdir():
+            ours = entry.name in build.PACKAGES or entry.name.startswith((build.DISTRIBUTION, "__editable__"))
+            if not ours and entry.suffix != ".pth" and not (borrowed / entry.name).exists():
+                (borrowed / entry.name).symlink_to(entry)
+    Path(purelib, "zz_borrowed.pth").write_text(f"{borrowed}\n")
     return python
 
 
@@ -56,11 +63,8 @@ def test_no_placeholder_address_anywhere():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
     files = tracked or [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts]
     suffixes = {".py", ".md", ".ipynb", ".toml", ".txt", ".sh", ".cfg", ".json"}
-    found = [
-        f
-        for f in files
-        if Path(f).suffix in suffixes and PLACEHOLDERS.search((ROOT / f).read_text(encoding="utf-8", errors="ignore"))
-    ]
+    files = [f for f in files if Path(f).suffix in suffixes and f != "tests/test_wheel.py"]  # this file: the pattern itself
+    found = [f for f in files if PLACEHOLDERS.search((ROOT / f).read_text(encoding="utf-8", errors="ignore"))]
     assert not found, f"a placeholder address in {found}"
     assert build.REPOSITORY is None or build.REPOSITORY.startswith("https://")
 
