@@ -46,7 +46,9 @@ def fresh_venv(root: Path) -> Path:
     purelib = subprocess.run([python, "-c", where], capture_output=True, text=True).stdout.strip()
     borrowed = root / "borrowed"
     borrowed.mkdir()
-    for library in sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}):
+    libraries = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    libraries |= {p for p in sys.path if p.endswith(("site-packages", "dist-packages")) and Path(p).is_dir()}
+    for library in sorted(libraries):
         for entry in Path(library).iterdir():
             ours = entry.name in build.PACKAGES or entry.name.startswith((build.DISTRIBUTION, "__editable__"))
             if not ours and entry.suffix != ".pth" and not (borrowed / entry.name).exists():
