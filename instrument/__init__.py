@@ -9,9 +9,11 @@ Names are module paths to minigpt's HookPoints, the same as TransformerLens's:
                               reduce=lambda t, name: t.norm(dim=-1))     # only residual norms
     with hooks(model, {"blocks.0.attn.hook_pattern": ablate}):           # edit while running
         logits = model(tokens)
+    get_act_name("resid_pre", 5)                                          # "blocks.5.hook_resid_pre"
 """
 
 import difflib
+import re
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from typing import NoReturn
@@ -44,6 +46,46 @@ def select(model: GPT2, names: Names) -> list[str]:
             hint = f"; did you mean {' or '.join(close)}?" if close else f"; names look like {next(iter(points))!r}"
             raise KeyError(f"{name!r} is not a hook point of this {model.cfg.n_layers}-layer model{hint}")
     return names
+
+
+# TransformerLens's shorthands, as its utils.get_act_name reads them: a short name that lives in one sublayer,
+# the other spellings of a name, and the one-letter sublayers.
+_SUBLAYER_OF = dict.fromkeys(("q", "k", "v", "z", "rot_q", "rot_k", "result", "pattern", "attn_scores"), "attn") | dict.fromkeys(
+    ("pre", "post", "mid", "pre_linear"), "mlp"
+)
+_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "query": "q", "key": "k", "value": "v"}
+_ALIASES |= {"mlp_pre": "pre", "mlp_mid": "mid", "mlp_post": "post"}
+_SUBLAYER_ALIASES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+
+
+def get_act_name(name: str, layer: int | None = None, sublayer: str | None = None) -> str:
+    """A hook's full name from TransformerLens's shorthand, as transformer_lens.utils.get_act_name builds it:
+
+        get_act_name("resid_pre", 5)          "blocks.5.hook_resid_pre"
+        get_act_name("pattern", 2)            "blocks.2.attn.hook_pattern"   (q, k, v, z, attn_scores too)
+        get_act_name("post", 2)               "blocks.2.mlp.hook_post"       (pre too)
+        get_act_name("scale", 4, "ln1")       "blocks.4.ln1.hook_scale"      (normalized too)
+        get_act_name("scale")                 "ln_final.hook_scale"
+        get_act_name("embed")                 "hook_embed"
+        get_act_name("k6"), get_act_name("scale4ln1")    the layer (and sublayer) written into the name
+    A full name is returned as it is. Like TransformerLens's, it only builds the string: a hook the model
+    lacks is refused where the name is used (instrument.hooks, run_with_cache), with the names it has.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"get_act_name: name must be a string such as 'resid_pre', not {type(name).__name__}")
+    if ("." in name or name.startswith("hook_")) and layer is None and sublayer is None:
+        return name
+    written = re.fullmatch(r"([a-z_]+?)(\d+)([a-z]\w*)?", name)
+    if written:
+        name, layer, sublayer = written[1], int(written[2]), written[3]
+    name = _ALIASES.get(name, name.removeprefix("hook_"))
+    sublayer = _SUBLAYER_OF.get(name) or _SUBLAYER_ALIASES.get(sublayer, sublayer)
+    path = [] if layer is None else ["blocks", str(layer)]
+    if sublayer:
+        path.append(sublayer)
+    elif layer is None and name in ("scale", "normalized"):
+        path.append("ln_final")
+    return ".".join([*path, f"hook_{name}"])
 
 
 @contextmanager
@@ -139,6 +181,7 @@ def run_with_cache(
     tokens,
     names: Names = None,
     *,
+    names_filter: Names = None,
     reduce: Callable[[torch.Tensor, str], torch.Tensor] | None = None,
     unembed: bool = True,
 ) -> tuple[torch.Tensor, Cache]:
@@ -149,7 +192,11 @@ def run_with_cache(
     The cache holds the forward pass's own tensors, not copies; nothing in the forward pass modifies
     a tensor in place after its hook, so they stay as they were when produced.
     unembed=False skips ln_final and the unembedding and returns the final residual stream instead.
+    names_filter= is TransformerLens's word for names=; either may be given, not both.
     """
+    if names is not None and names_filter is not None:
+        raise TypeError("run_with_cache: give names= or names_filter= (TransformerLens's word for it), not both")
+    names = names if names_filter is None else names_filter
     cache = Cache(n_layers=model.cfg.n_layers, hook_names=hook_points(model))
 
     def keep(tensor: torch.Tensor, name: str) -> None:

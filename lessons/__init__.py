@@ -12,5 +12,6 @@ MID_TRAINING = HERE / "checkpoints" / "small6-step004"
 
 
 def prompts() -> list[str]:
-    """The study's prompts, one per non-empty line of PROMPTS."""
-    return [line for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The study's prompts, one per non-empty line of PROMPTS, stripped as `python -m analysis.growth` strips them
+    (one prompt is an indented line of code), so that lesson 3 measures the study's tokens."""
+    return [line.strip() for line in PROMPTS.read_text(encoding="utf-8").splitlines() if line.strip()]

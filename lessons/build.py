@@ -2,6 +2,7 @@
 
     python -m lessons.build          # lessons/source/NN-topic.py → lessons/NN-topic.ipynb (exercises)
                                      #                            + lessons/solutions/NN-topic.ipynb (solved)
+    python -m lessons.build --colab  # and dist/minigpt_residual-….whl: the one file a teacher uploads to Colab
 
 A source is Python in the "percent" format that Jupytext and VS Code read: cells begin with `# %%`
 (code), `# %% [markdown]` (text, each line behind "# ") or `# %% [exercise]` (a code cell the student
@@ -12,10 +13,19 @@ the function and `check.hint`. The hints themselves live in the lesson's checker
 solution. Every notebook starts with the same Colab set-up cell (it does nothing elsewhere). Both
 notebooks are written without outputs; the tests run the solved ones. Edit the source, not the
 notebooks: a test checks that they are what this builds.
+
+Colab uploads files, not folders, so the set-up cell installs minigpt from one file: the wheel that
+`--colab` builds (the package with the bundled model, lesson 3's checkpoint and the exercise notebooks;
+no solved twin and no solution block). The teacher uploads it with the notebook, into /content. If
+pyproject.toml's [project.urls] names a "Repository", the cell installs from there when no wheel was
+uploaded; it names none today, so the cell refuses in one line instead.
 """
 
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -26,22 +36,58 @@ CELL = re.compile(r"^# %%(?: \[(markdown|exercise)\])?\s*$", re.M)
 SOLUTION = re.compile(r"^( *)# BEGIN SOLUTION\n(.*?)^ *# END SOLUTION(?:\n|$)", re.M | re.S)
 FUNCTION = re.compile(r"^def (\w+)\(", re.M)
 
-# Where Colab fetches minigpt from: the course's copy of the repository. A folder uploaded to
-# /content/minigpt is used as it is, and nothing is cloned.
-REPOSITORY = "https://github.com/YOUR-ACCOUNT/minigpt"
+ROOT = LESSONS.parent
+DISTRIBUTION = "minigpt_residual"  # pyproject's name, as a wheel's file name spells it
+PACKAGES = ("minigpt", "weights", "instrument", "outdir", "analysis", "training", "lessons")  # what the wheel is built from
+
+
+def repository() -> str | None:
+    """pyproject.toml's [project.urls] "Repository", if it names one: where Colab installs from without a wheel."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: no reader of TOML in the standard library, and no address then
+        return None
+    pyproject = ROOT / "pyproject.toml"
+    if not pyproject.is_file():  # installed from the wheel: the notebooks are built already
+        return None
+    urls = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"].get("urls", {})
+    return urls.get("Repository")
+
+
+REPOSITORY = repository()
 COLAB = f"""\
-# Colab set-up: on Google Colab, fetch minigpt and install it (once per runtime); elsewhere this does nothing.
+# Colab set-up: on Google Colab, install minigpt from the wheel your teacher gave you (once per runtime); elsewhere: nothing.
 import sys
 
 if "google.colab" in sys.modules:
+    import importlib
     import subprocess
     from pathlib import Path
 
-    folder = Path("/content/minigpt")  # or upload the repository's folder here, and nothing is cloned
-    if not folder.exists():
-        subprocess.run(["git", "clone", "--depth", "1", "{REPOSITORY}", str(folder)], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--editable", str(folder)], check=True)
-    sys.path.insert(0, str(folder))"""
+    wheels = sorted({{*Path.cwd().glob("{DISTRIBUTION}-*.whl"), *Path("/content").glob("{DISTRIBUTION}-*.whl")}})
+    source = str(wheels[-1]) if wheels else {f'"git+{REPOSITORY}"' if REPOSITORY else None}
+    if source is None:
+        raise SystemExit("upload {DISTRIBUTION}-….whl (Files pane; made by python -m lessons.build --colab), then run this again")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", source], check=True)
+    importlib.invalidate_caches()"""
+
+
+def wheel(out: Path) -> Path:
+    """Build the wheel into folder `out` (offline, from a clean copy of the packages, so that nothing left in
+    ./build from an earlier build slips in) and return its path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp)
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            shutil.copy2(ROOT / name, copy / name)
+        for package in PACKAGES:
+            shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        out.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out)]
+        done = subprocess.run([*command, str(copy)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"building the wheel failed (pip wheel, exit {done.returncode}):\n{done.stderr.strip()}")
+    (built,) = out.glob(f"{DISTRIBUTION}-*.whl")
+    return built
 
 
 def markdown(text: str) -> str:
@@ -105,12 +151,24 @@ def names() -> list[str]:
     return sorted(path.stem for path in SOURCES.glob("[0-9][0-9]-*.py"))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv not in ([], ["--colab"]):
+        print(f"usage: python -m lessons.build [--colab]; unknown argument {' '.join(argv)!r}", file=sys.stderr)
+        return 2
+    if not SOURCES.is_dir():
+        print(f"no {SOURCES}: lessons.build works in a clone of minigpt, where the lessons' sources are", file=sys.stderr)
+        return 2
     for name in names():
         for path, text in build(name).items():
             path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(LESSONS.parent)}")
+            print(f"wrote {path.relative_to(ROOT)}")
+    if argv == ["--colab"]:
+        for old in (ROOT / "dist").glob(f"{DISTRIBUTION}-*.whl"):
+            old.unlink()
+        built = wheel(ROOT / "dist")
+        print(f"wrote {built.relative_to(ROOT)}: upload it to Colab (Files pane) beside a lesson's notebook")
     return 0
 
 

@@ -86,6 +86,64 @@ def test_names_by_list_or_predicate_and_reduce_while_running(model):
     torch.testing.assert_close(norms["blocks.1.hook_resid_post"], by_list["blocks.1.hook_resid_post"].norm(dim=-1))
 
 
+# transformer_lens.utils.get_act_name's documented examples and the aliases it reads, with what it returns
+ACT_NAMES = {
+    ("resid_pre", 5): "blocks.5.hook_resid_pre",
+    ("resid_mid", 5): "blocks.5.hook_resid_mid",
+    ("resid_post", 0): "blocks.0.hook_resid_post",
+    ("attn_out", 1): "blocks.1.hook_attn_out",
+    ("mlp_out", 1): "blocks.1.hook_mlp_out",
+    ("pattern", 2): "blocks.2.attn.hook_pattern",
+    ("attn", 2): "blocks.2.attn.hook_pattern",
+    ("attn_scores", 2): "blocks.2.attn.hook_attn_scores",
+    ("attn_logits", 2): "blocks.2.attn.hook_attn_scores",
+    ("k", 6, "a"): "blocks.6.attn.hook_k",
+    ("q", 1): "blocks.1.attn.hook_q",
+    ("value", 1): "blocks.1.attn.hook_v",
+    ("z", 1): "blocks.1.attn.hook_z",
+    ("pre", 2): "blocks.2.mlp.hook_pre",
+    ("mlp_post", 2): "blocks.2.mlp.hook_post",
+    ("normalized", 27, "ln2"): "blocks.27.ln2.hook_normalized",
+    ("scale", 4, "ln1"): "blocks.4.ln1.hook_scale",
+    ("scale",): "ln_final.hook_scale",
+    ("normalized",): "ln_final.hook_normalized",
+    ("embed",): "hook_embed",
+    ("pos_embed",): "hook_pos_embed",
+    ("k6",): "blocks.6.attn.hook_k",
+    ("scale4ln1",): "blocks.4.ln1.hook_scale",
+    ("pre5",): "blocks.5.mlp.hook_pre",
+    ("blocks.3.hook_resid_post",): "blocks.3.hook_resid_post",
+    ("hook_embed",): "hook_embed",
+}
+
+
+@pytest.mark.parametrize("args, full", ACT_NAMES.items(), ids=["-".join(map(str, a)) for a in ACT_NAMES])
+def test_get_act_name_builds_transformer_lens_names(args, full):
+    assert instrument.get_act_name(*args) == full
+
+
+def test_get_act_names_are_the_models_hook_points_and_the_caches_short_keys(model):
+    points = instrument.hook_points(model)
+    for args in [("resid_pre", 1), ("pattern", 0), ("post", 1), ("scale", 1, "ln2"), ("normalized",), ("embed",)]:
+        assert instrument.get_act_name(*args) in points, args
+    _, cache = instrument.run_with_cache(model, TOKENS, names=[instrument.get_act_name("resid_pre", 1)])
+    assert torch.equal(cache[instrument.get_act_name("resid_pre", 1)], cache["resid_pre", 1])
+    with pytest.raises(KeyError, match="'blocks.1.hook_scale' is not a hook point"):  # no sublayer named: refused where used
+        instrument.run_with_cache(model, TOKENS, names=[instrument.get_act_name("scale", 1)])
+
+
+def test_names_filter_is_names_by_transformer_lens_s_word(model):
+    keep = lambda name: name.endswith("hook_resid_post")  # noqa: E731
+    logits, by_filter = instrument.run_with_cache(model, TOKENS, names_filter=keep)
+    _, by_names = instrument.run_with_cache(model, TOKENS, names=keep)
+    assert list(by_filter) == list(by_names) == [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
+    assert all(torch.equal(by_filter[n], by_names[n]) for n in by_names) and logits.shape[-1] == model.cfg.d_vocab
+    _, one = instrument.run_with_cache(model, TOKENS, names_filter="blocks.0.hook_resid_pre")
+    assert list(one) == ["blocks.0.hook_resid_pre"]
+    with pytest.raises(TypeError, match="names= or names_filter="):
+        instrument.run_with_cache(model, TOKENS, names=keep, names_filter=keep)
+
+
 def test_unknown_hook_name_suggests_the_close_ones(model):
     with pytest.raises(KeyError, match="'blocks.1.hook_resid_pots' is not a hook point .* did you mean blocks.1.hook_resid_post"):
         instrument.run_with_cache(model, TOKENS, names=["blocks.1.hook_resid_pots"])
@@ -221,3 +279,26 @@ def test_every_hook_has_the_shape_the_readme_gives_for_a_batch_of_3():
     assert documented.keys() == cache.keys()
     for name, axes in documented.items():
         assert tuple(cache[name].shape) == tuple(sizes[axis] for axis in axes), f"{name}: README says [{', '.join(axes)}]"
+
+
+def test_gradients_at_a_hook_point_for_attribution_patching_come_from_hooks_not_run_with_cache(model):
+    # run_with_cache runs under no_grad (as the README says); a hook that makes its tensor a leaf gives its gradient
+    name = "blocks.1.hook_resid_mid"
+    _, cache = instrument.run_with_cache(model, TOKENS, names=[name])
+    assert not cache[name].requires_grad
+    kept = {}
+
+    def leaf(tensor, name):
+        kept[name] = tensor.detach().requires_grad_(True)
+        return kept[name]
+
+    with torch.enable_grad(), instrument.hooks(model, {name: leaf}):
+        logits = model(TOKENS)
+        logits[:, -1, 7].sum().backward()
+    grad = kept[name].grad
+    assert grad.shape == cache[name].shape and bool(grad[:, -1].abs().sum() > 0)
+    with torch.no_grad():  # the gradient is the logit's first-order change: nudge the stream along it and compare
+        step = 1e-3 * grad / grad.norm()
+        with instrument.hooks(model, {name: lambda t, n: t + step}):
+            nudged = model(TOKENS)[:, -1, 7].sum()
+    assert abs(float(nudged - logits.detach()[:, -1, 7].sum()) - float((grad * step).sum())) < 1e-4

@@ -144,17 +144,39 @@ def feature_with(model, tokens, layer, direction, *, unit=True, difference=True,
     return (change @ d)[:, :, (0 if bos else 1) :].mean((1, 2))
 
 
-def kept_with(model, tokens, layer, s, *, by_s=False, read=None, bos=False, stream="mlp_out"):
+def kept_with(
+    model, tokens, layer, s, *, by_s=False, read=None, bos=False, stream="mlp_out", at=None, norm=False, sums=False, aliased=False
+):
     out = f"blocks.{layer}.hook_{stream}"
     final = f"blocks.{model.cfg.n_layers - 1 if read is None else read}.hook_resid_post"
     _, clean = instrument.run_with_cache(model, tokens, names=[out, final], unembed=False)
     kept = {}
-    with instrument.hooks(model, {out: lambda t, name: s * t, final: lambda t, name: kept.setdefault(name, t)}):
+
+    def scale(t, name):
+        if aliased:  # keeps the tensor it is handed, then scales it in place: the kept o is s · o
+            kept["o"] = t
+            t *= s
+            return t
+        return s * t
+
+    with instrument.hooks(model, {at or out: scale, final: lambda t, name: kept.setdefault(name, t)}):
         model(tokens, unembed=False)
-    o = clean[out]
-    along = ((kept[final] - clean[final]) * o).sum(-1) / o.norm(dim=-1)
-    fraction = along / ((s if by_s else s - 1) * o.norm(dim=-1))
-    return fraction[:, (0 if bos else 1) :].mean()
+    o = kept["o"] if aliased else clean[out]
+    change = kept[final] - clean[final]
+    along = change.norm(dim=-1) if norm else (change * o).sum(-1) / o.norm(dim=-1)
+    added = (s if by_s else s - 1) * o.norm(dim=-1)
+    first = 0 if bos else 1
+    if sums:
+        return along[:, first:].sum() / added[:, first:].sum()
+    return (along / added)[:, first:].mean()
+
+
+def kept_crashing_in_a_hook(model, tokens, layer, s):
+    def scale(t, name):
+        return t * torch.ones(s.shape)  # s is a float: raises AttributeError inside the forward pass
+
+    with instrument.hooks(model, {f"blocks.{layer}.hook_mlp_out": scale}):
+        model(tokens, unembed=False)
 
 
 def bos_ablation(pattern, name, *, rows=slice(1, None), renormalise=True, axis=-1):
@@ -287,6 +309,7 @@ MISTAKES = {
     ],
     lesson4.normalized_after_scaling: [
         (lambda m, t, l, c: scaled_ln(m, t, l, c, returns=False), "the scaling never reached the model"),
+        (lambda m, t, l, c: scaled_ln(m, t, l, c, at="hook_resid_post"), "you hooked blocks.3.hook_resid_post, after the read"),
         (lambda m, t, l, c: c * scaled_ln(m, t, l, 1.0), "LayerNorm's output was scaled, not its input"),
         (scaled_residual, "this is the scaled residual itself"),
         (lambda m, t, l, c: scaled_ln(m, t, l, c, read="hook_resid_pre"), "this is the block's input, unscaled"),
@@ -302,6 +325,11 @@ MISTAKES = {
         (lambda m, t, l, s: kept_with(m, t, l, s, read=l), "own resid_post"),
         (lambda m, t, l, s: kept_with(m, t, l, s, bos=True), "BOS is included"),
         (lambda m, t, l, s: kept_with(m, t, l, s, stream="attn_out"), "attn_out was scaled"),
+        (lambda m, t, l, s: kept_with(m, t, l, s, read=m.cfg.n_layers - 2), "one before the last"),
+        (lambda m, t, l, s: kept_with(m, t, l, s, at=f"blocks.{l}.mlp.hook_post"), "mlp.hook_post was scaled"),
+        (lambda m, t, l, s: kept_with(m, t, l, s, norm=True), "this is ‖change‖"),
+        (lambda m, t, l, s: kept_with(m, t, l, s, sums=True), "a ratio of sums"),
+        (lambda m, t, l, s: kept_with(m, t, l, s, aliased=True), "scaled the tensor it kept in place"),
     ],
     lesson4.no_attention_to_bos: [
         (lambda p, name: bos_ablation(p, name, renormalise=False), "the rows no longer sum to 1"),
@@ -382,6 +410,32 @@ def test_in_a_notebook_a_failed_check_shows_only_its_message(tmp_path):
     shown = str(error.value)
     assert "✗ gelu: this is ReLU" in shown
     assert "lessons/check" not in shown and "compare(" not in shown, shown
+
+
+def test_a_crash_inside_a_hook_shows_the_students_lines_and_none_of_contextlib_instrument_torch_or_the_model():
+    with pytest.raises(Crash) as crash:
+        lesson4.kept_fraction(kept_crashing_in_a_hook)
+    shown = "".join(crash.value._render_traceback_())
+    assert "kept_crashing_in_a_hook" in shown and "torch.ones(s.shape)" in shown and "model(tokens, unembed=False)" in shown
+    for theirs in ("contextlib.py", "instrument/__init__.py", "minigpt/model.py", "torch/nn", "lessons/check"):
+        assert theirs not in shown, shown
+    assert "kept_fraction raised AttributeError: 'float' object has no attribute 'shape'" in shown
+
+
+def test_an_in_place_change_to_the_direction_is_not_called_the_models_weight():
+    def feature_left(model, tokens, layer, direction):
+        direction /= direction.norm()  # in place: the caller's direction is now a unit vector
+        return feature_with(model, tokens, layer, direction)
+
+    with pytest.raises(Mistake, match=r"changed its input direction in place") as mistake:
+        lesson4.feature_left(feature_left)
+    assert "the direction you pass in" in str(mistake.value) and "weight" not in str(mistake.value)
+
+
+def test_one_number_that_is_wrong_is_not_called_off_by_a_constant_factor():
+    with pytest.raises(Mistake) as mistake:
+        lesson3.endpoint_rate(lambda n, a, b: 1.5)
+    assert "constant factor" not in str(mistake.value) and "differs from the right answer" in str(mistake.value)
 
 
 def test_an_in_place_fold_is_caught_before_it_corrupts_the_model():

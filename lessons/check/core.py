@@ -14,6 +14,7 @@ checker's own frames, which the student did not write.
 """
 
 import inspect
+import sysconfig
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,12 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).parent
+# Where code the student did not write lives: minigpt's packages (beside lessons/), the standard library
+# (contextlib) and the installed libraries (torch). A crash's traceback shows the frames outside them.
+NOT_THE_STUDENTS = [
+    *(HERE.resolve().parents[1] / package for package in ("minigpt", "weights", "instrument", "analysis", "lessons", "training")),
+    *{Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "platstdlib", "purelib", "platlib")},
+]
 
 
 class Mistake(AssertionError):
@@ -85,16 +92,26 @@ def _tensors_in(value) -> dict[str, torch.Tensor]:
     return {}
 
 
+def _is_students(filename: str) -> bool:
+    """Whether a frame's file is the student's: a notebook cell or their own file, not minigpt's, Python's or torch's."""
+    path = Path(filename)
+    if not path.is_absolute():  # "<ipython-input-…>", "<string>"
+        return True
+    path = path.resolve()
+    return not any(path.is_relative_to(root) for root in NOT_THE_STUDENTS)
+
+
 def _student_frames(error: BaseException) -> list[str]:
-    """The traceback of error without the checker's frames: what the student wrote, and torch's line if it raised."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not Path(f.filename).is_relative_to(HERE)]
+    """The traceback of error with the student's frames only: not the checker's, nor those of minigpt, contextlib
+    or torch that their code called (a hook that raised is reached through all three)."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if _is_students(f.filename)]
     return traceback.format_list(frames)
 
 
-def call(name: str, fn: Callable, *args, in_place: bool = False):
+def call(name: str, fn: Callable, *args, in_place: bool = False, inputs_are: str = "your model's own weight"):
     """fn(*args), or a Mistake that says what went wrong in words: not written yet, raised (with the
     shapes it was given), or changed an input in place (allowed with in_place=True: a hook may edit
-    the tensor it is handed)."""
+    the tensor it is handed). inputs_are: what the inputs are in the notebook, for that message."""
     __tracebackhide__ = True
     names = _argument_names(fn, len(args))
     before = {f"{n}{k}": t.detach().clone() for n, a in zip(names, args) for k, t in _tensors_in(a).items()}
@@ -116,7 +133,7 @@ def call(name: str, fn: Callable, *args, in_place: bool = False):
     if changed:
         raise Mistake(
             f"✗ {name} changed its input {', '.join(changed[:3])} in place (an operation like `W *= …`, `W -= …`, "
-            "`W[...] = …` or a method ending in `_`): in the notebook that input is your model's own weight, "
+            f"`W[...] = …` or a method ending in `_`): in the notebook that input is {inputs_are}, "
             "which is now changed too. Build a new tensor instead (`W = W * …`)."
         )
     return result
@@ -192,7 +209,7 @@ def compare(
     if not bool(got.abs().max() > 0):
         raise Mistake(f"✗ {name} returned all zeros (largest entry of the right answer: {scale:.3g}){advice}")
     nonzero = expected.abs() > 1e-9 * scale
-    if nonzero.any() and bool((got[~nonzero].abs() <= rtol * scale).all()):
+    if int(nonzero.sum()) >= 2 and bool((got[~nonzero].abs() <= rtol * scale).all()):
         ratio = got[nonzero] / expected[nonzero]
         constant = float(ratio.std(correction=0) / ratio.mean().abs().clamp(min=1e-300)) < 1e-4
         if constant and abs(float(ratio.mean()) - 1) > 1e-3:

@@ -8,12 +8,13 @@ function on the processed bundled model and compares it with the same interventi
 """
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
 import instrument
 
-from .core import Hints, Mistake, call, compare, generator, passed
+from .core import Hints, Mistake, as_tensor, call, compare, generator, passed
 from .models import bundled
 
 __all__ = ["Mistake", "feature_left", "hint", "kept_fraction", "no_attention_to_bos", "normalized_after_scaling"]
@@ -65,6 +66,41 @@ def _run(model, tokens, keep: list[str], edits: dict | None = None) -> dict[str,
     return kept
 
 
+@contextmanager
+def _watched(model):
+    """Record, at every hook point, the tensor that reached it (before any hook of the student's changed it):
+    [{name: tensor}], one dict per forward pass, so that a checker can tell where a student's edit took effect."""
+    runs = []
+
+    def watch(_module, _inputs, out, name):
+        if name == names[0]:
+            runs.append({})
+        runs[-1][name] = out.detach().clone()
+
+    points = instrument.hook_points(model)
+    names = list(points)
+    handles = [point.register_forward_hook(lambda m, i, o, name=name: watch(m, i, o, name)) for name, point in points.items()]
+    try:
+        yield runs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _first_change(model, tokens, runs: list[dict]) -> str | None:
+    """The hook point whose tensor the student changed first, judged from the first point downstream of it
+    that saw a different tensor than a clean run: None if every run was clean."""
+    names = list(instrument.hook_points(model))
+    clean = _run(model, tokens, names)
+    changed = [
+        next((names[i - 1] for i, n in enumerate(names) if n in run and not torch.allclose(run[n], clean[n], rtol=1e-6)), None)
+        for run in runs
+        if run.get(names[0]) is not None and run[names[0]].shape == clean[names[0]].shape
+    ]
+    changed = [n for n in changed if n is not None]
+    return min(changed, key=names.index) if changed else None
+
+
 def normalized_after_scaling(fn: Callable) -> None:
     """fn(model, tokens, layer, c) → blocks.{layer}.ln1's output [batch, pos, d_model] when that block's input is scaled by c."""
     __tracebackhide__ = True
@@ -74,13 +110,23 @@ def normalized_after_scaling(fn: Callable) -> None:
     difference = 0.0
     for c in (0.01, 10.0):  # 0.01 first: there ε shows, so that an unscaled run is not right by accident
         expected = _run(model, tokens, [normalized], {pre: lambda t, c=c: c * t})[normalized]
+        with _watched(model) as runs:
+            got = call("normalized_after_scaling", fn, model, tokens, layer, c)
+        edited = _first_change(model, tokens, runs)
+        names = list(instrument.hook_points(model))
+        if edited is not None and names.index(edited) >= names.index(normalized):
+            unchanged = (
+                f"you hooked {edited}, after the read: ln1 had already read the block's input by then, so its output "
+                f"is unscaled. Scale {pre}, the input that ln1 reads"
+            )
+        else:
+            unchanged = "the scaling never reached the model: a hook changes a tensor only by returning the new one"
         mistakes = {
-            "the scaling never reached the model: a hook changes a tensor only by returning the new one": clean[normalized],
+            unchanged: clean[normalized],
             f"LayerNorm's output was scaled, not its input: scale {pre}, then read {normalized}": c * clean[normalized],
             "this is the scaled residual itself: return what LayerNorm makes of it (ln1.hook_normalized)": c * clean[pre],
             "this is the block's input, unscaled: return LayerNorm's output (ln1.hook_normalized)": clean[pre],
         }
-        got = call("normalized_after_scaling", fn, model, tokens, layer, c)
         difference = max(difference, compare("normalized_after_scaling", got, expected, mistakes, rtol=1e-5))
     passed("normalized_after_scaling", "the same hooks on the processed bundled model (c = 0.01 and 10)", difference)
 
@@ -127,42 +173,91 @@ def feature_left(fn: Callable) -> None:
             before - clean
         ),
     }
-    got = call("feature_left", fn, model, tokens, layer, direction)
+    got = call("feature_left", fn, model, tokens, layer, direction, inputs_are="the direction you pass in, which later cells use")
     difference = compare("feature_left", got, along(patched - clean), mistakes, rtol=1e-4)
     passed("feature_left", "the same hooks on the processed bundled model (a direction of norm 5 added at layer 2)", difference)
 
 
-def _kept(model, tokens, layer: int, s: float, *, stream: str = "mlp_out", read: int | None = None, by=None, bos=False):
+def _kept(
+    model,
+    tokens,
+    layer: int,
+    s: float,
+    *,
+    scale_at: str = "hook_mlp_out",
+    stream: str = "mlp_out",
+    read: int | None = None,
+    by=None,
+    bos=False,
+    measure: str = "along",
+    pool: str = "ratios",
+    o_times: float = 1.0,
+):
+    """The fraction kept, and the answers of its usual mistakes: scale `scale_at` of block `layer` by s, read the
+    resid_post of block `read` (the last by default), measure the change `along` ô (or its `norm`), divide by
+    (s − 1) · ‖o‖ (or by(o)), and average the positions ≥ 1 (`pool`: the mean of the ratios, or `sums`: a ratio
+    of sums); o_times: o as the student's code saw it (s, when a hook scaled the kept tensor in place)."""
     out, last = f"blocks.{layer}.hook_{stream}", f"blocks.{model.cfg.n_layers - 1 if read is None else read}.hook_resid_post"
     clean = _run(model, tokens, [out, last])
-    scaled = _run(model, tokens, [last], {out: lambda t: s * t})[last]
-    o = clean[out]
-    change = ((scaled - clean[last]) * o).sum(-1) / o.norm(dim=-1)  # [batch, pos]: along ô
-    fraction = change / ((s - 1) * o.norm(dim=-1) if by is None else by(o))
-    return fraction[:, (0 if bos else 1) :].mean()
+    scaled = _run(model, tokens, [last], {f"blocks.{layer}.{scale_at}": lambda t: s * t})[last]
+    o = o_times * clean[out]
+    change = scaled - clean[last]
+    along = (change * o).sum(-1) / o.norm(dim=-1) if measure == "along" else change.norm(dim=-1)  # [batch, pos]
+    added = (s - 1) * o.norm(dim=-1) if by is None else by(o)
+    first = 0 if bos else 1
+    if pool == "sums":
+        return along[:, first:].sum() / added[:, first:].sum()
+    return (along / added)[:, first:].mean()
+
+
+# The inputs kept_fraction is checked on: (layer, s). Two scales, so that the usual slips (dividing by s,
+# o scaled in place) differ from the right answer by different factors, and one slip does not pass for another.
+KEPT_CASES = [(2, 3.0), (5, 0.5)]
 
 
 def kept_fraction(fn: Callable) -> None:
     """fn(model, tokens, layer, s) → the fraction of (s − 1) · mlp_out of block `layer` still in the last layer's
     resid_post, along that output's direction, when the output is scaled by s (mean over positions ≥ 1)."""
     __tracebackhide__ = True
-    model, tokens, layer, s = bundled(processed=True), _tokens(15), 2, 3.0
-    expected = _kept(model, tokens, layer, s)
+    model, tokens = bundled(processed=True), _tokens(15)
+    last = model.cfg.n_layers - 1
+
+    def each(change=lambda layer, s: {}):
+        """[len(KEPT_CASES)]: the fraction on each case, with `change(layer, s)` as _kept's keywords."""
+        return torch.stack([_kept(model, tokens, layer, s, **change(layer, s)) for layer, s in KEPT_CASES])
+
     mistakes = {
-        "divided by s · ‖o‖: what was added is s · o − o = (s − 1) · o": _kept(
-            model, tokens, layer, s, by=lambda o: s * o.norm(dim=-1)
+        "divided by s · ‖o‖: what was added is s · o − o = (s − 1) · o": each(
+            lambda layer, s: {"by": lambda o: s * o.norm(dim=-1)}
         ),
-        f"read at block {layer}'s own resid_post, where nothing later has acted: read the last layer's": _kept(
-            model, tokens, layer, s, read=layer
+        "read at the block's own resid_post, where nothing later has acted: read the last layer's": each(
+            lambda layer, s: {"read": layer}
         ),
-        "BOS is included in the mean: average over positions 1 onwards": _kept(model, tokens, layer, s, bos=True),
-        "attn_out was scaled: this exercise scales the block's MLP output, blocks.{layer}.hook_mlp_out": _kept(
-            model, tokens, layer, s, stream="attn_out"
+        f"read at block {last - 1}'s resid_post, one before the last: the last block is n_layers − 1 = {last}": each(
+            lambda layer, s: {"read": last - 1}
         ),
+        "BOS is included in the mean: average over positions 1 onwards": each(lambda layer, s: {"bos": True}),
+        "attn_out was scaled: this exercise scales the block's MLP output, blocks.{layer}.hook_mlp_out": each(
+            lambda layer, s: {"scale_at": "hook_attn_out", "stream": "attn_out"}
+        ),
+        "mlp.hook_post was scaled, the neurons before W_out: that scales o − b_out, not o. Scale blocks.{layer}.hook_mlp_out": (
+            each(lambda layer, s: {"scale_at": "mlp.hook_post"})
+        ),
+        "this is ‖change‖, the size of the whole change: take only its component along ô = o / ‖o‖, (change · o) / ‖o‖": (
+            each(lambda layer, s: {"measure": "norm"})
+        ),
+        "a ratio of sums: divide position by position, then average the fractions over positions ≥ 1": each(
+            lambda layer, s: {"pool": "sums"}
+        ),
+        "o is the scaled output, s · o: your hook scaled the tensor it kept in place (`t *= s`), so the o you kept "
+        "changed with it. Return a new tensor (`return s * t`), or keep a copy": each(lambda layer, s: {"o_times": s}),
     }
-    got = call("kept_fraction", fn, model, tokens, layer, s)
-    difference = compare("kept_fraction", got, expected, mistakes, rtol=1e-4)
-    passed("kept_fraction", "the same hooks on the processed bundled model (block 2's mlp_out × 3)", difference)
+    one = torch.zeros((), dtype=torch.float64)  # each answer is one number
+    answers = [call("kept_fraction", fn, model, tokens, layer, s) for layer, s in KEPT_CASES]
+    got = torch.stack([as_tensor("kept_fraction", answer, one) for answer in answers])
+    difference = compare("kept_fraction", got, each(), mistakes, rtol=1e-4)
+    cases = " and ".join(f"block {layer}'s mlp_out × {s:g}" for layer, s in KEPT_CASES)
+    passed("kept_fraction", f"the same hooks on the processed bundled model ({cases})", difference)
 
 
 def _without_bos(pattern: torch.Tensor, *, rows=slice(1, None), renormalise="keys", zero="key") -> torch.Tensor:

@@ -181,16 +181,19 @@ later = np.arange(layer, L)
 print("component left along d̂, by layer:", np.round(left.numpy(), 2), f"(α = {alpha})")
 figures.dilution(later, (left / clean_post[layer:]).numpy(), (alpha / clean_post[layer:]).numpy())
 plt.show()
+grown = float(clean_post[-1] / clean_post[layer])
+print(f"the stream's mean norm grew ×{grown:.3f} from layer {layer} to layer {L - 1}, the layers the feature crossed")
 first, last = default_fit_layers(L)
 g = growth_rate(clean_post.numpy(), first, last)["fit_rate"]
 print(
-    f"the stream grows ×{g:.3f} per layer here (least squares, layers {first}–{last}): "
-    f"over {L - 1 - layer} layers, ×{g ** (L - 1 - layer):.2f}"
+    f"(the least-squares rate, ×{g:.3f} per layer over layers {first}–{last}, would say ×{g ** (L - 1 - layer):.2f}: "
+    "a fit over other layers)"
 )
 
 # %% [markdown]
 # Does the component stay near α (nothing removes the feature, its share falls only because the stream
-# grows around it) or fall towards 0 (later blocks delete it)? Compare the two lines in the figure.
+# grows around it) or fall towards 0 (later blocks delete it)? Compare the two lines in the figure, and
+# compare the share's fall with the stream's growth over the same layers (the ratio printed first).
 #
 # ## 5. Overshadowing or deleting?
 #
@@ -256,9 +259,9 @@ def mean_without_bos(norms):
     return np.concatenate([n[:, 1:] for n in norms], axis=1).mean(axis=1)
 
 
-def loss(logits):
-    """The mean next-token loss of logits [batch, pos, d_vocab] for tokens."""
-    return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten()))
+def loss(logits, targets=tokens):
+    """The mean next-token loss of logits [batch, pos, d_vocab] for the tokens that follow in targets [batch, pos]."""
+    return float(torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets[:, 1:].flatten()))
 
 
 figures.norms_by_layer(
@@ -266,6 +269,19 @@ figures.norms_by_layer(
 )
 plt.show()
 print(f"next-token loss on 8 prompts: {loss(model(tokens)):.3f} as trained, {loss(ablated_logits):.3f} without attention to BOS")
+text = tokens[:, 1:]  # the same prompts without BOS in front; compare the predictions both runs make
+with_bos, without_bos = loss(model(tokens)[:, 1:], text), loss(model(text), text)
+print(f"the same predictions: {with_bos:.3f} with BOS first, {without_bos:.3f} without; BOS costs {with_bos - without_bos:.3f}")
+
+# %% [markdown]
+# A surprise: without attention to BOS, the loss goes *down*. BOS itself is the reason: the bundled model
+# was trained on windows of 256 tokens cut at random offsets of its corpus (`training/train.py`,
+# `random_windows`), and few of them start with `<|endoftext|>`. For this model a BOS in position 0 is
+# unusual input, and putting it in front of a prompt makes the predictions worse: the line above measures
+# what it costs. A model trained with BOS in front of its texts can learn to use it as a resting place for
+# heads with nothing to read (TransformerLens puts BOS first by default for that reason), and would lose by
+# the ablation; this one has little to lose. The study puts BOS first all the same, as the post did, and
+# leaves it out of every mean.
 
 # %% [markdown]
 # ## What you found
@@ -277,4 +293,5 @@ print(f"next-token loss on 8 prompts: {loss(model(tokens)):.3f} as trained, {los
 # 2. Does the feature you added stay (component ≈ α) or go? By how much did its share fall, and is that
 #    the stream's growth over those layers?
 # 3. Do later blocks delete a scaled MLP output, or leave it to be overshadowed? Which blocks differ?
-# 4. How much do heads attend to BOS here, and what does removing it do to the norms and the loss?
+# 4. How much do heads attend to BOS here, and what does removing it do to the norms and the loss? Why can
+#    the loss fall, and what would you expect of a model trained with BOS in front of every text?
