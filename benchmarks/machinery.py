@@ -1,0 +1,127 @@
+"""What each piece of the study's machinery buys, in one run: the study with it and without it, alternating.
+
+    python -m benchmarks.machinery                       # builds a gpt2-medium-shaped checkpoint in ./bench-work
+    python -m benchmarks.machinery --checkpoint DIR      # or uses one already written
+    python -m benchmarks.machinery --quick               # a toy shape, to check that the script runs
+
+Each row runs `python -m analysis.growth` in a fresh process, once as the code is and once with one piece
+replaced by the plain thing it stands in for, taking turns (--repeats pairs): the ratio of the study's wall
+time and of its peak RSS (the child's ru_maxrss; this process imports no torch, so its own high-water mark
+cannot leak into the child's) says what the piece buys. A piece stays if it buys at least 10% of either.
+
+- the hub's TCP probe (weights.hub._hub_unreachable): the default study (`python -m analysis.growth`, no
+  --model) with the hub unreachable (HF_ENDPOINT at a closed port of 127.0.0.1) and nothing cached, which
+  falls back to the bundled model; without the probe, huggingface_hub is asked and retries before it gives up.
+"""
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# How each piece is taken out, in the child, before analysis.growth runs: nothing in the code has a switch for it.
+WITHOUT = {
+    "malloc thresholds": "import analysis.engine as e; e.fix_malloc_thresholds = lambda: None",
+    "figures in a forked process": "import analysis.engine as e; e.two_at_once = lambda a, b: (a(), b())",
+    "hub TCP probe": "import weights.hub; weights.hub._hub_unreachable = lambda: False",
+}
+RUN_GROWTH = "import sys; from analysis import growth; sys.exit(growth.main(sys.argv[1:]))"
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_child(code: str, args: list[str], env: dict) -> tuple[float, int]:
+    """Wall seconds and peak RSS in bytes (ru_maxrss) of `python -c code args…`, run from the repository root."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            errors.seek(0)
+            tail = errors.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"the study failed (exit {child.returncode}): python -c {code!r} {' '.join(args)}\n{tail}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def build_checkpoint(directory: Path, shape: tuple[int, int, int]) -> Path:
+    """A random checkpoint in the official layout, written by a child process (this one stays small)."""
+    if not (directory / "model.safetensors").exists():
+        code = (
+            "import sys; from benchmarks import checkpoints; checkpoints.write_checkpoint(sys.argv[1], *map(int, sys.argv[2:]))"
+        )
+        subprocess.run([sys.executable, "-c", code, str(directory), *map(str, shape)], cwd=ROOT, check=True)
+    return directory
+
+
+def measure(name: str, args: list[str], env: dict, repeats: int, scratch: Path) -> dict:
+    """The study as it is and without the piece, alternating; medians of each and of the pairs' ratios."""
+    runs = {"with": [], "without": []}
+    for i in range(repeats):
+        for label in ("with", "without") if i % 2 == 0 else ("without", "with"):
+            code = RUN_GROWTH if label == "with" else WITHOUT[name] + "; " + RUN_GROWTH
+            out = scratch / f"report-{len(runs['with']) + len(runs['without'])}"
+            runs[label].append(run_child(code, [*args, "--out", str(out)], env))
+            print(f"  {name}, {label}: {runs[label][-1][0]:.1f} s, {runs[label][-1][1] / 2**30:.2f} GiB", flush=True)
+    pairs = list(zip(runs["with"], runs["without"]))
+    return {
+        "with_s": statistics.median(s for s, _ in runs["with"]),
+        "without_s": statistics.median(s for s, _ in runs["without"]),
+        "time_ratio": statistics.median(w[0] / wo[0] for w, wo in pairs),
+        "rss_ratio": statistics.median(w[1] / wo[1] for w, wo in pairs),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder to run the study on (default: built)")
+    parser.add_argument("--workdir", type=Path, default=Path("bench-work"))
+    parser.add_argument("--repeats", type=int, default=2, help="runs with and without each piece (default 2)")
+    parser.add_argument("--quick", action="store_true", help="a 2-layer toy shape, one run each: checks the script")
+    args = parser.parse_args(argv)
+    shape = (2, 64, 4) if args.quick else (24, 1024, 16)  # gpt2-medium
+    repeats = 1 if args.quick else args.repeats
+    directory = args.checkpoint or build_checkpoint(args.workdir / f"random-{shape[0]}x{shape[1]}", shape)
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        offline = os.environ | {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HOME": str(scratch / "hf-home")}
+        for name in ("HF_HUB_OFFLINE", *(p for p in os.environ if p.lower().endswith("_proxy"))):
+            offline.pop(name, None)
+        for name in ("malloc thresholds", "figures in a forked process"):
+            rows.append(
+                (name, f"--model {directory.name}", measure(name, ["--model", str(directory)], os.environ, repeats, scratch))
+            )
+        rows.append(
+            (
+                "hub TCP probe",
+                "default study, hub unreachable, nothing cached",
+                measure("hub TCP probe", [], offline, repeats, scratch),
+            )
+        )
+    print()
+    print(f"{repeats} run(s) with and without each piece, alternating; medians; ratio = with / without (below 1: it buys)")
+    print("| piece | study | with | without | time ratio | peak RSS ratio |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, what, m in rows:
+        print(
+            f"| {name} | {what} | {m['with_s']:.1f} s | {m['without_s']:.1f} s | {m['time_ratio']:.2f} | {m['rss_ratio']:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
