@@ -18,13 +18,11 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.ab_study import ROOT, SHAPES, build_checkpoint, run_child
 
 # How each piece is taken out, in the child, before analysis.growth runs: nothing in the code has a switch for it.
 WITHOUT = {
@@ -42,31 +40,6 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def run_child(code: str, args: list[str], env: dict) -> tuple[float, int]:
-    """Wall seconds and peak RSS in bytes (ru_maxrss) of `python -c code args…`, run from the repository root."""
-    with tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(child.pid, 0)
-        seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            errors.seek(0)
-            tail = errors.read().decode(errors="replace")[-3000:]
-            raise SystemExit(f"the study failed (exit {child.returncode}): python -c {code!r} {' '.join(args)}\n{tail}")
-    return seconds, usage.ru_maxrss * 1024
-
-
-def build_checkpoint(directory: Path, shape: tuple[int, int, int]) -> Path:
-    """A random checkpoint in the official layout, written by a child process (this one stays small)."""
-    if not (directory / "model.safetensors").exists():
-        code = (
-            "import sys; from benchmarks import checkpoints; checkpoints.write_checkpoint(sys.argv[1], *map(int, sys.argv[2:]))"
-        )
-        subprocess.run([sys.executable, "-c", code, str(directory), *map(str, shape)], cwd=ROOT, check=True)
-    return directory
-
-
 def measure(name: str, args: list[str], env: dict, repeats: int, scratch: Path) -> dict:
     """The study as it is and without the piece, alternating; medians of each and of the pairs' ratios."""
     runs = {"with": [], "without": []}
@@ -74,7 +47,7 @@ def measure(name: str, args: list[str], env: dict, repeats: int, scratch: Path) 
         for label in ("with", "without") if i % 2 == 0 else ("without", "with"):
             code = RUN_GROWTH if label == "with" else WITHOUT[name] + "; " + RUN_GROWTH
             out = scratch / f"report-{len(runs['with']) + len(runs['without'])}"
-            runs[label].append(run_child(code, [*args, "--out", str(out)], env))
+            runs[label].append(run_child([sys.executable, "-c", code, *args, "--out", str(out)], ROOT, env))
             print(f"  {name}, {label}: {runs[label][-1][0]:.1f} s, {runs[label][-1][1] / 2**30:.2f} GiB", flush=True)
     pairs = list(zip(runs["with"], runs["without"]))
     return {
@@ -90,9 +63,10 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder to run the study on (default: built)")
     parser.add_argument("--workdir", type=Path, default=Path("bench-work"))
     parser.add_argument("--repeats", type=int, default=2, help="runs with and without each piece (default 2)")
+    parser.add_argument("--piece", action="append", choices=list(WITHOUT), help="measure only this piece (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a 2-layer toy shape, one run each: checks the script")
     args = parser.parse_args(argv)
-    shape = (2, 64, 4) if args.quick else (24, 1024, 16)  # gpt2-medium
+    shape = SHAPES["toy" if args.quick else "gpt2-medium"]
     repeats = 1 if args.quick else args.repeats
     directory = args.checkpoint or build_checkpoint(args.workdir / f"random-{shape[0]}x{shape[1]}", shape)
     rows = []
@@ -101,17 +75,14 @@ def main(argv=None) -> int:
         offline = os.environ | {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HOME": str(scratch / "hf-home")}
         for name in ("HF_HUB_OFFLINE", *(p for p in os.environ if p.lower().endswith("_proxy"))):
             offline.pop(name, None)
-        for name in ("malloc thresholds", "figures in a forked process"):
+        pieces = args.piece or list(WITHOUT)
+        for name in [name for name in ("malloc thresholds", "figures in a forked process") if name in pieces]:
             rows.append(
                 (name, f"--model {directory.name}", measure(name, ["--model", str(directory)], os.environ, repeats, scratch))
             )
-        rows.append(
-            (
-                "hub TCP probe",
-                "default study, hub unreachable, nothing cached",
-                measure("hub TCP probe", [], offline, repeats, scratch),
-            )
-        )
+        if "hub TCP probe" in pieces:
+            what = "default study, hub unreachable, nothing cached"
+            rows.append(("hub TCP probe", what, measure("hub TCP probe", [], offline, repeats, scratch)))
     print()
     print(f"{repeats} run(s) with and without each piece, alternating; medians; ratio = with / without (below 1: it buys)")
     print("| piece | study | with | without | time ratio | peak RSS ratio |")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -80,3 +82,26 @@ def test_the_reading_path_counts_every_line_stops_at_further_reading_and_refuses
     assert result.returncode == 2 and result.stderr.strip().endswith(
         "names pkg/gone.py, which does not exist in " + str(tmp_path)
     )
+
+
+def test_the_ab_study_runs_both_trees_and_compares_their_numbers(tmp_path):
+    """`python -m benchmarks.ab_study REV --quick`: the study from a worktree of REV and from the working tree,
+    ratios of time and memory, and summary.json compared number by number (HEAD against itself: equal)."""
+    command = [sys.executable, "-m", "benchmarks.ab_study", "HEAD", "--quick", "--workdir", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"\| wall time \(median\) \| [\d.]+ s \| [\d.]+ s \| [\d.]+ \|", result.stdout)
+    assert re.search(r"\| peak RSS \(median\) \| [\d.]+ GiB \| [\d.]+ GiB \| [\d.]+ \|", result.stdout)
+    assert re.search(r"summary.json: [1-9]\d* numbers; largest relative difference 0: within 1e-06", result.stdout), result.stdout
+    worktrees = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert str(tmp_path) not in worktrees and "/before " not in worktrees  # the temporary worktree is gone
+
+
+def test_summaries_are_compared_leaf_by_leaf():
+    from benchmarks.ab_study import compare
+
+    before = {"a": [1.0, 2.0], "b": {"c": 3, "d": "x"}, "e": None}
+    found = compare(before, {"a": [1.0, 2.0 * (1 + 1e-5)], "b": {"c": 3, "d": "y"}, "f": 1})
+    assert found["where"] == "/a[1]" and found["worst"] == pytest.approx(1e-5, rel=1e-3)
+    assert found["texts"] == ["/b/d: 'x' / 'y'"] and found["only_before"] == ["/e"] and found["only_after"] == ["/f"]
+    assert compare(before, before)["worst"] == 0
