@@ -1,13 +1,13 @@
 """What each piece of the study's machinery buys, in one run: the study with it and without it, alternating.
 
-    python -m benchmarks.machinery                       # builds a gpt2-medium-shaped checkpoint in ./bench-work
-    python -m benchmarks.machinery --checkpoint DIR      # or uses one already written
-    python -m benchmarks.machinery --quick               # a toy shape, to check that the script runs
+    python -m benchmarks.machinery                       # 2 runs with and 2 without each piece
 
 Each row runs `python -m analysis.growth` in a fresh process, once as the code is and once with one piece
 replaced by the plain thing it stands in for, taking turns (--repeats pairs): the ratio of the study's wall
 time and of its peak RSS (the child's ru_maxrss; this process imports no torch, so its own high-water mark
 cannot leak into the child's) says what the piece buys. A piece stays if it buys at least 10% of either.
+Two pieces measured so at gpt2-medium shape bought less and were deleted (BENCHMARKS.md, "The machinery"): glibc's
+malloc thresholds and the figures drawn in a forked process.
 
 - the hub's TCP probe (weights.hub._hub_unreachable): the default study (`python -m analysis.growth`, no
   --model) with the hub unreachable (HF_ENDPOINT at a closed port of 127.0.0.1) and nothing cached, which
@@ -22,12 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.ab_study import ROOT, SHAPES, build_checkpoint, run_child
+from benchmarks.ab_study import ROOT, run_child
 
 # How each piece is taken out, in the child, before analysis.growth runs: nothing in the code has a switch for it.
 WITHOUT = {
-    "malloc thresholds": "import analysis.engine as e; e.fix_malloc_thresholds = lambda: None",
-    "figures in a forked process": "import analysis.engine as e; e.two_at_once = lambda a, b: (a(), b())",
     "hub TCP probe": "import weights.hub; weights.hub._hub_unreachable = lambda: False",
 }
 RUN_GROWTH = "import sys; from analysis import growth; sys.exit(growth.main(sys.argv[1:]))"
@@ -60,31 +58,17 @@ def measure(name: str, args: list[str], env: dict, repeats: int, scratch: Path) 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder to run the study on (default: built)")
-    parser.add_argument("--workdir", type=Path, default=Path("bench-work"))
     parser.add_argument("--repeats", type=int, default=2, help="runs with and without each piece (default 2)")
-    parser.add_argument("--piece", action="append", choices=list(WITHOUT), help="measure only this piece (repeatable)")
-    parser.add_argument("--quick", action="store_true", help="a 2-layer toy shape, one run each: checks the script")
     args = parser.parse_args(argv)
-    shape = SHAPES["toy" if args.quick else "gpt2-medium"]
-    repeats = 1 if args.quick else args.repeats
-    directory = args.checkpoint or build_checkpoint(args.workdir / f"random-{shape[0]}x{shape[1]}", shape)
-    rows = []
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         offline = os.environ | {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HOME": str(scratch / "hf-home")}
         for name in ("HF_HUB_OFFLINE", *(p for p in os.environ if p.lower().endswith("_proxy"))):
             offline.pop(name, None)
-        pieces = args.piece or list(WITHOUT)
-        for name in [name for name in ("malloc thresholds", "figures in a forked process") if name in pieces]:
-            rows.append(
-                (name, f"--model {directory.name}", measure(name, ["--model", str(directory)], os.environ, repeats, scratch))
-            )
-        if "hub TCP probe" in pieces:
-            what = "default study, hub unreachable, nothing cached"
-            rows.append(("hub TCP probe", what, measure("hub TCP probe", [], offline, repeats, scratch)))
+        what = "default study, hub unreachable, nothing cached"
+        rows = [("hub TCP probe", what, measure("hub TCP probe", [], offline, args.repeats, scratch))]
     print()
-    print(f"{repeats} run(s) with and without each piece, alternating; medians; ratio = with / without (below 1: it buys)")
+    print(f"{args.repeats} run(s) with and without each piece, alternating; medians; ratio = with / without (below 1: it buys)")
     print("| piece | study | with | without | time ratio | peak RSS ratio |")
     print("|---|---|---:|---:|---:|---:|")
     for name, what, m in rows:
