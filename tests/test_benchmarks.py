@@ -105,3 +105,16 @@ def test_summaries_are_compared_leaf_by_leaf():
     assert found["where"] == "/a[1]" and found["worst"] == pytest.approx(1e-5, rel=1e-3)
     assert found["texts"] == ["/b/d: 'x' / 'y'"] and found["only_before"] == ["/e"] and found["only_after"] == ["/f"]
     assert compare(before, before)["worst"] == 0
+
+
+def test_the_machinery_benchmark_shows_what_the_hub_probe_buys_offline():
+    """`python -m benchmarks.machinery`: the default study with the hub unreachable, with the TCP probe and
+    without it (huggingface_hub's retries), in fresh processes; the probe is kept because this ratio is well
+    under 0.9."""
+    command = [sys.executable, "-m", "benchmarks.machinery", "--repeats", "1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    row = re.search(r"\| hub TCP probe \| [^|]+ \| ([\d.]+) s \| ([\d.]+) s \| ([\d.]+) \| ([\d.]+) \|", result.stdout)
+    assert row, result.stdout
+    with_s, without_s, ratio = float(row[1]), float(row[2]), float(row[3])
+    assert without_s - with_s > 15 and ratio < 0.9  # 24 s of retries, against one refused connection
