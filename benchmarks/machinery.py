@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         offline = os.environ | {"HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", "HF_HOME": str(scratch / "hf-home")}
-        for name in ("HF_HUB_OFFLINE", *(p for p in os.environ if p.lower().endswith("_proxy"))):
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *(p for p in os.environ if p.lower().endswith("_proxy"))):
             offline.pop(name, None)
         what = "default study, hub unreachable, nothing cached"
         rows = [("hub TCP probe", what, measure("hub TCP probe", [], offline, args.repeats, scratch))]
