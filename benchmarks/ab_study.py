@@ -97,7 +97,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("revision", help="git revision of the 'before' study")
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder to run the study on (default: built)")
-    parser.add_argument("--workdir", type=Path, default=Path("bench-work"), help="where the built checkpoint is kept")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path.home() / ".cache" / "minigpt-bench",
+        help="where the built checkpoint is kept (default: python -m benchmarks' own, so its gpt2-medium checkpoint is reused)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side (default 2)")
     parser.add_argument("--quick", action="store_true", help="a 2-layer toy shape, one run each: checks the script")
     args = parser.parse_args(argv)
