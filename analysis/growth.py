@@ -206,7 +206,6 @@ def command(run: Callable, args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    engine.fix_malloc_thresholds()
     status = command(run, args)
     engine.distributed.end_failed_rank(status)  # under torchrun
     return status

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 import outdir
-from analysis import engine, rates
+from analysis import rates
 from analysis.inputs import Prompts
 from analysis.progress import Progress
 from analysis.study import ModelStudy
@@ -265,14 +265,7 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
         log(f"{r.name}: figures")
         with outdir.writing(directory / r.slug) as path:
             path.mkdir()
-        # matplotlib draws on one core: where there are two, a forked process draws every other figure meanwhile.
-        # Measured at gpt2-medium shape, two runs each, alternating: from the first figure to the report
-        # written 1.9–2.2 s so, against 3.3–4.2 s one after the other.
-        odd, even = engine.two_at_once(
-            lambda r=r: figures.write(r, directory / r.slug, figures.FIGURES[1::2]),
-            lambda r=r: figures.write(r, directory / r.slug, figures.FIGURES[0::2]),
-        )
-        shown[r.slug] = sorted(odd + even, key=lambda figure: figure.stem)
+        shown[r.slug] = sorted(figures.write(r, directory / r.slug), key=lambda figure: figure.stem)
     plots.save(
         plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.rates} for r in results}),
         directory,

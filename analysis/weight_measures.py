@@ -4,7 +4,7 @@ random-input rate, and (`as_trained`) the LayerNorm gains and matrix norms befor
 What growth written into the weights would look like: attention's W_OV = W_V @ W_O and the MLP's matrices
 growing in norm with depth, and the blocks' outputs on random inputs of a fixed size growing with them.
 Inputs are "random normalised" vectors: Gaussian, then shifted and scaled to mean 0 and variance 1 over
-d_model, which is what a folded LayerNorm hands the next layer whatever the residual's size.
+d_model, which is what a folded LayerNorm hands its block's attention or MLP whatever the residual's size.
 """
 
 import numpy as np
@@ -16,7 +16,7 @@ from minigpt import GPT2
 
 def random_normalised(n: int, d_model: int, seed: int = 0) -> torch.Tensor:
     """n Gaussian vectors, each shifted and scaled to mean 0 and variance 1 over its d_model entries:
-    what a (folded) LayerNorm hands the next layer."""
+    what a (folded) LayerNorm hands its block's attention or MLP."""
     x = torch.randn(n, d_model, generator=torch.Generator().manual_seed(seed))
     x = x - x.mean(-1, keepdim=True)
     return x / x.pow(2).mean(-1, keepdim=True).sqrt()
@@ -107,7 +107,8 @@ def weight_measures(model: GPT2, n_random: int = N_RANDOM, seed: int = 0, on_lay
 def as_trained(model: GPT2) -> dict[str, np.ndarray]:
     """Where growth can be stored, read before `weights.process` folds the gains in: per layer, the RMS of
     each LayerNorm's gain w, the mean over heads of ‖W_V[h] W_O[h]‖_F, ‖W_in‖_F and ‖W_out‖_F, as trained.
-    A gain that grows with depth multiplies what the next layer reads, exactly as a growing matrix would:
+    A gain that grows with depth multiplies what its own block's sublayer reads (ln1's the attention, ln2's
+    the MLP), exactly as a growing matrix would:
     processed, it becomes part of W_OV and W_in (`weight_measures`' W_OV_frobenius and W_in_norm)."""
     rows = [
         {

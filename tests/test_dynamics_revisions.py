@@ -24,7 +24,8 @@ from conftest import HubServer, commit_repo, git
 from test_families import write_family
 from test_tokenizer import trained_neox_like
 
-from analysis import dynamics, inputs
+import weights.revisions
+from analysis import dynamics, inputs, over_training
 
 ROOT = Path(__file__).parent.parent
 REPO = "someone/pythia-tiny"
@@ -92,7 +93,7 @@ def table(path: Path) -> list[dict]:
 @torch.no_grad()
 def expected_mean_norms(source: Path, step: int, prompts: Path) -> np.ndarray:
     """The command's mean ‖resid_post‖ by layer, measured here from the folder the branch was committed from."""
-    return dynamics.measure(source, step, inputs.read_prompts(prompts), torch.device("cpu"), 8).mean_norm
+    return over_training.measure(source, step, inputs.read_prompts(prompts), torch.device("cpu"), 8).mean_norm
 
 
 def test_named_revisions_are_measured_from_their_own_branches(pythia_hub, tmp_path):
@@ -200,6 +201,6 @@ def test_arguments_that_cannot_go_together_are_one_line(args, message, tmp_path,
 def test_the_default_pick_of_pythias_154_step_branches():
     pythia = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
     assert len(pythia) == 154
-    assert dynamics.log_spaced(pythia, 12) == [0, 2, 8, 32, 64, 256, 512, 2000, 6000, 17000, 49000, 143000]
-    assert dynamics.log_spaced([0, 1, 2, 4], 12) == [0, 1, 2, 4]
-    assert dynamics.log_spaced([0, 1, 2, 4, 8, 16], 3) == [0, 4, 16]
+    assert weights.revisions.log_spaced(pythia, 12) == [0, 2, 8, 32, 64, 256, 512, 2000, 6000, 17000, 49000, 143000]
+    assert weights.revisions.log_spaced([0, 1, 2, 4], 12) == [0, 1, 2, 4]
+    assert weights.revisions.log_spaced([0, 1, 2, 4, 8, 16], 3) == [0, 4, 16]

@@ -24,7 +24,6 @@ from conftest import HubServer
 import outdir
 import weights
 from analysis import engine, growth
-from analysis.engine import processes
 from analysis.progress import Progress
 
 PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
@@ -240,84 +239,6 @@ two_cores = pytest.mark.skipif(
 
 
 @two_cores
-def test_the_figure_helper_process_returns_its_result_and_its_write_errors():
-    assert processes.two_at_once(lambda: os.getpid(), lambda: os.getpid()) != (os.getpid(),) * 2  # two processes
-    assert processes.two_at_once(lambda: [1, "two"], lambda: 3) == ([1, "two"], 3)
-
-    def disk_full():
-        raise outdir.WriteError("could not write /x/a.png: No space left on device")
-
-    with pytest.raises(outdir.WriteError, match=r"^could not write /x/a.png: No space left on device$"):
-        processes.two_at_once(disk_full, lambda: None)
-    with pytest.raises(outdir.WriteError, match=r"helper process \d+ failed:\n(.|\n)*ZeroDivisionError"):
-        processes.two_at_once(lambda: 1 / 0, lambda: None)
-
-
-@two_cores
-def test_the_figure_helper_process_is_gone_before_a_failure_here_goes_on(tmp_path):
-    """If this process's half fails (an interrupt, a full disk), the child is killed and reaped first: it
-    can write nothing more into a scratch folder the failure is about to remove."""
-    late = tmp_path / "written-late"
-
-    def slow_child():
-        time.sleep(1.0)
-        late.write_text("too late")
-
-    def fails_here():
-        raise outdir.Interrupted(signal.SIGINT)
-
-    with pytest.raises(outdir.Interrupted):
-        processes.two_at_once(slow_child, fails_here)
-    time.sleep(1.5)
-    assert not late.exists()
-
-
-@two_cores
-def test_a_signal_that_arrives_during_the_fork_is_not_lost():
-    """Python runs at-fork callbacks (logging registers some) and drops what they raise, so a signal
-    handled inside one would vanish: it must wait until the fork is over, then interrupt as usual."""
-    armed = []
-    os.register_at_fork(after_in_parent=lambda: armed and os.kill(os.getpid(), signal.SIGINT))
-    with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
-        armed.append(True)
-        try:
-            processes.two_at_once(lambda: time.sleep(0.5), lambda: None)
-        finally:
-            armed.clear()
-
-
-def test_a_signal_that_another_thread_takes_during_the_fork_is_not_lost():
-    """Blocking a signal holds it for one thread only: one that another thread takes (torch has worker
-    threads) has Python run the handler in the main thread wherever it is, inside an at-fork callback too."""
-    import threading
-
-    idle = threading.Event()
-    other = threading.Thread(target=idle.wait, daemon=True)
-    other.start()
-    armed = []
-
-    def signal_the_other_thread():
-        if armed:
-            signal.pthread_kill(other.ident, signal.SIGINT)
-            time.sleep(0.05)  # Python runs the handler here, inside the callback, unless it is held
-
-    os.register_at_fork(after_in_parent=signal_the_other_thread)
-    try:
-        with outdir.signals_as_exceptions(), pytest.raises(outdir.Interrupted):
-            armed.append(True)
-            try:
-                processes.two_at_once(lambda: time.sleep(0.5), lambda: None)
-            finally:
-                armed.clear()
-    finally:
-        idle.set()
-
-
-def test_on_one_core_both_halves_run_here(monkeypatch):
-    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert processes.two_at_once(lambda: os.getpid(), lambda: os.getpid()) == (os.getpid(), os.getpid())
-
-
 def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path, capsys):
     (tmp_path / "plain-file").write_text("x")
     out = tmp_path / "plain-file" / "report"

@@ -1,11 +1,9 @@
 """From a model name to a local directory holding its files, downloading through huggingface_hub."""
 
 import os
-import re
 import stat
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 from .formats import SPECIAL_TOKEN_FILES, WEIGHT_FILES, CheckpointError, shard_names
 
@@ -22,10 +20,6 @@ REPOS = {
 # tokenizer.json, and the files naming its BOS and padding tokens where it has them (SPECIAL_TOKEN_FILES).
 # Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
-
-# How a repository names a training checkpoint: a branch or tag step<N>, as Pythia publishes its 154 (step0,
-# step1, step2, step4, … step512, step1000, step2000, … step143000). No leading zeros: step01 is not step 1.
-STEP_REVISION = re.compile(r"step(0|[1-9][0-9]*)")
 
 # The small GPT-2 trained by `python -m training` and shipped inside this package.
 BUNDLED_NAME = "bundled"
@@ -226,54 +220,6 @@ def _repo_files(repo: str, revision: str | None) -> list[str] | None:
         raise
     except Exception:  # offline, unreachable, a server error: the cache answers instead
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The training checkpoints a repository publishes as revisions (Pythia's step branches)
-
-
-class StepRevisions(NamedTuple):
-    steps: dict[int, str]  # {N: "stepN"}, in step order
-    others: list[str]  # the branches and tags not named step<N>
-    from_cache: bool  # the hub could not be reached: these are the revisions the cache holds whole
-
-
-def step_revisions(repo: str) -> StepRevisions:
-    """The revisions of a repository named step<N> (branches or tags), asked of the hub without downloading
-    anything. When the hub cannot be reached (offline, or HF_HUB_OFFLINE=1) the Hugging Face cache answers
-    with the revisions it holds whole: those `locate` can load offline. An unknown repository, or any other
-    refusal of the hub's (an HTTP 4xx: it answered, and not with the refs), is a CheckpointError."""
-    import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-    try:
-        if _hub_unreachable():
-            raise ConnectionError(f"nothing answers at {huggingface_hub.constants.ENDPOINT}")
-        refs = huggingface_hub.list_repo_refs(repo)
-        names, from_cache = [ref.name for ref in (*refs.branches, *refs.tags)], False
-    except RepositoryNotFoundError:
-        raise CheckpointError(f"{repo}: no such repository on the Hugging Face hub (or it is private)") from None
-    except Exception as error:
-        response = getattr(error, "response", None) if isinstance(error, HfHubHTTPError) else None
-        if response is not None and 400 <= response.status_code < 500:
-            reason = response.headers.get("x-error-message") or response.reason_phrase
-            raise CheckpointError(
-                f"{repo}: the hub did not list its branches and tags (HTTP {response.status_code}: {reason})"
-            ) from None
-        # offline, unreachable, a server error: the cache answers instead
-        names, from_cache = [name for name in _cached_refs(repo) if in_cache(repo, name)], True
-    steps = {int(match[1]): name for name in names if (match := STEP_REVISION.fullmatch(name))}
-    others = sorted(set(names) - set(steps.values()))
-    return StepRevisions(dict(sorted(steps.items())), others, from_cache)
-
-
-def _cached_refs(repo: str) -> list[str]:
-    """The branch and tag names that earlier downloads of the repository resolved: the files of its refs/ folder,
-    in the cache layout huggingface_hub documents (HF_HUB_CACHE/models--OWNER--NAME/refs/NAME holds a commit)."""
-    from huggingface_hub import constants
-
-    refs = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs"
-    return sorted(path.name for path in refs.iterdir() if path.is_file()) if refs.is_dir() else []
 
 
 def in_cache(repo: str, revision: str | None) -> bool:

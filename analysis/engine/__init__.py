@@ -9,8 +9,6 @@ definition it speeds up.
               the embedding rows its prompts never use before the first batch (`keep_prompt_tokens`).
 - stats.py    `NormStats`: those running sums, a fixed-bin histogram and figure 12's sample, of a size set
               by the model, not by the number of prompts; mergeable across shards by addition.
-- memory.py   glibc's malloc thresholds, fixed so that one batch's freed memory is reused by the next.
-- processes.py `two_at_once`: the figures drawn by two processes where there are two cores.
 - distributed.py `Team`, `collect_shared`: the study under torchrun, each rank running a share of the
               batches, their sums added up by torch.distributed: the numbers of one process.
 """
@@ -18,8 +16,6 @@ definition it speeds up.
 from . import batching
 from .collect import BATCH_POSITIONS, by_length, collect, keep_prompt_tokens, per_position_norms, plan_batches, positions_per_pass
 from .distributed import RankFailed, Team, collect_shared
-from .memory import fix_malloc_thresholds
-from .processes import two_at_once
 from .stats import HISTOGRAM_EDGES, RESERVOIR, NormStats
 
 __all__ = [
@@ -33,10 +29,8 @@ __all__ = [
     "by_length",
     "collect",
     "collect_shared",
-    "fix_malloc_thresholds",
     "keep_prompt_tokens",
     "per_position_norms",
     "plan_batches",
     "positions_per_pass",
-    "two_at_once",
 ]
