@@ -10,17 +10,9 @@ from minigpt.tokenizer_json import MAX_ID
 from .formats import CheckpointError, read_json, refuse_lfs_pointer
 
 
-def read_json_object(path: Path) -> dict:
-    """`read_json`, with JSON nested deeper than Python's parser goes refused in one line."""
-    try:
-        return read_json(path)
-    except RecursionError:
-        raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
-
-
 def read_vocab(path: Path) -> dict[str, int]:
     """vocab.json: an object of token strings to ids, integers from 0 to MAX_ID."""
-    vocab = read_json_object(path)
+    vocab = read_json(path)
     for token, i in vocab.items():
         if not isinstance(i, int) or isinstance(i, bool) or i < 0:
             raise CheckpointError(f"{path}: the token {token!r} has the id {json.dumps(i)}; ids are non-negative integers")
@@ -57,7 +49,7 @@ def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
 def read_tokenizer_json(path: Path) -> dict:
     """tokenizer.json, checked only for the outer shape a byte-level BPE's has: an object whose "model" is an
     object of type "BPE" with a vocab object and a merges list."""
-    data = read_json_object(path)
+    data = read_json(path)
     model = data.get("model")
     if not isinstance(model, dict):
         raise CheckpointError(f'{path}: no "model" object (a tokenizers file describes its model there)')
