@@ -503,7 +503,7 @@ def run(args, log) -> Path:
     out = Path(os.path.abspath(args.out))
     repo = hub_repo(args)
     asked = parse_revisions(args.revisions) if args.revisions is not None else None
-    outdir.check(out)
+    outdir.check(out, outdir.DYNAMICS)
     labels = [r.name for r in args.runs]
     if len(set(labels)) != len(labels):
         raise outdir.UsageError(f"runs are labelled by their folder's name, and these repeat: {', '.join(labels)}")
@@ -519,7 +519,7 @@ def run(args, log) -> Path:
     else:
         revisions = choose_revisions(repo, asked, log)  # every revision is checked before the first is downloaded
         runs = [read_hub_run(repo, revisions, prompts_in, device, args.batch_size, log)]
-    folder = outdir.OutputFolder(out, outdir.REPORT)
+    folder = outdir.OutputFolder(out, outdir.DYNAMICS)
     with folder as scratch:
         write_outputs(runs, scratch)
         folder.publish()

@@ -328,6 +328,208 @@ def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path,
     )
 
 
+def publish_once(out: Path, text: str = "report") -> None:
+    """One publish of a two-file output, as a command does it."""
+    folder = outdir.OutputFolder(out, outdir.REPORT)
+    with folder as scratch:
+        (scratch / "summary.json").write_text(text)
+        (scratch / "model").mkdir()
+        (scratch / "model" / "01.png").write_text(text)
+        folder.publish()
+
+
+def test_a_file_saved_into_the_previous_report_after_the_last_check_is_kept(tmp_path, monkeypatch):
+    """Stops in the exact windows: after publish's last check, before the swap; and after the swap, in the
+    previous report's folder (a user whose shell sits in it). Both files end up in the new report."""
+    out = tmp_path / "report"
+    publish_once(out, "old")
+    exchange = outdir._exchange
+
+    def user_saves_meanwhile(new, old):
+        (out / "notes-before-the-swap.txt").write_text("mine")
+        (out / "model" / "my-figure.png").write_text("mine too")
+        done = exchange(new, old)
+        (new / "notes-after-the-swap.txt").write_text("mine as well")  # new holds the previous report now
+        return done
+
+    monkeypatch.setattr(outdir, "_exchange", user_saves_meanwhile)
+    publish_once(out, "new")
+    assert (out / "summary.json").read_text() == "new" and (out / "model" / "01.png").read_text() == "new"
+    assert (out / "notes-before-the-swap.txt").read_text() == "mine"
+    assert (out / "model" / "my-figure.png").read_text() == "mine too"
+    assert (out / "notes-after-the-swap.txt").read_text() == "mine as well"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"], "scratch or the previous report left behind"
+
+
+def test_a_file_saved_where_the_new_report_has_the_same_name_is_kept_beside_it(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report"
+    publish_once(out, "old")
+    exchange = outdir._exchange
+
+    def user_saves_meanwhile(new, old):
+        done = exchange(new, old)
+        (new / "model" / "01-mine").mkdir()
+        (new / "model" / "01-mine" / "x.txt").write_text("mine")
+        (out / "model" / "01-mine").write_text("the new report's file of that name")
+        return done
+
+    monkeypatch.setattr(outdir, "_exchange", user_saves_meanwhile)
+    publish_once(out, "new")
+    [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("report.kept-")]
+    assert (kept / "model" / "01-mine" / "x.txt").read_text() == "mine"
+    assert f"are kept in {kept}" in capsys.readouterr().err
+
+
+WRITER = """
+import os, sys, time
+out, safe, stop = sys.argv[1:]
+created = 0
+while not os.path.exists(stop):
+    name = f"user-{created}.txt"
+    try:
+        with open(os.path.join(out, name), "x") as f:
+            f.write("mine")
+    except OSError:
+        continue
+    created += 1
+    time.sleep(0.001)
+    for _ in range(200):  # the user moves it out again, so that later runs are not refused
+        try:
+            os.rename(os.path.join(out, name), os.path.join(safe, name))
+            break
+        except FileNotFoundError:  # moved back into the new report a moment from now
+            time.sleep(0.0005)
+    time.sleep(0.004)
+print(created)
+"""
+
+
+def test_a_thousand_publishes_racing_a_writer_lose_no_file(tmp_path):
+    """The issue's race: a user saving files into --out while runs publish, 1,000 times. Every file the writer
+    made is somewhere afterwards (where the user moved it, or in --out); a run that saw one at its last check
+    refused. Before the swap lost nothing, one run here lost 16 of 325 files with the previous report."""
+    out, safe, stop = tmp_path / "report", tmp_path / "safe", tmp_path / "stop"
+    safe.mkdir()
+    publish_once(out)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(safe), str(stop)], stdout=subprocess.PIPE, text=True)
+    published = refused = 0
+    try:
+        began = time.monotonic()
+        while published < 1000 and time.monotonic() - began < 60:
+            try:
+                publish_once(out)
+                published += 1
+            except outdir.OutputError:
+                refused += 1
+    finally:
+        stop.touch()
+        created = int(writer.communicate(timeout=60)[0])
+    found = [p for p in tmp_path.rglob("user-*.txt")]
+    assert published == 1000 and created > 100, (published, created)
+    assert len(found) == created, f"{created - len(found)} of {created} files lost ({published} published, {refused} refused)"
+    assert all(p.read_text() == "mine" for p in found)
+
+
+PUBLISHER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import outdir
+for i in range(int(sys.argv[3])):
+    out = Path(sys.argv[2]) / f"out-{i}"
+    folder = outdir.OutputFolder(out, outdir.REPORT)
+    with folder as scratch:
+        (scratch / "summary.json").write_text("report")
+        folder.publish()
+"""
+
+
+def test_two_runs_creating_the_same_new_out_at_once_both_succeed(tmp_path):
+    """Two runs whose --out does not exist yet when they check it: the second to finish replaces the first's
+    output (it is a previous report of the same command), never `[Errno 39] Directory not empty`."""
+    root = str(Path(outdir.__file__).parent.parent)
+    runs = [
+        subprocess.Popen([sys.executable, "-c", PUBLISHER, root, str(tmp_path), "400"], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    for i in range(400):
+        assert sorted(p.name for p in (tmp_path / f"out-{i}").iterdir()) == [outdir.REPORT.marker, "summary.json"]
+    assert len(list(tmp_path.iterdir())) == 400, "scratch left behind"
+
+
+def test_a_run_that_finds_out_made_by_another_at_its_swap_replaces_it(tmp_path, monkeypatch):
+    """Stops in the exact window: out was missing at this run's last check, and another run puts its report
+    there before the swap. Was `[Errno 39] Directory not empty` (58 of 400 tries in the issue)."""
+    out = tmp_path / "report"
+    rename, replace = os.rename, os.replace
+
+    def another_run_finishes_first(real):
+        def move(src, dst):
+            if Path(dst) == out:  # this run's swap, out missing when it looked
+                monkeypatch.setattr(os, "rename", rename)
+                monkeypatch.setattr(os, "replace", replace)
+                publish_once(out, "the other run's")
+            return real(src, dst)
+
+        return move
+
+    monkeypatch.setattr(os, "rename", another_run_finishes_first(rename))
+    monkeypatch.setattr(os, "replace", another_run_finishes_first(replace))
+    publish_once(out, "this run's")
+    assert (out / "summary.json").read_text() == "this run's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"], "scratch or the other report left behind"
+
+
+def test_out_at_a_mount_point_is_refused_at_the_start(small_checkpoint, prompts, tmp_path, monkeypatch, capsys):
+    """rename(2) of a mount point fails with EBUSY, which would come after the whole study: refused first."""
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(outdir.os.path, "ismount", lambda path: Path(path) == out)
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out} is a mount point, which this command cannot replace whole; give a folder inside it, "
+        f"such as --out {out}/report (nothing was touched)\n"
+    )
+
+
+def test_out_at_the_root_is_refused_at_once(small_checkpoint, prompts):
+    """--out / used to walk the whole file system (34 s) before refusing."""
+    started = time.perf_counter()
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", "/")
+    assert result.returncode == 2 and "error: --out / is a mount point" in error_line(result)
+    assert time.perf_counter() - started < 30
+
+
+def test_a_big_folder_without_our_marker_is_refused_without_walking_it_all(tmp_path, monkeypatch):
+    for i in range(3):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(600):
+            (tmp_path / f"d{i}" / f"f{j}").touch()
+    walked = []
+    walk = os.walk
+    monkeypatch.setattr(outdir.os, "walk", lambda folder: (walked.append(step) or step for step in walk(folder)))
+    expected = r"holding more than 1000 file\(s\) that this command did not write \(d0/f0, d0/f1"
+    with pytest.raises(outdir.OutputError, match=expected):
+        outdir.check(tmp_path)
+    assert len(walked) < 4, "walked every folder"
+
+
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line(small_checkpoint, prompts, tmp_path):
+    out = tmp_path / ("x" * 300)
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", out)
+    assert result.returncode == 2
+    assert error_line(result) == f"error: --out {out}: File name too long; give another folder (nothing was touched)"
+
+
+def test_growth_and_dynamics_do_not_replace_each_other(tmp_path):
+    out = tmp_path / "report"
+    publish_once(out)
+    with pytest.raises(outdir.OutputError, match="holding 3 file"):
+        outdir.check(out, outdir.DYNAMICS)
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Devices
 
