@@ -126,6 +126,22 @@ def run(args, log: Progress) -> Path:
     return out
 
 
+def check_report_names(names: list[str]) -> None:
+    """Each model's figures go into a folder of the report named by study.slug: two models with one name
+    (`--model a/final --model b/final`, or one model named twice) are refused here, not after the study."""
+    seen = {}
+    for name in names:
+        slug = study.slug(name)
+        if slug in seen:
+            if seen[slug] == name:
+                raise outdir.UsageError(f"--model {name} is given twice; name each model once")
+            raise outdir.UsageError(
+                f"--model {seen[slug]} and --model {name} would share {slug!r}, the report's folder of their figures; "
+                "give folders with different names (a copy or a link will do)"
+            )
+        seen[slug] = name
+
+
 def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, team: engine.Team | None = None) -> Path:
     """The study's steps: inputs, each model analysed, the report written (under torchrun, by rank 0)."""
     if args.max_prompts is not None and args.max_prompts < 1:
@@ -143,6 +159,7 @@ def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, 
                     raise outdir.UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
     else:
         choices = [choose_default_model(args.revision)]
+    check_report_names([choice.name for choice in choices])
     for choice in choices:
         log(f"model: {choice.why}")
     log(f"device: {device}" + (" (auto: the first of CUDA, MPS, CPU that this machine has)" if args.device == "auto" else ""))

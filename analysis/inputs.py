@@ -70,6 +70,10 @@ def _records(path: Path) -> Iterator[tuple[int, str]]:
                     yield number, text
     except FileNotFoundError:
         raise outdir.UsageError(f"prompts file {path} does not exist") from None
+    except IsADirectoryError:
+        raise outdir.UsageError(f"prompts file {path} is a folder; give a file with one prompt per line") from None
+    except OSError as error:  # a name longer than the file system allows (Errno 36), no permission to read
+        raise outdir.UsageError(f"prompts file {path}: {error.strerror or error}") from None
 
 
 def _json_text(path: Path, number: int, line: str) -> str:
@@ -78,12 +82,22 @@ def _json_text(path: Path, number: int, line: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise outdir.UsageError(f"prompts file {path}, line {number}: not JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise outdir.UsageError(f"prompts file {path}, line {number}: JSON nested too deeply to read") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         found = 'an object without a string "text"' if isinstance(record, dict) else f"a {type(record).__name__}"
         raise outdir.UsageError(
             f'prompts file {path}, line {number}: {found}; each line must be an object like {{"text": "..."}}'
         )
-    return record["text"]
+    text = record["text"]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON's \ud800 escapes may name half of a UTF-16 pair, which no text holds
+        raise outdir.UsageError(
+            f'prompts file {path}, line {number}: the "text" holds a lone surrogate, U+{ord(text[error.start]):04X} at '
+            f"character {error.start + 1}, which is not a character (a UTF-16 pair cut in half?)"
+        ) from None
+    return text
 
 
 def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, model_name: str, truncate: bool) -> tuple[list, int]:
