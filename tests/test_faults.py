@@ -7,6 +7,7 @@ user sees. "Unchanged" means every file's bytes, mode and modification time, and
 
 import hashlib
 import json
+import math
 import os
 import re
 import resource
@@ -23,7 +24,7 @@ from conftest import HubServer
 
 import outdir
 import weights
-from analysis import engine, growth
+from analysis import engine, growth, rates
 from analysis.engine import processes
 from analysis.progress import Progress
 
@@ -774,3 +775,59 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
         "forward passes: 2/3 prompts,",
         "forward passes: 3/3 prompts,",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite numbers: never a rate, always named, summary.json always JSON
+
+
+def overflowing_checkpoint(directory: Path) -> Path:
+    """A 3-layer model whose residual stream passes float16's largest number (65504) after layer 1: two MLP
+    output biases of ±40,000 (alternating in sign, so centring the writing weights leaves them)."""
+    from safetensors.torch import load_file, save_file
+
+    from benchmarks.checkpoints import write_checkpoint
+
+    write_checkpoint(directory, n_layers=3, d_model=64, n_heads=4, seed=1)
+    state = load_file(directory / "model.safetensors")
+    for layer in (0, 1):
+        state[f"h.{layer}.mlp.c_proj.bias"] = torch.tensor([40_000.0, -40_000.0]).repeat(32)
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"summary.json holds {constant}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("values", [[1.0, float("nan"), 4.0, 8.0], [1.0, 2.0, float("inf"), 8.0], [1.0, 2.0, 0.0, 8.0]])
+def test_a_non_finite_or_zero_norm_gives_no_rate_never_nan_or_r2_1(values):
+    g = rates.growth_rate(values, 0, 3)
+    assert g["rate"] is None and g["fit_rate"] is None and g["r2"] is None
+    assert (
+        g["no_rate"]
+        == {0: "NaN at layer 1", 1: "inf at layer 2", 2: "not positive at layer 2"}[
+            [math.isnan(values[1]), math.isinf(values[2]), values[2] == 0].index(True)
+        ]
+    )
+    assert rates.steady_growth(g, 4)["steady"] is False
+    assert "×nan" not in rates.growth_sentence("m", g, 4) and "no growth rate" in rates.growth_sentence("m", g, 4)
+
+
+def test_activations_that_overflow_in_float16_are_named_never_a_rate_and_summary_json_stays_json(prompts, tmp_path, capsys):
+    model, out = overflowing_checkpoint(tmp_path / "model"), tmp_path / "report"
+    assert growth.main(["--model", str(model), "--prompts-file", str(prompts), "--out", str(out), "--dtype", "float16"]) == 0
+    assert "BUG" not in capsys.readouterr().err  # inf and NaN are no violation of the Appendix 1 bound
+    summary = strict_json((out / "summary.json").read_text())
+    found = summary["models"][str(model)]
+    assert found["growth"]["fit_rate"] is None and found["growth"]["r2"] is None
+    assert found["growth"]["no_rate"] == "inf at layer 1; NaN at layer 2"
+    assert found["mean_norm"]["resid_post"][1] is None
+    assert summary["nonfinite"][f"models.{model}.mean_norm.resid_post"] == "inf at index 1; NaN at index 2"
+    text = (out / "report.md").read_text()
+    assert "resid_post: inf at layer 1, NaN at layer 2" in text and "run with --dtype float32 or bfloat16" in text
+    assert "nan" not in text.replace("NaN", "") and "R² 1.000" not in text
+    assert not list(out.rglob("*.png")), "figures drawn from non-finite numbers"
