@@ -101,14 +101,26 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run(args, log: Progress) -> Path:
+def check_arguments(args) -> tuple[int, int] | None:
+    """What can be refused from the arguments alone; returns the fit layers. Run before anything is loaded and,
+    under torchrun, on every rank before the process group forms: each rank then ends with the same one line
+    and exit status 2, and none is left waiting for another."""
     if args.batch_size < 1:
         raise outdir.UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
-    fit_layers = parse_fit_layers(args.fit_layers)
+    if args.max_prompts is not None and args.max_prompts < 1:
+        raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
+    if args.prompts_file is not None:
+        inputs.check_readable(args.prompts_file)
+    if args.model:
+        check_report_names(args.model)
+    return parse_fit_layers(args.fit_layers)
+
+
+def run(args, log: Progress) -> Path:
+    fit_layers = check_arguments(args)
     out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
     team = engine.Team.from_environment()  # under torchrun, this process's rank; None for one process
-    if team is None:
-        outdir.check(out)  # before anything is downloaded or loaded
+    outdir.check(out)  # before anything is downloaded or loaded; under torchrun, by every rank before joining
     try:
         device = weights.devices.resolve(team.device(args.device) if team else args.device)
     except ValueError as error:
@@ -117,7 +129,7 @@ def run(args, log: Progress) -> Path:
         return run_study(args, out, fit_layers, device, log)
     team.join(device)
     if team.leads:
-        outdir.check(out)  # only rank 0 touches --out; once joined, so that the others see it go if it refuses
+        outdir.check(out)  # only rank 0 touches --out: again, once joined, so that the others see it go if it refuses
         log(f"torchrun: {team.size} processes over {team.backend}; this log is rank 0's")
     else:
         log = Progress(open(os.devnull, "w"))  # one log, rank 0's, which says what every rank ran
@@ -144,8 +156,6 @@ def check_report_names(names: list[str]) -> None:
 
 def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, team: engine.Team | None = None) -> Path:
     """The study's steps: inputs, each model analysed, the report written (under torchrun, by rank 0)."""
-    if args.max_prompts is not None and args.max_prompts < 1:
-        raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
     prompts_in = inputs.read_prompts(args.prompts_file or inputs.DEFAULT_PROMPTS, args.max_prompts)
     if args.model:
         choices = [ModelChoice(name, name) for name in args.model]
@@ -159,7 +169,6 @@ def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, 
                     raise outdir.UsageError(f"--revision {args.revision} applies to hub models; {name} is {what}")
     else:
         choices = [choose_default_model(args.revision)]
-    check_report_names([choice.name for choice in choices])
     for choice in choices:
         log(f"model: {choice.why}")
     log(f"device: {device}" + (" (auto: the first of CUDA, MPS, CPU that this machine has)" if args.device == "auto" else ""))

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,32 +49,45 @@ def read_prompts(path: Path, max_prompts: int | None = None, seed: int = 0) -> P
     return Prompts(path, [text for _, text in kept], [number for number, _ in kept], available, seed if sampled else None)
 
 
-def _records(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, prompt) for each non-empty prompt of the file, read a line at a time."""
-    json_lines = path.suffix in JSON_LINES
-    offset = 0
+def check_readable(path: Path) -> None:
+    """Raise the one-line error read_prompts would give for a file that cannot be opened, reading nothing."""
+    with _opened(path):
+        pass
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator:
+    """The file, open for reading in binary; a missing file, a folder or a name the system refuses is one line."""
     try:
         with open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise outdir.UsageError(
-                        f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
-                        f"(line {number})"
-                    ) from None
-                offset += len(raw)
-                if not line.strip():
-                    continue
-                text = _json_text(path, number, line) if json_lines else line.strip()
-                if text.strip():
-                    yield number, text
+            yield f
     except FileNotFoundError:
         raise outdir.UsageError(f"prompts file {path} does not exist") from None
     except IsADirectoryError:
         raise outdir.UsageError(f"prompts file {path} is a folder; give a file with one prompt per line") from None
     except OSError as error:  # a name longer than the file system allows (Errno 36), no permission to read
         raise outdir.UsageError(f"prompts file {path}: {error.strerror or error}") from None
+
+
+def _records(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, prompt) for each non-empty prompt of the file, read a line at a time."""
+    json_lines = path.suffix in JSON_LINES
+    offset = 0
+    with _opened(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise outdir.UsageError(
+                    f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
+                    f"(line {number})"
+                ) from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            text = _json_text(path, number, line) if json_lines else line.strip()
+            if text.strip():
+                yield number, text
 
 
 def _json_text(path: Path, number: int, line: str) -> str:
