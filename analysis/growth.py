@@ -16,19 +16,24 @@ The study's steps are analysis/study.py's `analyse`; its measures are defined in
 weight_measures.py and rates.py; analysis/engine/ makes them fast and can be skipped on a first reading.
 """
 
-import argparse
-import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
+import outdir  # the standard library only: quick to import, so that Ctrl-C from here on is one line
 
-import outdir
-import weights
-from analysis import engine, inputs, rates, report, study
-from analysis.progress import Progress
+try:
+    import argparse
+    import os
+    from collections.abc import Callable
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import torch
+
+    import weights
+    from analysis import engine, inputs, rates, report, study
+    from analysis.progress import Progress
+except KeyboardInterrupt:
+    outdir.interrupted_while_starting(__name__)
 
 DEFAULT_OUT = Path("growth-report")
 
@@ -226,4 +231,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main's handlers are in place (they make SIGINT `outdir.Interrupted`)
+        outdir.interrupted_while_starting(__name__)
+    sys.exit(status)

@@ -353,6 +353,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+def interrupted_while_starting(module: str) -> None:
+    """Called by a command module on a KeyboardInterrupt during its imports (torch's take seconds): run as a
+    command (module "__main__"), one line and exit status 130, as an interrupt later gives; imported, re-raised."""
+    if module != "__main__":
+        raise KeyboardInterrupt
+    print("\ninterrupted (SIGINT) while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
+
+
 def command(
     run: Callable, args, user_errors: tuple[type[Exception], ...] = (), failures: tuple[type[Exception], ...] = ()
 ) -> int:

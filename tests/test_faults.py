@@ -831,3 +831,44 @@ def test_activations_that_overflow_in_float16_are_named_never_a_rate_and_summary
     assert "resid_post: inf at layer 1, NaN at layer 2" in text and "run with --dtype float32 or bfloat16" in text
     assert "nan" not in text.replace("NaN", "") and "R² 1.000" not in text
     assert not list(out.rglob("*.png")), "figures drawn from non-finite numbers"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C while the command is still importing
+
+# Put on PYTHONPATH as sitecustomize.py: SIGINT arrives at the moment the command first imports MODULE,
+# deep in its imports, as a user's Ctrl-C in the seconds torch takes to import would. No timing involved.
+INTERRUPT_AT_IMPORT = """
+import os, signal, sys
+
+class InterruptAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["MINIGPT_TEST_INTERRUPT_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAt())
+"""
+
+
+@pytest.mark.parametrize(
+    "command_module, module",
+    [("analysis.growth", "torch"), ("analysis.growth", "weights"), ("analysis.growth", "analysis.engine"), ("training", "torch")],
+)
+def test_ctrl_c_while_importing_is_one_line(command_module, module, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    root = Path(outdir.__file__).parent.parent
+    env = os.environ | {"PYTHONPATH": f"{tmp_path}:{root}", "MINIGPT_TEST_INTERRUPT_AT": module}
+    result = subprocess.run(
+        [sys.executable, "-m", command_module, "--out", tmp_path / "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        # Python installs its SIGINT handler only where SIGINT is not ignored, as it is under a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == 130, result.stderr
+    assert error_line(result) == "interrupted (SIGINT) while starting; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sitecustomize.py"]
