@@ -6,7 +6,8 @@
     torchrun --nproc-per-node 8 -m analysis.growth --model gpt2-xl --prompts-file corpus.jsonl   # 8 processes
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
-comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
+comparison figures 03-mean-norm-by-model and, for two models or more, 16-weights-by-model, summary.json,
+layers.csv and report.md. --out must be new, empty,
 or a previous report holding only what this command wrote; anything else is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
 it was (see outdir/__init__.py). Under torchrun, each process runs a share of the forward passes and rank 0

@@ -3,10 +3,11 @@
     python -m training.corpus --out data        # once: the token files (see training/corpus.py)
     python -m training --data data --out training-run
 
-The recipe is GPT-2's, scaled down: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to 10%
-of the peak learning rate, gradient clipping at norm 1, weight decay 0.1 on the matrices and
-embeddings only (as in nanoGPT: decaying LayerNorm gains or biases would pull them towards 0, which
-is not a sensible prior for a gain), no dropout. Matrix products run in bfloat16 autocast with float32
+The recipe is GPT-3's (GPT-2's paper states no optimiser settings; nanoGPT trains GPT-2 with GPT-3's
+too), scaled down: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to 10% of the peak learning
+rate, gradient clipping at norm 1, weight decay 0.1 on the matrices and embeddings only (as in nanoGPT:
+decaying LayerNorm gains or biases would pull them towards 0, which is not a sensible prior for a gain),
+no dropout. Matrix products run in bfloat16 autocast with float32
 master weights (2.3× faster than float32 on the AMD EPYC the bundled model was trained on, which has
 AVX-512 BF16; on a CPU without it, a Zen 3 EPYC say, bfloat16 products were measured 16× slower than
 float32: pass --bf16 false there); the checkpoint is stored in bfloat16.
@@ -67,7 +68,7 @@ class TrainConfig:
     eval_batches: int = 16
     seed: int = 1234
     bf16: bool = True
-    decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; GPT-2's recipe does not)
+    decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; the recipe does not)
     checkpoints: int = 0  # how many log-spaced checkpoints to keep (0: none, only the final model)
     stop_after: int = 0  # end after this many steps of the `steps`-long schedule (0: all of them)
 
