@@ -29,6 +29,7 @@ from analysis.engine import processes
 from analysis.progress import Progress
 
 PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,8 @@ def command(*args) -> list[str]:
 
 
 def run_cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    if env is None:  # the repository on the path from any cwd: minigpt need not be installed to be tested
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(command(*args), capture_output=True, text=True, timeout=300, env=env, **kwargs)
 
 
