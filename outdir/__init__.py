@@ -310,19 +310,20 @@ def _retire(previous: Path, out: Path, kind: Kind) -> Path | None:
     else in it (a file a user saved there after the last check, or through a folder they had open) is moved
     back into out; if out already has that name, the rest is kept beside out, and that folder is returned."""
     ours = (_written_by_us(previous, kind) or set()) | {kind.marker}
+    inside = previous.resolve()
     for name in ours:
         path = previous / name
-        if not path.is_dir() or path.is_symlink():
+        # Only inside previous: not through a "..", an absolute name or a link to a folder elsewhere
+        if path.parent.resolve().is_relative_to(inside) and (not path.is_dir() or path.is_symlink()):
             with suppress(FileNotFoundError):
                 path.unlink()
     for _ in range(3):  # a writer still busy in there gets three looks
         files, folders = _contents(previous)
         for name in sorted(files):
-            target = out / name
-            if not target.exists() and not target.is_symlink():
-                with suppress(OSError):  # out has a file where this needs a folder: kept below
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.rename(previous / name, target)
+            with suppress(OSError):  # out has that name already, or a file where this needs a folder: kept below
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.link(previous / name, out / name, follow_symlinks=False)  # never over a file: EEXIST
+                os.unlink(previous / name)
         for name in sorted(folders, key=lambda name: -name.count(os.sep)):
             with suppress(OSError):
                 (previous / name).rmdir()  # only if empty

@@ -384,6 +384,21 @@ def test_a_file_saved_where_the_new_report_has_the_same_name_is_kept_beside_it(t
     assert f"are kept in {kept}" in capsys.readouterr().err
 
 
+def test_a_marker_naming_files_outside_its_folder_deletes_nothing_there(tmp_path):
+    """The marker is a file anyone can edit: its names reach only into its own folder."""
+    out, outside = tmp_path / "report", tmp_path / "elsewhere"
+    publish_once(out)
+    outside.mkdir()
+    (outside / "precious.txt").write_text("mine")
+    (out / "link").symlink_to(outside)
+    marker = json.loads((out / outdir.REPORT.marker).read_text())
+    marker["files"] += ["../elsewhere/precious.txt", str(outside / "precious.txt"), "link/precious.txt", "link"]
+    (out / outdir.REPORT.marker).write_text(json.dumps(marker))
+    publish_once(out)
+    assert (outside / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "report"]
+
+
 WRITER = """
 import os, sys, time
 out, safe, stop = sys.argv[1:]
