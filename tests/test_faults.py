@@ -872,7 +872,13 @@ sys.meta_path.insert(0, InterruptAt())
 
 @pytest.mark.parametrize(
     "command_module, module",
-    [("analysis.growth", "torch"), ("analysis.growth", "weights"), ("analysis.growth", "analysis.engine"), ("training", "torch")],
+    [
+        ("analysis.growth", "torch"),
+        ("analysis.growth", "weights"),
+        ("analysis.growth", "analysis.engine"),
+        ("training", "torch"),
+        ("training.corpus", "torch"),
+    ],
 )
 def test_ctrl_c_while_importing_is_one_line(command_module, module, tmp_path):
     (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
