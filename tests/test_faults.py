@@ -11,6 +11,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -896,3 +897,32 @@ def test_ctrl_c_while_importing_is_one_line(command_module, module, tmp_path):
     assert result.returncode == 130, result.stderr
     assert error_line(result) == "interrupted (SIGINT) while starting; nothing was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sitecustomize.py"]
+
+
+def analyse_anyway() -> list[str]:
+    """The option that analyses weights holding NaN (helper C's --allow-nonfinite), where the command has it:
+    without it, NaN weights are refused at load, if the loader checks them."""
+    try:
+        growth.parse_args(["--allow-nonfinite"])
+        return ["--allow-nonfinite"]
+    except SystemExit:
+        return []
+
+
+def test_nan_weights_analysed_anyway_give_no_rate_and_summary_json_stays_json(small_checkpoint, prompts, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_checkpoint, broken)
+    state = load_file(broken / "model.safetensors")
+    state["h.1.mlp.c_fc.weight"][0, 0] = float("nan")
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "report"
+    models = ["--model", str(broken), "--model", str(small_checkpoint)]
+    assert growth.main([*models, "--prompts-file", str(prompts), "--out", str(out), *analyse_anyway()]) == 0
+    capsys.readouterr()
+    summary = strict_json((out / "summary.json").read_text())
+    assert summary["models"][str(broken)]["growth"]["no_rate"] == "NaN at layers 1–2"
+    assert summary["models"][str(small_checkpoint)]["growth"]["fit_rate"] > 0  # the sound model keeps its rate
+    assert "- **broken**: mean norms that are not finite. resid_pre: NaN at layer 2" in (out / "report.md").read_text()
+    assert (out / "03-mean-norm-by-model.png").exists() and not (out / "broken").exists()
