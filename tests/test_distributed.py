@@ -270,6 +270,7 @@ def test_a_refusal_under_torchrun_is_every_ranks_one_line_before_they_join(case,
     assert refusals and all(line.startswith(expected) for line in refusals), result.stderr
     assert not re.search(r"interrupted|stops|could not join", result.stderr), result.stderr
     exits = dict(re.findall(r"rank\s*: (\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*: (-?\d+)", result.stderr))
-    assert exits["0"] == "2" and exits.get("1", "2") in ("2", "-15"), result.stderr
+    # the first rank to refuse exits 2 (torchrun's "Root Cause"); another may be stopped by torchrun first
+    assert "2" in exits.values() and set(exits.values()) <= {"2", "-15"}, result.stderr
     assert len(refusals) <= 2, result.stderr  # one line per rank at most
     assert out.read_text() == "mine"
