@@ -7,8 +7,8 @@
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
 comparison figures 03-mean-norm-by-model and, for two models or more, 16-weights-by-model, summary.json,
-layers.csv and report.md. --out must be new, empty,
-or a previous report holding only what this command wrote; anything else is refused untouched. The
+layers.csv and report.md. --out must be new, empty, or a previous report holding only what this command
+wrote; anything else (a mount point too: give a folder inside it) is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
 it was (see outdir/__init__.py). Under torchrun, each process runs a share of the forward passes and rank 0
 writes the report, with the numbers of one process (analysis/engine/distributed.py).
