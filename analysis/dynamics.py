@@ -119,7 +119,7 @@ def run(args, log) -> Path:
     out = Path(os.path.abspath(args.out))
     repo = hub_repo(args)
     asked = parse_revisions(args.revisions) if args.revisions is not None else None
-    outdir.check(out)
+    outdir.check(out, outdir.DYNAMICS)
     labels = [r.name for r in args.runs]
     if len(set(labels)) != len(labels):
         raise outdir.UsageError(f"runs are labelled by their folder's name, and these repeat: {', '.join(labels)}")
@@ -134,7 +134,7 @@ def run(args, log) -> Path:
     else:
         revisions = weights.revisions.choose(repo, asked, log)  # every revision is checked before the first is downloaded
         runs = [over_training.read_hub_run(repo, revisions, prompts_in, device, args.batch_size, log)]
-    folder = outdir.OutputFolder(out, outdir.REPORT)
+    folder = outdir.OutputFolder(out, outdir.DYNAMICS)
     with folder as scratch:
         dynamics_report.write_outputs(runs, scratch)
         folder.publish()

@@ -6,8 +6,9 @@
     torchrun --nproc-per-node 8 -m analysis.growth --model gpt2-xl --prompts-file corpus.jsonl   # 8 processes
 
 Writes into --out (default ./growth-report): one folder of figures per model (PNG and SVG), the
-comparison figure 03-mean-norm-by-model, summary.json, layers.csv and report.md. --out must be new, empty,
-or a previous report holding only what this command wrote; anything else is refused untouched. The
+comparison figures 03-mean-norm-by-model and, for two models or more, 16-weights-by-model, summary.json,
+layers.csv and report.md. --out must be new, empty, or a previous report holding only what this command
+wrote; anything else (a mount point too: give a folder inside it) is refused untouched. The
 report is written elsewhere and swapped into place whole, so a failed or interrupted run leaves --out as
 it was (see outdir/__init__.py). Under torchrun, each process runs a share of the forward passes and rank 0
 writes the report, with the numbers of one process (analysis/engine/distributed.py).
@@ -16,19 +17,24 @@ The study's steps are analysis/study.py's `analyse`; its measures are defined in
 weight_measures.py and rates.py; analysis/engine/ makes them fast and can be skipped on a first reading.
 """
 
-import argparse
-import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
+import outdir  # the standard library only: quick to import, so that Ctrl-C from here on is one line
 
-import outdir
-import weights
-from analysis import engine, inputs, rates, report, study
-from analysis.progress import Progress
+try:
+    import argparse
+    import os
+    from collections.abc import Callable
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    import torch
+
+    import weights
+    from analysis import engine, inputs, rates, report, study
+    from analysis.progress import Progress
+except KeyboardInterrupt:
+    outdir.interrupted_while_starting(__name__)
 
 DEFAULT_OUT = Path("growth-report")
 
@@ -109,16 +115,28 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def run(args, log: Progress) -> Path:
+def check_arguments(args) -> tuple[int, int] | None:
+    """What can be refused from the arguments alone; returns the fit layers. Run before anything is loaded and,
+    under torchrun, on every rank before the process group forms: each rank then ends with the same one line
+    and exit status 2, and none is left waiting for another."""
     if args.batch_size < 1:
         raise outdir.UsageError(f"--batch-size must be at least 1, found {args.batch_size}")
     if args.batch_positions is not None and args.batch_positions < 1:
         raise outdir.UsageError(f"--batch-positions must be at least 1, found {args.batch_positions}")
-    fit_layers = parse_fit_layers(args.fit_layers)
+    if args.max_prompts is not None and args.max_prompts < 1:
+        raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
+    if args.prompts_file is not None:
+        inputs.check_readable(args.prompts_file)
+    if args.model:
+        check_report_names(args.model)
+    return parse_fit_layers(args.fit_layers)
+
+
+def run(args, log: Progress) -> Path:
+    fit_layers = check_arguments(args)
     out = Path(os.path.abspath(args.out))  # not resolve(): a link given as --out is refused, not followed
     team = engine.Team.from_environment()  # under torchrun, this process's rank; None for one process
-    if team is None:
-        outdir.check(out)  # before anything is downloaded or loaded
+    outdir.check(out)  # before anything is downloaded or loaded; under torchrun, by every rank before joining
     try:
         device = weights.devices.resolve(team.device(args.device) if team else args.device)
     except ValueError as error:
@@ -127,7 +145,7 @@ def run(args, log: Progress) -> Path:
         return run_study(args, out, fit_layers, device, log)
     team.join(device)
     if team.leads:
-        outdir.check(out)  # only rank 0 touches --out; once joined, so that the others see it go if it refuses
+        outdir.check(out)  # only rank 0 touches --out: again, once joined, so that the others see it go if it refuses
         log(f"torchrun: {team.size} processes over {team.backend}; this log is rank 0's")
     else:
         log = Progress(open(os.devnull, "w"))  # one log, rank 0's, which says what every rank ran
@@ -136,10 +154,24 @@ def run(args, log: Progress) -> Path:
     return out
 
 
+def check_report_names(names: list[str]) -> None:
+    """Each model's figures go into a folder of the report named by study.slug: two models with one name
+    (`--model a/final --model b/final`, or one model named twice) are refused here, not after the study."""
+    seen = {}
+    for name in names:
+        slug = study.slug(name)
+        if slug in seen:
+            if seen[slug] == name:
+                raise outdir.UsageError(f"--model {name} is given twice; name each model once")
+            raise outdir.UsageError(
+                f"--model {seen[slug]} and --model {name} would share {slug!r}, the report's folder of their figures; "
+                "give folders with different names (a copy or a link will do)"
+            )
+        seen[slug] = name
+
+
 def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, team: engine.Team | None = None) -> Path:
     """The study's steps: inputs, each model analysed, the report written (under torchrun, by rank 0)."""
-    if args.max_prompts is not None and args.max_prompts < 1:
-        raise outdir.UsageError(f"--max-prompts must be at least 1, found {args.max_prompts}")
     prompts_in = inputs.read_prompts(args.prompts_file or inputs.DEFAULT_PROMPTS, args.max_prompts)
     if args.model:
         choices = [ModelChoice(name, name) for name in args.model]
@@ -177,7 +209,7 @@ def run_study(args, out: Path, fit_layers, device: torch.device, log: Progress, 
         team.all_done()  # the part of this rank is done; rank 0 puts the report in place once every rank's is
         return out
     for r in results:
-        if r.appendix["violations"]:
+        if r.appendix["violations"] and not report.nonfinite_layers(r):  # inf and NaN compare as no bound holds
             print(
                 f"\n!!! BUG: {r.name}: {r.appendix['violations']} residual vectors violate the Appendix 1 triangle "
                 f"inequality (largest excess {r.appendix['worst_excess']:.3g}). The measurements are wrong; "
@@ -212,4 +244,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main's handlers are in place (they make SIGINT `outdir.Interrupted`)
+        outdir.interrupted_while_starting(__name__)
+    sys.exit(status)

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,28 +49,45 @@ def read_prompts(path: Path, max_prompts: int | None = None, seed: int = 0) -> P
     return Prompts(path, [text for _, text in kept], [number for number, _ in kept], available, seed if sampled else None)
 
 
+def check_readable(path: Path) -> None:
+    """Raise the one-line error read_prompts would give for a file that cannot be opened, reading nothing."""
+    with _opened(path):
+        pass
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator:
+    """The file, open for reading in binary; a missing file, a folder or a name the system refuses is one line."""
+    try:
+        with open(path, "rb") as f:
+            yield f
+    except FileNotFoundError:
+        raise outdir.UsageError(f"prompts file {path} does not exist") from None
+    except IsADirectoryError:
+        raise outdir.UsageError(f"prompts file {path} is a folder; give a file with one prompt per line") from None
+    except OSError as error:  # a name longer than the file system allows (Errno 36), no permission to read
+        raise outdir.UsageError(f"prompts file {path}: {error.strerror or error}") from None
+
+
 def _records(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, prompt) for each non-empty prompt of the file, read a line at a time."""
     json_lines = path.suffix in JSON_LINES
     offset = 0
-    try:
-        with open(path, "rb") as f:
-            for number, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise outdir.UsageError(
-                        f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
-                        f"(line {number})"
-                    ) from None
-                offset += len(raw)
-                if not line.strip():
-                    continue
-                text = _json_text(path, number, line) if json_lines else line.strip()
-                if text.strip():
-                    yield number, text
-    except FileNotFoundError:
-        raise outdir.UsageError(f"prompts file {path} does not exist") from None
+    with _opened(path) as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise outdir.UsageError(
+                    f"prompts file {path} is not UTF-8: byte 0x{raw[error.start]:02x} at offset {offset + error.start} "
+                    f"(line {number})"
+                ) from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            text = _json_text(path, number, line) if json_lines else line.strip()
+            if text.strip():
+                yield number, text
 
 
 def _json_text(path: Path, number: int, line: str) -> str:
@@ -78,12 +96,22 @@ def _json_text(path: Path, number: int, line: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise outdir.UsageError(f"prompts file {path}, line {number}: not JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise outdir.UsageError(f"prompts file {path}, line {number}: JSON nested too deeply to read") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         found = 'an object without a string "text"' if isinstance(record, dict) else f"a {type(record).__name__}"
         raise outdir.UsageError(
             f'prompts file {path}, line {number}: {found}; each line must be an object like {{"text": "..."}}'
         )
-    return record["text"]
+    text = record["text"]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:  # JSON's \ud800 escapes may name half of a UTF-16 pair, which no text holds
+        raise outdir.UsageError(
+            f'prompts file {path}, line {number}: the "text" holds a lone surrogate, U+{ord(text[error.start]):04X} at '
+            f"character {error.start + 1}, which is not a character (a UTF-16 pair cut in half?)"
+        ) from None
+    return text
 
 
 def tokenize(prompts: Prompts, tokenizer: Tokenizer, cfg: Config, model_name: str, truncate: bool) -> tuple[list, int]:

@@ -84,6 +84,43 @@ def weight_growth(r: ModelStudy) -> dict[str, float]:
     return {key: rates.growth_rate(per_layer(r, key), g["first_layer"], g["last_layer"])["fit_rate"] for key in SIDE_BY_SIDE}
 
 
+def times(rate: float | None) -> str:
+    """A rate per layer as the tables show it; "none" where rates.growth_rate found no rate (an overflow, a NaN)."""
+    return "none" if rate is None else f"×{rate:.3f}"
+
+
+def nonfinite_layers(r: ModelStudy) -> dict[str, str]:
+    """Each stream whose mean norm is not finite somewhere (float16 overflows past 65504; NaN weights give NaN),
+    with where: {"resid_post": "inf at layer 1; NaN at layers 2–3"}."""
+    found = {}
+    for stream, values in r.mean.items():
+        where = [
+            f"{kind} at layer{'s' * (len(layers) > 1)} {rates.layer_list(layers)}"
+            for kind, test in (("inf", np.isinf), ("NaN", np.isnan))
+            if (layers := np.flatnonzero(test(values)).tolist())
+        ]
+        if where:
+            found[stream] = ", ".join(where)
+    return found
+
+
+def nonfinite_section(results: list[ModelStudy]) -> list[str]:
+    """report.md's account of activations that overflowed or went NaN: named by model, stream and layer, in
+    place of the rates and figures they would have given."""
+    lines = []
+    for r in results:
+        if found := nonfinite_layers(r):
+            streams = "; ".join(f"{stream}: {where}" for stream, where in found.items())
+            fix = ""
+            if "float16" in str(r.source.get("dtype")):
+                fix = " (float16's largest number is 65504: run with --dtype float32 or bfloat16)"
+            lines.append(
+                f"- **{r.slug}**: mean norms that are not finite{fix}. {streams}. No growth rate is computed from them, "
+                "and this model's figures are not drawn."
+            )
+    return ["## Activations that are not finite", "", *lines, ""] if lines else []
+
+
 def model_line(r: ModelStudy) -> str:
     s = r.source
     (bos_id, bos), (pad_id, pad) = r.bos, r.pad
@@ -140,8 +177,8 @@ def side_by_side(results: list[ModelStudy]) -> list[str]:
     ]
     for r in results:
         fits = weight_growth(r)
-        cells = " | ".join(f"×{fits[key]:.3f}" for key in SIDE_BY_SIDE)
-        lines.append(f"| {r.slug} | {weight_decay(r)} | ×{r.rates['fit_rate']:.3f} | {cells} |")
+        cells = " | ".join(times(fits[key]) for key in SIDE_BY_SIDE)
+        lines.append(f"| {r.slug} | {weight_decay(r)} | {times(r.rates['fit_rate'])} | {cells} |")
     lines += [
         "",
         "The same measures at layer 0 and at the last layer (all layers, not the fit layers):",
@@ -171,7 +208,11 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
         lines += ["## What each model cannot have", ""]
         lines += [*missing, ""] if missing else []
         lines += kinds
-    lines += ["## 3. Mean norm by layer, every model", "", "![figure 3](03-mean-norm-by-model.png)", ""]
+    lines += nonfinite_section(results)
+    figure_3 = "![figure 3](03-mean-norm-by-model.png)"
+    if not any(r.rates["fit_rate"] for r in results):
+        figure_3 = "Not drawn: no model has a rate."
+    lines += ["## 3. Mean norm by layer, every model", "", figure_3, ""]
     lines += [rates.growth_sentence(r.slug, r.rates, r.cfg.n_layers) + " " for r in results] + [""]
     lines += side_by_side(results)
     for r in results:
@@ -227,6 +268,35 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
     return found
 
 
+def summary_json(found: dict) -> str:
+    """summary.json's text: JSON always (NaN and Infinity are not JSON). A number that is not finite is written
+    as null, and "nonfinite" says which, by the path of its key: {"models.gpt2.mean_norm.resid_post": "inf at
+    layer 1; NaN at layers 2–3"}."""
+    nonfinite = {}
+
+    def finite(value, path: str):
+        if isinstance(value, dict):
+            return {key: finite(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            items = [finite(item, f"{path}[{i}]") for i, item in enumerate(value)]
+            bad = [i for i, item in enumerate(value) if isinstance(item, float) and not np.isfinite(item)]
+            if bad and path not in nonfinite:
+                kinds = {kind: [i for i in bad if test(value[i])] for kind, test in (("inf", np.isinf), ("NaN", np.isnan))}
+                nonfinite[path] = "; ".join(f"{k} at index {rates.layer_list(where)}" for k, where in kinds.items() if where)
+                for i in bad:
+                    nonfinite.pop(f"{path}[{i}]", None)
+            return items
+        if isinstance(value, float) and not np.isfinite(value):
+            nonfinite[path] = "NaN" if np.isnan(value) else "inf"
+            return None
+        return value
+
+    written = finite(found, "")
+    if nonfinite:
+        written["nonfinite"] = {"written as": "null", **nonfinite}
+    return json.dumps(written, indent=2, allow_nan=False) + "\n"
+
+
 def processes_sentence(results: list[ModelStudy]) -> str:
     """Under torchrun, how the forward passes were shared; "" for one process."""
     if results[0].prompts_per_rank is None:
@@ -262,15 +332,16 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
 
     shown = {}
     for r in results:
+        if nonfinite_layers(r):  # named in report.md instead (nonfinite_section)
+            shown[r.slug] = []
+            continue
         log(f"{r.name}: figures")
         with outdir.writing(directory / r.slug) as path:
             path.mkdir()
         shown[r.slug] = sorted(figures.write(r, directory / r.slug), key=lambda figure: figure.stem)
-    plots.save(
-        plots.models_mean_norm({r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.rates} for r in results}),
-        directory,
-        "03-mean-norm-by-model",
-    )
+    measured = {r.slug: {"mean_norm": r.mean["resid_post"], "growth": r.rates} for r in results if r.rates["fit_rate"]}
+    if measured:
+        plots.save(plots.models_mean_norm(measured), directory, "03-mean-norm-by-model")
     if len(results) > 1:  # one model's weights are figures 8, 11 and 13; this one sets models side by side
         plots.save(
             plots.per_layer_by_run(
@@ -284,7 +355,7 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
             "16-weights-by-model",
         )
     with outdir.writing(directory / "summary.json") as path:
-        path.write_text(json.dumps(summary(results, inputs), indent=2) + "\n")
+        path.write_text(summary_json(summary(results, inputs)))
     rows = [row for r in results for row in layer_rows(r)]
     with outdir.writing(directory / "layers.csv") as path, open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))

@@ -4,17 +4,21 @@ Every command of minigpt that writes a folder (`python -m analysis.growth`, `ana
 `training`, `training.corpus`) goes through here. --out may name
 - nothing yet: it is created;
 - an empty folder, or a previous output of the same command that holds only its own files: it is replaced in one step;
-- anything else (a file, a link, a folder holding anything the command did not write): refused, untouched.
-A finished output is recognised by its marker, a JSON file (`Kind.marker`) listing every file the command wrote there.
+- anything else (a file, a link, a mount point, a folder holding anything the command did not write): refused,
+  untouched.
+A finished output is recognised by its marker, a JSON file (`Kind.marker`) listing every file the command wrote
+there; each command has its own, so one command never replaces another's output.
 
 The output is written into a scratch folder beside --out, named ".NAME.partial-PID-RANDOM", and moved into
-place at the very end. SIGINT and SIGTERM become `Interrupted`, so the scratch folder is removed on the way
-out; they are held back while the folders are swapped. A run killed outright (SIGKILL, power loss) leaves
-its scratch folder behind: the next run with the same --out removes those whose process is gone, and no
-other file.
+place at the very end: exchanged with --out in one step, after which the previous output loses only the files
+its marker lists; anything a user saved into it meanwhile is moved into the new one. SIGINT and SIGTERM
+become `Interrupted`, so the scratch folder is removed on the way out; they are held back while the folders
+are swapped. A run killed outright (SIGKILL, power loss) leaves its scratch folder behind: the next run with
+the same --out removes those whose process is gone, and no other file.
 """
 
 import ctypes
+import errno
 import json
 import os
 import re
@@ -22,8 +26,9 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +44,8 @@ class Kind:
     noun: str  # what the messages call it
 
 
-REPORT = Kind(".minigpt-growth-report.json", "minigpt growth report", "report")  # analysis.growth, analysis.dynamics
+REPORT = Kind(".minigpt-growth-report.json", "minigpt growth report", "report")  # analysis.growth
+DYNAMICS = Kind(".minigpt-dynamics-report.json", "minigpt dynamics report", "report")  # analysis.dynamics
 TRAINING_RUN = Kind(".minigpt-training-run.json", "minigpt training run", "training run")  # python -m training
 CORPUS = Kind(".minigpt-corpus.json", "minigpt corpus", "corpus")  # python -m training.corpus
 
@@ -103,14 +109,17 @@ def writing(path: Path):
 # What --out holds
 
 
-def _contents(folder: Path) -> tuple[set[str], set[str]]:
-    """(files, folders) under folder, as paths relative to it; links count as files and are not followed."""
+def _contents(folder: Path, limit: int | None = None) -> tuple[set[str], set[str]]:
+    """(files, folders) under folder, as paths relative to it; links count as files and are not followed.
+    With limit, the walk stops once it has found more than limit entries (a folder such as / is not walked whole)."""
     files, folders = set(), set()
     for root, dirs, names in os.walk(folder):
         base = Path(root).relative_to(folder)
         for name in dirs:
             (files if (Path(root) / name).is_symlink() else folders).add(str(base / name))
         files |= {str(base / name) for name in names}
+        if limit is not None and len(files) + len(folders) > limit:
+            break
     return files, folders
 
 
@@ -119,24 +128,41 @@ def _written_by_us(folder: Path, kind: Kind) -> set[str] | None:
     try:
         marker = json.loads((folder / kind.marker).read_text(encoding="utf-8"))
         return set(marker["files"]) if marker.get("format") == kind.format else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
+
+
+# A folder without our marker is refused after a look at this many of its entries, not a walk of all of them.
+LOOK = 1000
 
 
 def check(out: Path, kind: Kind = REPORT) -> None:
     """Raise OutputError unless out is missing, an empty folder, or a previous output of this kind holding only its own files."""
+    try:
+        _check(out, kind)
+    except OSError as error:  # a name longer than the file system allows (Errno 36), a folder it may not read
+        raise OutputError(f"--out {out}: {error.strerror or error}; give another folder (nothing was touched)") from None
+
+
+def _check(out: Path, kind: Kind) -> None:
     if out.is_symlink():
         raise OutputError(f"--out {out} is a symbolic link; give the folder itself, or a new name (nothing was touched)")
     if not out.exists():
         return
     if not out.is_dir():
         raise OutputError(f"--out {out} is an existing file, not a folder; give a new folder name (nothing was touched)")
-    files, folders = _contents(out)
+    if os.path.ismount(out):  # rename(2) cannot move a mount point (EBUSY), and the swap at the end renames --out
+        raise OutputError(
+            f"--out {out} is a mount point, which this command cannot replace whole; give a folder inside it, "
+            f"such as --out {out / kind.noun.replace(' ', '-')} (nothing was touched)"
+        )
+    ours = _written_by_us(out, kind)
+    files, folders = _contents(out, limit=None if ours is not None else LOOK)
     if not files and not folders:
         return
-    ours = _written_by_us(out, kind)
     if ours is None:
-        what = f"--out {out} is a folder holding {len(files)} file(s) that this command did not write"
+        count = f"{len(files)}" if len(files) + len(folders) <= LOOK else f"more than {LOOK}"
+        what = f"--out {out} is a folder holding {count} file(s) that this command did not write"
         advice = "give a new or empty folder (nothing was touched)"
         if kind == REPORT and {"summary.json", "report.md"} <= files:
             advice = (
@@ -144,13 +170,18 @@ def check(out: Path, kind: Kind = REPORT) -> None:
                 + advice
             )
         raise OutputError(f"{what} ({_examples(files or folders)}); {advice}")
-    parents = {str(parent) for name in ours for parent in Path(name).parents}
-    foreign = (files - ours - {kind.marker}) | (folders - parents)
+    foreign = _foreign(files, folders, ours, kind)
     if foreign:
         raise OutputError(
             f"--out {out} holds a previous {kind.noun} and also {len(foreign)} thing(s) this command did not write "
             f"({_examples(foreign)}); move them out, or give another folder (nothing was touched)"
         )
+
+
+def _foreign(files: set[str], folders: set[str], ours: set[str], kind: Kind) -> set[str]:
+    """What a previous output's folder holds beyond what its marker lists (and the folders those lie in)."""
+    parents = {str(parent) for name in ours for parent in Path(name).parents}
+    return (files - ours - {kind.marker}) | (folders - parents)
 
 
 def _examples(names: set[str], n: int = 3) -> str:
@@ -218,15 +249,20 @@ class OutputFolder:
         return self.scratch
 
     def publish(self) -> None:
-        """Mark the output as ours and swap it into place in one step."""
+        """Mark the output as ours and swap it into place in one step; then remove the previous output's own
+        files, and put back into --out anything else that was saved there meanwhile."""
         files, _ = _contents(self.scratch)
         with writing(self.scratch / self.kind.marker) as path:
             path.write_text(json.dumps({"format": self.kind.format, "version": 1, "files": sorted(files)}, indent=1) + "\n")
         check(self.out, self.kind)  # again: the user may have put something there while the command ran
         with signals_held():
-            _replace(self.scratch, self.out)
+            _replace(self.scratch, self.out, self.kind)
             self.published = True
-        # The scratch path now holds the previous report, or nothing: removed in __exit__.
+            previous, self.scratch = self.scratch, None  # it holds the previous output now, or nothing
+            kept = _retire(previous, self.out, self.kind)
+        if kept is not None:
+            saved = f"files saved into the previous {self.kind.noun} while this one was written"
+            print(f"note: {saved} are kept in {kept}", file=sys.stderr)
 
     def __exit__(self, kind, error, _traceback) -> bool:
         if isinstance(error, Interrupted):
@@ -245,20 +281,62 @@ class OutputFolder:
                     break
 
 
-def _replace(new: Path, out: Path) -> None:
-    """Put folder new at out. Missing or empty out: one rename. A previous report: exchanged with new in one
-    step (Linux's renameat2), so out is never missing; new then holds the previous report."""
-    if not out.exists() or not any(out.iterdir()):
-        os.replace(new, out)  # rename(2) replaces an empty folder atomically
+def _replace(new: Path, out: Path, kind: Kind) -> None:
+    """Put folder new at out. Missing out: one rename. A folder there (empty, or a previous output): exchanged
+    with new in one step (Linux's renameat2), so out is never missing; new then holds what out held."""
+    while True:
+        if not out.exists():
+            try:
+                os.rename(new, out)
+                return
+            except OSError as error:  # another run (or a user) made out meanwhile: look at it again
+                if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    raise
+                check(out, kind)
+                continue
+        if _exchange(new, out):
+            return
+        # No atomic exchange here (not Linux, or a file system without it): two renames. A crash between them
+        # leaves the previous output in a scratch folder, which the next run removes.
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+        os.replace(out, aside)
+        os.replace(new, out)
+        os.replace(aside, new)
         return
-    if _exchange(new, out):
-        return
-    # No atomic exchange here (not Linux, or a file system without it): two renames. A crash between them
-    # leaves the previous report in the scratch folder, removed by the next run.
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
-    os.replace(out, aside)
-    os.replace(new, out)
-    os.replace(aside, new)
+
+
+def _retire(previous: Path, out: Path, kind: Kind) -> Path | None:
+    """Remove the previous output, now at previous, file by file: only the files its marker lists. Anything
+    else in it (a file a user saved there after the last check, or through a folder they had open) is moved
+    back into out; if out already has that name, the rest is kept beside out, and that folder is returned."""
+    ours = (_written_by_us(previous, kind) or set()) | {kind.marker}
+    inside = previous.resolve()
+    for name in ours:
+        path = previous / name
+        # Only inside previous: not through a "..", an absolute name or a link to a folder elsewhere
+        if path.parent.resolve().is_relative_to(inside) and (not path.is_dir() or path.is_symlink()):
+            with suppress(FileNotFoundError):
+                path.unlink()
+    for _ in range(3):  # a writer still busy in there gets three looks
+        files, folders = _contents(previous)
+        for name in sorted(files):
+            with suppress(OSError):  # out has that name already, or a file where this needs a folder: kept below
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.link(previous / name, out / name, follow_symlinks=False)  # never over a file: EEXIST
+                os.unlink(previous / name)
+        for name in sorted(folders, key=lambda name: -name.count(os.sep)):
+            with suppress(OSError):
+                (previous / name).rmdir()  # only if empty
+        try:
+            previous.rmdir()
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    kept = out.parent / f"{out.name}.kept-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    os.rename(previous, kept)
+    return kept
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -270,10 +348,19 @@ def _exchange(a: Path, b: Path) -> bool:
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
-    errno = ctypes.get_errno()
-    if errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system or kernel cannot exchange
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # the file system or kernel cannot exchange
         return False
-    raise OSError(errno, os.strerror(errno), str(b))
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def interrupted_while_starting(module: str) -> None:
+    """Called by a command module on a KeyboardInterrupt during its imports (torch's take seconds): run as a
+    command (module "__main__"), one line and exit status 130, as an interrupt later gives; imported, re-raised."""
+    if module != "__main__":
+        raise KeyboardInterrupt
+    print("\ninterrupted (SIGINT) while starting; nothing was written", file=sys.stderr)
+    sys.exit(128 + signal.SIGINT)
 
 
 def command(

@@ -252,3 +252,25 @@ def test_a_rank_lost_or_interrupted_mid_run_leaves_out_as_it_was(launcher, signa
     seconds = time.monotonic() - started
     assert state(tmp_path) == before  # the previous report byte for byte, and no scratch folder left
     record(f"seconds until every rank had stopped ({launcher}, {signal_at})", seconds, TIMEOUT)
+
+
+@pytest.mark.parametrize("case", ["out", "argument"])
+def test_a_refusal_under_torchrun_is_every_ranks_one_line_before_they_join(case, prompts_file, tmp_path):
+    """Every rank checks the arguments and --out before the process group forms and exits 2 with the same
+    line, unless torchrun, seeing the first refusal, stopped it sooner (SIGTERM, before it had a line to say):
+    none fails at a collective or is interrupted in the study. torchrun then prints its own summary of the
+    failed workers (README, "Beyond one machine")."""
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    extra = ("--batch-size", "0") if case == "argument" else ()
+    args = (*ARGS, "--prompts-file", prompts_file, "--out", out, *extra)
+    result = subprocess.run(torchrun(*args), env=environment(), cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    expected = {"out": f"error: --out {out} is an existing file, not a folder", "argument": "error: --batch-size must be"}[case]
+    refusals = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert refusals and all(line.startswith(expected) for line in refusals), result.stderr
+    assert not re.search(r"interrupted|stops|could not join", result.stderr), result.stderr
+    exits = dict(re.findall(r"rank\s*: (\d+) \(local_rank: \d+\)\s*\n\s*exitcode\s*: (-?\d+)", result.stderr))
+    # the first rank to refuse exits 2 (torchrun's "Root Cause"); another may be stopped by torchrun first
+    assert "2" in exits.values() and set(exits.values()) <= {"2", "-15"}, result.stderr
+    assert len(refusals) <= 2, result.stderr  # one line per rank at most
+    assert out.read_text() == "mine"

@@ -7,9 +7,11 @@ user sees. "Unchanged" means every file's bytes, mode and modification time, and
 
 import hashlib
 import json
+import math
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,10 +25,11 @@ from conftest import HubServer
 
 import outdir
 import weights
-from analysis import engine, growth
+from analysis import engine, growth, rates
 from analysis.progress import Progress
 
 PROMPTS = "The cat sat on the mat.\nRain is expected tomorrow.\n"
+ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +44,8 @@ def command(*args) -> list[str]:
 
 
 def run_cli(*args, env=None, **kwargs) -> subprocess.CompletedProcess:
+    if env is None:  # the repository on the path from any cwd: minigpt need not be installed to be tested
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(command(*args), capture_output=True, text=True, timeout=300, env=env, **kwargs)
 
 
@@ -247,6 +252,223 @@ def test_out_inside_a_file_is_a_clear_error(small_checkpoint, prompts, tmp_path,
         capsys.readouterr().err
         == f"error: could not create a folder in {tmp_path / 'plain-file'}: Not a directory; {out} is unchanged\n"
     )
+
+
+def publish_once(out: Path, text: str = "report") -> None:
+    """One publish of a two-file output, as a command does it."""
+    folder = outdir.OutputFolder(out, outdir.REPORT)
+    with folder as scratch:
+        (scratch / "summary.json").write_text(text)
+        (scratch / "model").mkdir()
+        (scratch / "model" / "01.png").write_text(text)
+        folder.publish()
+
+
+def test_a_file_saved_into_the_previous_report_after_the_last_check_is_kept(tmp_path, monkeypatch):
+    """Stops in the exact windows: after publish's last check, before the swap; and after the swap, in the
+    previous report's folder (a user whose shell sits in it). Both files end up in the new report."""
+    out = tmp_path / "report"
+    publish_once(out, "old")
+    exchange = outdir._exchange
+
+    def user_saves_meanwhile(new, old):
+        (out / "notes-before-the-swap.txt").write_text("mine")
+        (out / "model" / "my-figure.png").write_text("mine too")
+        done = exchange(new, old)
+        (new / "notes-after-the-swap.txt").write_text("mine as well")  # new holds the previous report now
+        return done
+
+    monkeypatch.setattr(outdir, "_exchange", user_saves_meanwhile)
+    publish_once(out, "new")
+    assert (out / "summary.json").read_text() == "new" and (out / "model" / "01.png").read_text() == "new"
+    assert (out / "notes-before-the-swap.txt").read_text() == "mine"
+    assert (out / "model" / "my-figure.png").read_text() == "mine too"
+    assert (out / "notes-after-the-swap.txt").read_text() == "mine as well"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"], "scratch or the previous report left behind"
+
+
+def test_a_file_saved_where_the_new_report_has_the_same_name_is_kept_beside_it(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report"
+    publish_once(out, "old")
+    exchange = outdir._exchange
+
+    def user_saves_meanwhile(new, old):
+        done = exchange(new, old)
+        (new / "model" / "01-mine").mkdir()
+        (new / "model" / "01-mine" / "x.txt").write_text("mine")
+        (out / "model" / "01-mine").write_text("the new report's file of that name")
+        return done
+
+    monkeypatch.setattr(outdir, "_exchange", user_saves_meanwhile)
+    publish_once(out, "new")
+    [kept] = [p for p in tmp_path.iterdir() if p.name.startswith("report.kept-")]
+    assert (kept / "model" / "01-mine" / "x.txt").read_text() == "mine"
+    assert f"are kept in {kept}" in capsys.readouterr().err
+
+
+def test_a_marker_naming_files_outside_its_folder_deletes_nothing_there(tmp_path):
+    """The marker is a file anyone can edit: its names reach only into its own folder."""
+    out, outside = tmp_path / "report", tmp_path / "elsewhere"
+    publish_once(out)
+    outside.mkdir()
+    (outside / "precious.txt").write_text("mine")
+    (out / "link").symlink_to(outside)
+    marker = json.loads((out / outdir.REPORT.marker).read_text())
+    marker["files"] += ["../elsewhere/precious.txt", str(outside / "precious.txt"), "link/precious.txt", "link"]
+    (out / outdir.REPORT.marker).write_text(json.dumps(marker))
+    publish_once(out)
+    assert (outside / "precious.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "report"]
+
+
+WRITER = """
+import os, sys, time
+out, safe, stop = sys.argv[1:]
+created = 0
+while not os.path.exists(stop):
+    name = f"user-{created}.txt"
+    try:
+        with open(os.path.join(out, name), "x") as f:
+            f.write("mine")
+    except OSError:
+        continue
+    created += 1
+    time.sleep(0.001)
+    for _ in range(200):  # the user moves it out again, so that later runs are not refused
+        try:
+            os.rename(os.path.join(out, name), os.path.join(safe, name))
+            break
+        except FileNotFoundError:  # moved back into the new report a moment from now
+            time.sleep(0.0005)
+    time.sleep(0.004)
+print(created)
+"""
+
+
+def test_a_thousand_publishes_racing_a_writer_lose_no_file(tmp_path):
+    """The issue's race: a user saving files into --out while runs publish, 1,000 times. Every file the writer
+    made is somewhere afterwards (where the user moved it, or in --out); a run that saw one at its last check
+    refused. Before the swap lost nothing, one run here lost 16 of 325 files with the previous report."""
+    out, safe, stop = tmp_path / "report", tmp_path / "safe", tmp_path / "stop"
+    safe.mkdir()
+    publish_once(out)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out), str(safe), str(stop)], stdout=subprocess.PIPE, text=True)
+    published = refused = 0
+    try:
+        began = time.monotonic()
+        while published < 1000 and time.monotonic() - began < 60:
+            try:
+                publish_once(out)
+                published += 1
+            except outdir.OutputError:
+                refused += 1
+    finally:
+        stop.touch()
+        created = int(writer.communicate(timeout=60)[0])
+    found = [p for p in tmp_path.rglob("user-*.txt")]
+    assert published == 1000 and created > 100, (published, created)
+    assert len(found) == created, f"{created - len(found)} of {created} files lost ({published} published, {refused} refused)"
+    assert all(p.read_text() == "mine" for p in found)
+
+
+PUBLISHER = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import outdir
+for i in range(int(sys.argv[3])):
+    out = Path(sys.argv[2]) / f"out-{i}"
+    folder = outdir.OutputFolder(out, outdir.REPORT)
+    with folder as scratch:
+        (scratch / "summary.json").write_text("report")
+        folder.publish()
+"""
+
+
+def test_two_runs_creating_the_same_new_out_at_once_both_succeed(tmp_path):
+    """Two runs whose --out does not exist yet when they check it: the second to finish replaces the first's
+    output (it is a previous report of the same command), never `[Errno 39] Directory not empty`."""
+    root = str(Path(outdir.__file__).parent.parent)
+    runs = [
+        subprocess.Popen([sys.executable, "-c", PUBLISHER, root, str(tmp_path), "400"], stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    errors = [run.communicate(timeout=120)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], errors
+    for i in range(400):
+        assert sorted(p.name for p in (tmp_path / f"out-{i}").iterdir()) == [outdir.REPORT.marker, "summary.json"]
+    assert len(list(tmp_path.iterdir())) == 400, "scratch left behind"
+
+
+def test_a_run_that_finds_out_made_by_another_at_its_swap_replaces_it(tmp_path, monkeypatch):
+    """Stops in the exact window: out was missing at this run's last check, and another run puts its report
+    there before the swap. Was `[Errno 39] Directory not empty` (58 of 400 tries in the issue)."""
+    out = tmp_path / "report"
+    rename, replace = os.rename, os.replace
+
+    def another_run_finishes_first(real):
+        def move(src, dst):
+            if Path(dst) == out:  # this run's swap, out missing when it looked
+                monkeypatch.setattr(os, "rename", rename)
+                monkeypatch.setattr(os, "replace", replace)
+                publish_once(out, "the other run's")
+            return real(src, dst)
+
+        return move
+
+    monkeypatch.setattr(os, "rename", another_run_finishes_first(rename))
+    monkeypatch.setattr(os, "replace", another_run_finishes_first(replace))
+    publish_once(out, "this run's")
+    assert (out / "summary.json").read_text() == "this run's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"], "scratch or the other report left behind"
+
+
+def test_out_at_a_mount_point_is_refused_at_the_start(small_checkpoint, prompts, tmp_path, monkeypatch, capsys):
+    """rename(2) of a mount point fails with EBUSY, which would come after the whole study: refused first."""
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(outdir.os.path, "ismount", lambda path: Path(path) == out)
+    assert growth.main(["--model", str(small_checkpoint), "--prompts-file", str(prompts), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --out {out} is a mount point, which this command cannot replace whole; give a folder inside it, "
+        f"such as --out {out}/report (nothing was touched)\n"
+    )
+
+
+def test_out_at_the_root_is_refused_at_once(small_checkpoint, prompts):
+    """--out / used to walk the whole file system (34 s) before refusing."""
+    started = time.perf_counter()
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", "/")
+    assert result.returncode == 2 and "error: --out / is a mount point" in error_line(result)
+    assert time.perf_counter() - started < 30
+
+
+def test_a_big_folder_without_our_marker_is_refused_without_walking_it_all(tmp_path, monkeypatch):
+    for i in range(3):
+        (tmp_path / f"d{i}").mkdir()
+        for j in range(600):
+            (tmp_path / f"d{i}" / f"f{j}").touch()
+    walked = []
+    walk = os.walk
+    monkeypatch.setattr(outdir.os, "walk", lambda folder: (walked.append(step) or step for step in walk(folder)))
+    expected = r"holding more than 1000 file\(s\) that this command did not write \(d0/f0, d0/f1"
+    with pytest.raises(outdir.OutputError, match=expected):
+        outdir.check(tmp_path)
+    assert len(walked) < 4, "walked every folder"
+
+
+def test_an_out_name_longer_than_the_file_system_allows_is_one_line(small_checkpoint, prompts, tmp_path):
+    out = tmp_path / ("x" * 300)
+    result = run_cli("--model", small_checkpoint, "--prompts-file", prompts, "--out", out)
+    assert result.returncode == 2
+    assert error_line(result) == f"error: --out {out}: File name too long; give another folder (nothing was touched)"
+
+
+def test_growth_and_dynamics_do_not_replace_each_other(tmp_path):
+    out = tmp_path / "report"
+    publish_once(out)
+    with pytest.raises(outdir.OutputError, match="holding 3 file"):
+        outdir.check(out, outdir.DYNAMICS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,3 +715,135 @@ def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(capsys):
         "forward passes: 2/3 prompts,",
         "forward passes: 3/3 prompts,",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite numbers: never a rate, always named, summary.json always JSON
+
+
+def overflowing_checkpoint(directory: Path) -> Path:
+    """A 3-layer model whose residual stream passes float16's largest number (65504) after layer 1: two MLP
+    output biases of ±40,000 (alternating in sign, so centring the writing weights leaves them)."""
+    from safetensors.torch import load_file, save_file
+
+    from benchmarks.checkpoints import write_checkpoint
+
+    write_checkpoint(directory, n_layers=3, d_model=64, n_heads=4, seed=1)
+    state = load_file(directory / "model.safetensors")
+    for layer in (0, 1):
+        state[f"h.{layer}.mlp.c_proj.bias"] = torch.tensor([40_000.0, -40_000.0]).repeat(32)
+    save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
+    return directory
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"summary.json holds {constant}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("values", [[1.0, float("nan"), 4.0, 8.0], [1.0, 2.0, float("inf"), 8.0], [1.0, 2.0, 0.0, 8.0]])
+def test_a_non_finite_or_zero_norm_gives_no_rate_never_nan_or_r2_1(values):
+    g = rates.growth_rate(values, 0, 3)
+    assert g["rate"] is None and g["fit_rate"] is None and g["r2"] is None
+    assert (
+        g["no_rate"]
+        == {0: "NaN at layer 1", 1: "inf at layer 2", 2: "not positive at layer 2"}[
+            [math.isnan(values[1]), math.isinf(values[2]), values[2] == 0].index(True)
+        ]
+    )
+    assert rates.steady_growth(g, 4)["steady"] is False
+    assert "×nan" not in rates.growth_sentence("m", g, 4) and "no growth rate" in rates.growth_sentence("m", g, 4)
+
+
+def test_activations_that_overflow_in_float16_are_named_never_a_rate_and_summary_json_stays_json(prompts, tmp_path, capsys):
+    model, out = overflowing_checkpoint(tmp_path / "model"), tmp_path / "report"
+    assert growth.main(["--model", str(model), "--prompts-file", str(prompts), "--out", str(out), "--dtype", "float16"]) == 0
+    assert "BUG" not in capsys.readouterr().err  # inf and NaN are no violation of the Appendix 1 bound
+    summary = strict_json((out / "summary.json").read_text())
+    found = summary["models"][str(model)]
+    assert found["growth"]["fit_rate"] is None and found["growth"]["r2"] is None
+    assert found["growth"]["no_rate"] == "inf at layer 1; NaN at layer 2"
+    assert found["mean_norm"]["resid_post"][1] is None
+    assert summary["nonfinite"][f"models.{model}.mean_norm.resid_post"] == "inf at index 1; NaN at index 2"
+    text = (out / "report.md").read_text()
+    assert "resid_post: inf at layer 1, NaN at layer 2" in text and "run with --dtype float32 or bfloat16" in text
+    assert "nan" not in text.replace("NaN", "") and "R² 1.000" not in text
+    assert not list(out.rglob("*.png")), "figures drawn from non-finite numbers"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C while the command is still importing
+
+# Put on PYTHONPATH as sitecustomize.py: SIGINT arrives at the moment the command first imports MODULE,
+# deep in its imports, as a user's Ctrl-C in the seconds torch takes to import would. No timing involved.
+INTERRUPT_AT_IMPORT = """
+import os, signal, sys
+
+class InterruptAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == os.environ["MINIGPT_TEST_INTERRUPT_AT"]:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAt())
+"""
+
+
+@pytest.mark.parametrize(
+    "command_module, module",
+    [
+        ("analysis.growth", "torch"),
+        ("analysis.growth", "weights"),
+        ("analysis.growth", "analysis.engine"),
+        ("training", "torch"),
+        ("training.corpus", "torch"),
+    ],
+)
+def test_ctrl_c_while_importing_is_one_line(command_module, module, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    root = Path(outdir.__file__).parent.parent
+    env = os.environ | {"PYTHONPATH": f"{tmp_path}:{root}", "MINIGPT_TEST_INTERRUPT_AT": module}
+    result = subprocess.run(
+        [sys.executable, "-m", command_module, "--out", tmp_path / "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        # Python installs its SIGINT handler only where SIGINT is not ignored, as it is under a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == 130, result.stderr
+    assert error_line(result) == "interrupted (SIGINT) while starting; nothing was written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sitecustomize.py"]
+
+
+def analyse_anyway() -> list[str]:
+    """The option that analyses weights holding NaN (helper C's --allow-nonfinite), where the command has it:
+    without it, NaN weights are refused at load, if the loader checks them."""
+    try:
+        growth.parse_args(["--allow-nonfinite"])
+        return ["--allow-nonfinite"]
+    except SystemExit:
+        return []
+
+
+def test_nan_weights_analysed_anyway_give_no_rate_and_summary_json_stays_json(small_checkpoint, prompts, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small_checkpoint, broken)
+    state = load_file(broken / "model.safetensors")
+    state["h.1.mlp.c_fc.weight"][0, 0] = float("nan")
+    save_file(state, broken / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "report"
+    models = ["--model", str(broken), "--model", str(small_checkpoint)]
+    assert growth.main([*models, "--prompts-file", str(prompts), "--out", str(out), *analyse_anyway()]) == 0
+    capsys.readouterr()
+    summary = strict_json((out / "summary.json").read_text())
+    assert summary["models"][str(broken)]["growth"]["no_rate"] == "NaN at layers 1–2"
+    assert summary["models"][str(small_checkpoint)]["growth"]["fit_rate"] > 0  # the sound model keeps its rate
+    assert "- **broken**: mean norms that are not finite. resid_pre: NaN at layer 2" in (out / "report.md").read_text()
+    assert (out / "03-mean-norm-by-model.png").exists() and not (out / "broken").exists()

@@ -165,3 +165,49 @@ def test_a_one_layer_model_is_refused_clearly(tmp_path, capsys):
     assert growth.main(["--model", str(directory), "--out", str(tmp_path / "out")]) == 2
     assert "has 1 layer; a growth rate needs at least 2" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("folder", r"prompts file .* is a folder; give a file with one prompt per line"),
+        ("long_name", r"prompts file .*x{300}: File name too long"),
+        ("surrogate", r"prompts file .*prompts.jsonl, line 2: the \"text\" holds a lone surrogate, U\+D800 at character 4"),
+        ("deep_json", r"prompts file .*prompts.jsonl, line 1: JSON nested too deeply to read"),
+        ("same_folder_name", r"--model .*a/final and --model .*b/final would share 'final', the report's folder"),
+        ("twice", r"--model .* is given twice; name each model once"),
+    ],
+)
+def test_prompt_files_and_model_names_that_cannot_work_are_one_line_before_loading(
+    case, expected, small_checkpoint, tmp_path, capsys
+):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"text": "fine"}\n')
+    models = [str(small_checkpoint)]
+    if case == "folder":
+        prompts = tmp_path
+    elif case == "long_name":
+        prompts = tmp_path / ("x" * 300)
+    elif case == "surrogate":
+        prompts.write_text('{"text": "fine"}\n{"text": "abc\\ud800 def"}\n')
+    elif case == "deep_json":
+        prompts.write_text("[" * 100_000 + "]" * 100_000 + "\n")
+    elif case == "same_folder_name":
+        models = []
+        for parent in "ab":
+            shutil.copytree(small_checkpoint, tmp_path / parent / "final")
+            models.append(str(tmp_path / parent / "final"))
+    elif case == "twice":
+        models = models * 2
+    loaded = []
+    growth.weights.locate, locate = (lambda *a: loaded.append(a) or locate(*a)), growth.weights.locate
+    try:
+        named = [arg for model in models for arg in ("--model", model)]
+        status = growth.main([*named, "--prompts-file", str(prompts), "--out", str(tmp_path / "out")])
+    finally:
+        growth.weights.locate = locate
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert re.search(expected, err), err
+    assert not loaded, "a model was looked for before the refusal"
+    assert not (tmp_path / "out").exists()

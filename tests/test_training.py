@@ -312,3 +312,38 @@ def test_an_interrupt_while_the_corpus_is_built_leaves_out_exactly_as_before(fak
     _, stderr = run.communicate(timeout=60)
     assert run.returncode == 130 and one_line(stderr) == f"interrupted (SIGINT); {out} unchanged"
     assert state(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--eval-every", "0"], "--eval-every must be at least 1, found 0"),
+        (["--heads", "0"], "--heads must be at least 1, found 0"),
+        (["--layers", "0"], "--layers must be at least 1, found 0"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, found 0"),
+        (["--n-ctx", "0"], "--n-ctx must be at least 1, found 0"),
+        (["--lr", "nan"], "--lr must be a finite number, more than 0; found nan"),
+        (["--steps", "0"], r"--steps must be at least 1, found 0 \(an untrained model is not a training run\)"),
+        (["--vocab-too-small"], r"train.bin holds token id 60000 \(at index 7\); the vocabulary has 50257"),
+        (["--bad-provenance"], r"provenance.json: cannot be read as JSON \(Expecting property name"),
+    ],
+)
+def test_numbers_and_files_it_cannot_train_with_are_one_line_before_the_first_step(
+    flags, expected, token_files, tmp_path, capsys
+):
+    data = token_files
+    if flags[0] in ("--vocab-too-small", "--bad-provenance"):
+        data = tmp_path / "data"
+        subprocess.run(["cp", "-a", str(token_files), str(data)], check=True)
+        if flags == ["--vocab-too-small"]:
+            tokens = np.fromfile(data / "train.bin", dtype=np.uint16)
+            tokens[7] = 60_000
+            tokens.tofile(data / "train.bin")
+        else:
+            (data / "provenance.json").write_text("{not json\n")
+        flags = []
+    out = tmp_path / "run"
+    began = time.perf_counter()
+    assert train_main(["--data", str(data), "--out", str(out), *TINY, "--steps", "2", *flags]) == 2
+    assert re.search(expected, one_line(capsys.readouterr().err))
+    assert not out.exists() and time.perf_counter() - began < 10

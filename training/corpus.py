@@ -27,10 +27,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+import outdir  # the standard library only: quick to import, so that Ctrl-C from here on is one line
 
-import outdir
-from weights.checkpoint import read_tokenizer
+try:
+    import numpy as np
+
+    from weights.checkpoint import read_tokenizer
+except KeyboardInterrupt:  # while importing torch, through weights (seconds)
+    outdir.interrupted_while_starting(__name__)
 
 DEFAULT_OUT = Path("data")  # where `python -m training` looks by default (--data)
 
@@ -123,4 +127,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except KeyboardInterrupt:  # before main's handlers are in place (they make SIGINT `outdir.Interrupted`)
+        outdir.interrupted_while_starting(__name__)
+    sys.exit(status)

@@ -3,10 +3,11 @@
     python -m training.corpus --out data        # once: the token files (see training/corpus.py)
     python -m training --data data --out training-run
 
-The recipe is GPT-2's, scaled down: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to 10%
-of the peak learning rate, gradient clipping at norm 1, weight decay 0.1 on the matrices and
-embeddings only (as in nanoGPT: decaying LayerNorm gains or biases would pull them towards 0, which
-is not a sensible prior for a gain), no dropout. Matrix products run in bfloat16 autocast with float32
+The recipe is GPT-3's (GPT-2's paper states no optimiser settings; nanoGPT trains GPT-2 with GPT-3's
+too), scaled down: AdamW (β = 0.9, 0.95), linear warm-up then cosine decay to 10% of the peak learning
+rate, gradient clipping at norm 1, weight decay 0.1 on the matrices and embeddings only (as in nanoGPT:
+decaying LayerNorm gains or biases would pull them towards 0, which is not a sensible prior for a gain),
+no dropout. Matrix products run in bfloat16 autocast with float32
 master weights (2.3× faster than float32 on the AMD EPYC the bundled model was trained on, which has
 AVX-512 BF16; on a CPU without it, a Zen 3 EPYC say, bfloat16 products were measured 16× slower than
 float32: pass --bf16 false there); the checkpoint is stored in bfloat16.
@@ -48,6 +49,7 @@ from safetensors import SafetensorError
 import outdir
 import weights
 from minigpt import GPT2, Config
+from training.checks import check_numbers, check_token_ids, read_provenance
 
 BUNDLED = Path(weights.hub.BUNDLED_DIR)
 DEFAULT_OUT = Path("training-run")
@@ -67,7 +69,7 @@ class TrainConfig:
     eval_batches: int = 16
     seed: int = 1234
     bf16: bool = True
-    decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; GPT-2's recipe does not)
+    decay_gains: bool = False  # also decay the LayerNorm gains (the ablation; the recipe does not)
     checkpoints: int = 0  # how many log-spaced checkpoints to keep (0: none, only the final model)
     stop_after: int = 0  # end after this many steps of the `steps`-long schedule (0: all of them)
 
@@ -303,6 +305,7 @@ def run(args) -> Path:
             "folder, then copy it over as weights/bundled/README.md describes (nothing was touched)"
         )
     outdir.check(out, outdir.TRAINING_RUN)  # before the token files are read
+    check_numbers(args)
     train_config = TrainConfig(**{f: getattr(args, f) for f in asdict(TrainConfig()) if f != "seq_len"}, seq_len=args.n_ctx)
     try:
         model_config = Config.sized(args.layers, args.d_model, args.heads, n_ctx=args.n_ctx)
@@ -328,6 +331,8 @@ def run(args) -> Path:
         check_splits(splits["train"], splits["val"], train_config.seq_len)
     except ValueError as error:
         raise outdir.UsageError(f"--data {args.data}: {error}") from None
+    check_token_ids(splits, args.data, model_config.d_vocab)
+    corpus = read_provenance(args.data / "provenance.json")  # read now: a malformed one must not cost the finished run
     torch.manual_seed(train_config.seed)
     model = init_weights(GPT2(model_config), train_config.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -339,13 +344,12 @@ def run(args) -> Path:
     with folder as scratch:
         history = train(model, splits["train"], splits["val"], train_config, checkpoint_dir=scratch / "checkpoints")
         save_model(model, scratch, dtype=torch.bfloat16)
-        provenance_path = args.data / "provenance.json"
         log = {
             "command": "python -m training " + " ".join(args.argv),
             "model": asdict(model_config),
             "parameters": n_params,
             "train": asdict(train_config),
-            "corpus": json.loads(provenance_path.read_text()) if provenance_path.exists() else None,
+            "corpus": corpus,
             "unigram_val_loss": unigram_loss(splits["train"], splits["val"], model_config.d_vocab),
             "torch": torch.__version__,
             "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
