@@ -115,18 +115,17 @@ def analyse(
     bos = tokenizer.bos, tokenizer.decode([tokenizer.bos])  # (id, text)
     pad = tokenizer.pad, tokenizer.decode([tokenizer.pad])
     del tokenizer  # its BPE tables (21 MB held, measured with tracemalloc) are all the figures would keep it for
-    prompts, pad_row = engine.keep_prompt_tokens(model, prompts, pad[0])  # pad_row: pad's row of the kept embedding
     picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
 
     log(f"{plan.name}: forward passes over {len(prompts)} prompts ({n_tokens} tokens with BOS), batch size {batch_size}")
     started = time.perf_counter()
     if team is None:
         with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
-            act = engine.collect(model, prompts, batch_size, pad_row, example=example, padded=picks, on_batch=advance)
+            act = engine.collect(model, prompts, batch_size, pad[0], example=example, padded=picks, on_batch=advance)
         prompts_per_rank = None
     else:  # this process's share of the batches, then every process's sums added up (engine/distributed.py)
         act, prompts_per_rank = engine.collect_shared(
-            team, model, prompts, batch_size, pad_row, example=example, padded=picks, log=log, name=plan.name
+            team, model, prompts, batch_size, pad[0], example=example, padded=picks, log=log, name=plan.name
         )
     seconds = time.perf_counter() - started
     log(f"{plan.name}: {n_tokens} tokens in {seconds:.1f} s, {n_tokens / seconds:.0f} tokens/s")

@@ -4,8 +4,7 @@ definition it speeds up.
 
 - collect.py  runs every prompt in batches of similar length (`plan_batches`), each pass writing its
               per-position reductions into one buffer made before it (`per_position_norms`, the fast form
-              of `measures.per_position`), and keeps only running sums (`collect`). The study also drops
-              the embedding rows its prompts never use before the first batch (`keep_prompt_tokens`).
+              of `measures.per_position`), and keeps only running sums (`collect`).
 - stats.py    `NormStats`: those running sums, a fixed-bin histogram and figure 12's sample, of a size set
               by the model, not by the number of prompts; mergeable across shards by addition.
 - memory.py   glibc's malloc thresholds, fixed so that one batch's freed memory is reused by the next.
@@ -14,7 +13,7 @@ definition it speeds up.
               batches, their sums added up by torch.distributed: the numbers of one process.
 """
 
-from .collect import BATCH_POSITIONS, by_length, collect, keep_prompt_tokens, per_position_norms, plan_batches
+from .collect import BATCH_POSITIONS, by_length, collect, per_position_norms, plan_batches
 from .distributed import RankFailed, Team, collect_shared
 from .memory import fix_malloc_thresholds
 from .processes import two_at_once
@@ -31,7 +30,6 @@ __all__ = [
     "collect",
     "collect_shared",
     "fix_malloc_thresholds",
-    "keep_prompt_tokens",
     "per_position_norms",
     "plan_batches",
     "two_at_once",
