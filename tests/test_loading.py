@@ -156,14 +156,32 @@ def test_half_precision_follows_float32(small_checkpoint, dtype):
     assert (found - expected).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("processed", [False, True])
-def test_heads_stay_side_by_side_in_memory(small_checkpoint, dtype, processed):
-    """minigpt.model.per_head reads W_Q as [d_model, n_heads·d_head] without copying: check it is a view."""
-    model, _ = weights.load(small_checkpoint, dtype=dtype, processed=processed)
-    for W in (model.blocks[1].attn.W_Q, model.blocks[1].attn.W_K, model.blocks[1].attn.W_V):
-        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1).data_ptr() == W.data_ptr()
-        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1)._base is not None  # a view, not a copy
+def test_per_head_weights_are_plain_tensors(small_checkpoint, processed):
+    """model.py's einsum reads W_Q [n_heads, d_model, d_head] as it is: each is a tensor of its own in that order,
+    not a view of the checkpoint's side-by-side c_attn."""
+    model, _ = weights.load(small_checkpoint, processed=processed)
+    attn, cfg = model.blocks[1].attn, model.cfg
+    for W in (attn.W_Q, attn.W_K, attn.W_V):
+        assert W.shape == (cfg.n_heads, cfg.d_model, cfg.d_head) and W.is_contiguous() and W._base is None
+    assert attn.W_O.shape == (cfg.n_heads, cfg.d_head, cfg.d_model) and attn.b_Q.shape == (cfg.n_heads, cfg.d_head)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "error", "message"),
+    [
+        ("Hello world", TypeError, r"found text: encode it first with tokenizer\.to_tokens"),
+        (["Hello", "world"], TypeError, r"found text: encode it first with tokenizer\.to_tokens"),
+        ([[1, 2], ["a", "b"]], TypeError, r"tokens must be integer ids shaped \[batch, pos\].*found list"),
+        ([0.5, 1.5], ValueError, r"tokens must be integer ids.*found dtype torch\.float32 .*tokenizer\.to_tokens"),
+        ({"ids": [1]}, TypeError, r"tokens must be integer ids.*found dict"),
+    ],
+)
+def test_tokens_of_the_wrong_kind_say_what_was_given_and_what_is_expected(small_checkpoint, tokens, error, message):
+    """A str passed as tokens gave torch's "new(): invalid data type 'str'"; each wrong kind now names itself."""
+    model, _ = weights.load(small_checkpoint)
+    with pytest.raises(error, match=message):
+        model(tokens)
 
 
 def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_checkpoint):
