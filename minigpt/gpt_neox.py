@@ -5,12 +5,13 @@
    times d_head) are rotated by an angle proportional to the position: dimension i and i + rotary_dims/2
    form a pair, turned by position · base^(−2i/rotary_dims) (rotary_emb_base, 10000). The rest pass
    unchanged. q · k then depends on how far apart two positions are. Hugging Face's modeling_gpt_neox.py:
-   GPTNeoXRotaryEmbedding, rotate_half, apply_rotary_pos_emb. hook_q and hook_k are before the rotation,
-   hook_rot_q and hook_rot_k after it, as in TransformerLens's HookedTransformer (TransformerLens 4's
-   TransformerBridge has no rotated-q/k hooks).
+   GPTNeoXRotaryEmbedding, rotate_half, apply_rotary_pos_emb; here `RotaryAttention.rotate`. hook_q and
+   hook_k are before the rotation, hook_rot_q and hook_rot_k after it, as in TransformerLens (HookedTransformer's
+   attention, and the attention of TransformerLens 4's TransformerBridge for a rotary model, which has the same
+   two hooks).
 2. A parallel residual (use_parallel_residual, true for every Pythia): attention and MLP both read the
    LayerNorm of resid_pre, and resid_post = resid_pre + attn_out + mlp_out (GPTNeoXLayer.forward). So a
-   block has no resid_mid. With use_parallel_residual false the block is GPT-2's.
+   block has no resid_mid: model.py's Block(parallel=True). With use_parallel_residual false the block is GPT-2's.
 3. The unembedding is its own matrix (embed_out, tie_word_embeddings false), with no bias.
 4. The MLP's GELU is the exact one, x·Φ(x) with the erf (hidden_act "gelu"), not GPT-2's tanh form. (gpt-neox-20b
    is therefore refused: its hidden_act is "gelu_fast", HF's name for a tanh form, which this file does not read.)
