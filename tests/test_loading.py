@@ -196,3 +196,20 @@ def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_chec
 def test_unsupported_dtype_is_refused(small_checkpoint):
     with pytest.raises(ValueError, match="dtype must be one of"):
         weights.load(small_checkpoint, dtype=torch.float64)
+
+
+def test_a_key_map_that_misses_a_parameter_is_caught_not_left_unset(small_checkpoint):
+    """The one reader checks every family, GPT-2 included, for a parameter its key map never set (left on the meta
+    device, it would fail later, deep in a forward pass)."""
+    import re
+
+    from weights import checkpoint, formats, keys
+
+    def partial_map(cfg):
+        return {name: entry for name, entry in checkpoint.key_map(cfg).items() if name != "blocks.0.attn.b_O"}
+
+    ignored = re.compile(checkpoint.IGNORED.pattern + r"|h\.0\.attn\.c_proj\.bias")
+    layout = keys.Layout(checkpoint.GPT2, partial_map, "transformer.", ignored)
+    cfg = checkpoint.read_config(small_checkpoint)
+    with pytest.raises(RuntimeError, match=r"left blocks\.0\.attn\.b_O unset: GPT2's key map misses them"):
+        keys.read_weights(formats.open_weights(small_checkpoint), cfg, layout)
