@@ -21,8 +21,6 @@ import torch
 
 import instrument
 from minigpt import GPT2
-from minigpt.model import linear
-from minigpt.opt import ReLUMLP
 
 # The five vectors the study follows through each block, by their hook names (blocks.{l}.hook_{stream}).
 STREAMS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -74,7 +72,7 @@ def nonlinearity(model: GPT2) -> str:
     """The MLP's nonlinearity. It decides what "pre-activation > 0" (figure 12) counts: with ReLU, the neurons
     whose output is not exactly 0; with GELU, which passes small negative values too, the neurons on its
     near-linear side. The two fractions are different quantities and are not compared as one."""
-    return "ReLU" if isinstance(model.blocks[0].mlp, ReLUMLP) else "GELU"
+    return "ReLU" if model.blocks[0].mlp.activation is torch.relu else "GELU"
 
 
 def quantities(model: GPT2) -> dict:
@@ -229,7 +227,7 @@ def active_count(model: GPT2, layer: int, resid: torch.Tensor) -> int:
     """How many of layer's MLP pre-activations are > 0 when its ln2 reads the residual vectors resid
     [n, d_model] (the pre-activations alone: the MLP's second matrix is not needed for them)."""
     block = model.blocks[layer]
-    pre = linear(block.ln2(resid.to(model.W_E.dtype)), block.mlp.W_in, block.mlp.b_in)  # [n, d_mlp], as MLP.forward computes it
+    pre = block.ln2(resid.to(model.W_E.dtype)) @ block.mlp.W_in + block.mlp.b_in  # [n, d_mlp], as MLP.forward computes it
     return int(torch.count_nonzero(pre > 0))
 
 

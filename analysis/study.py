@@ -126,7 +126,6 @@ def analyse(
     bos = tokenizer.bos, tokenizer.decode([tokenizer.bos])  # (id, text)
     pad = tokenizer.pad, tokenizer.decode([tokenizer.pad])
     del tokenizer  # its BPE tables (21 MB held, measured with tracemalloc) are all the figures would keep it for
-    prompts, pad_row = engine.keep_prompt_tokens(model, prompts, pad[0])  # pad_row: pad's row of the kept embedding
     picks = padding_picks([len(p) for p in prompts], cfg.n_ctx)
 
     positions = engine.positions_per_pass(model, prompts, batch_positions)  # once the weights are on the device
@@ -138,7 +137,7 @@ def analyse(
     if team is None:
         with log.counting(f"{plan.name}: forward passes", len(prompts), "prompt") as advance:
             act = engine.collect(
-                model, prompts, batch_size, pad_row, example=example, padded=picks, max_positions=positions, on_batch=advance
+                model, prompts, batch_size, pad[0], example=example, padded=picks, max_positions=positions, on_batch=advance
             )
         prompts_per_rank = None
     else:  # this process's share of the batches, then every process's sums added up (engine/distributed.py)
@@ -147,7 +146,7 @@ def analyse(
             model,
             prompts,
             batch_size,
-            pad_row,
+            pad[0],
             example=example,
             padded=picks,
             log=log,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
-from .model import GPT2, Attention, linear, per_head
+from .model import GPT2, Attention, Block
 
 
 @dataclass(frozen=True)
@@ -34,44 +34,29 @@ class NeoConfig(Config):
     local_layers: tuple[int, ...] = ()  # the layers that attention_types marks "local"; the others are global
 
 
-def hidden_keys(n_pos: int, window: int | None, device) -> torch.Tensor:
-    """[query_pos, key_pos], True where the query may not read the key: the future, and, on a local layer,
-    keys `window` or more positions back."""
-    positions = torch.arange(n_pos, device=device)
-    back = positions[:, None] - positions[None, :]  # [query_pos, key_pos]: how far back the key is
-    if window is None:
-        return back < 0  # global: GPT-2's causal mask
-    return (back < 0) | (back >= window)
-
-
 class NeoAttention(Attention):
-    """GPT-2's attention (same parameters and hooks) with unscaled scores and, on local layers, a window."""
+    """GPT-2's attention (same parameters, hooks and forward pass) with unscaled scores and, on local layers, a window."""
 
     def __init__(self, cfg: NeoConfig, local: bool):
         super().__init__(cfg)
         self.window = cfg.window_size if local else None  # None: a global layer
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [batch, pos, d_model], LayerNorm's output
-        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))  # [batch, pos, n_heads, d_head]
-        k = self.hook_k(per_head(x, self.W_K, self.b_K))  # [batch, pos, n_heads, d_head]
-        v = self.hook_v(per_head(x, self.W_V, self.b_V))  # [batch, pos, n_heads, d_head]
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Not divided by √d_head (difference 1), and in float32, as HF computes it: unscaled scores are
+        √d_head times larger than GPT-2's and could overflow float16."""
+        return torch.einsum("bqhe,bkhe->bhqk", q.float(), k.float())  # [batch, n_heads, query_pos, key_pos]
 
-        # Not divided by √d_head (difference 1), and in float32, as HF computes it: unscaled scores are
-        # √d_head times larger than GPT-2's and could overflow float16.
-        scores = torch.einsum("bqhe,bkhe->bhqk", q.float(), k.float())  # [batch, n_heads, query_pos, key_pos]
-        scores.masked_fill_(hidden_keys(x.shape[1], self.window, x.device), float("-inf"))  # difference 2
-        scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(scores.softmax(dim=-1).to(v.dtype))  # [batch, n_heads, query_pos, key_pos]
-
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
-        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)  # [batch, pos, d_model], as GPT-2's
+    def hidden(self, n_pos: int, device) -> torch.Tensor:
+        """The future, and, on a local layer, keys `window` or more positions back (difference 2)."""
+        positions = torch.arange(n_pos, device=device)
+        back = positions[:, None] - positions[None, :]  # [query_pos, key_pos]: how far back the key is
+        if self.window is None:
+            return back < 0  # global: GPT-2's causal mask
+        return (back < 0) | (back >= self.window)
 
 
 class GPTNeo(GPT2):
     """GPT-2 whose blocks attend as GPT-Neo does (NeoAttention, global or local by layer)."""
 
-    def __init__(self, cfg: NeoConfig):
-        super().__init__(cfg)
-        for l, block in enumerate(self.blocks):
-            block.attn = NeoAttention(cfg, local=l in cfg.local_layers)
+    def block(self, cfg: NeoConfig, layer: int) -> Block:
+        return Block(cfg, attn=NeoAttention(cfg, local=layer in cfg.local_layers))

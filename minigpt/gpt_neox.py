@@ -1,18 +1,20 @@
-"""Pythia and GPT-NeoX (EleutherAI/pythia-70m … -12b, their -deduped twins, gpt-neox-20b): GPT-2, except…
+"""Pythia and GPT-NeoX (EleutherAI/pythia-70m … -12b and their -deduped twins): GPT-2, except…
 
 1. No learned position embedding: rotary embeddings (RoPE) inside attention. After the projections, the
    first `rotary_dims` of each head's query and key dimensions (config.json's rotary_pct, 0.25 for Pythia,
    times d_head) are rotated by an angle proportional to the position: dimension i and i + rotary_dims/2
    form a pair, turned by position · base^(−2i/rotary_dims) (rotary_emb_base, 10000). The rest pass
    unchanged. q · k then depends on how far apart two positions are. Hugging Face's modeling_gpt_neox.py:
-   GPTNeoXRotaryEmbedding, rotate_half, apply_rotary_pos_emb. hook_q and hook_k are before the rotation,
-   hook_rot_q and hook_rot_k after it, as in TransformerLens's HookedTransformer (TransformerLens 4's
-   TransformerBridge has no rotated-q/k hooks).
+   GPTNeoXRotaryEmbedding, rotate_half, apply_rotary_pos_emb; here `RotaryAttention.rotate`. hook_q and
+   hook_k are before the rotation, hook_rot_q and hook_rot_k after it, as in TransformerLens (HookedTransformer's
+   attention, and the attention of TransformerLens 4's TransformerBridge for a rotary model, which has the same
+   two hooks).
 2. A parallel residual (use_parallel_residual, true for every Pythia): attention and MLP both read the
    LayerNorm of resid_pre, and resid_post = resid_pre + attn_out + mlp_out (GPTNeoXLayer.forward). So a
-   block has no resid_mid. With use_parallel_residual false the block is GPT-2's.
+   block has no resid_mid: model.py's Block(parallel=True). With use_parallel_residual false the block is GPT-2's.
 3. The unembedding is its own matrix (embed_out, tie_word_embeddings false), with no bias.
-4. The MLP's GELU is the exact one, x·Φ(x) with the erf (hidden_act "gelu"), not GPT-2's tanh form.
+4. The MLP's GELU is the exact one, x·Φ(x) with the erf (hidden_act "gelu"), not GPT-2's tanh form. (gpt-neox-20b
+   is therefore refused: its hidden_act is "gelu_fast", HF's name for a tanh form, which this file does not read.)
 5. The scores are multiplied by d_head^−0.5 (HF's eager_attention_forward), where GPT-2 divides by √d_head:
    the same up to float rounding, in HF's order so that the rounding matches too.
 6. In the files: q, k and v come fused in one query_key_value layer whose output rows are ordered per head
@@ -27,10 +29,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .config import Config
-from .model import GPT2, MLP, Attention, Block, HookPoint, LayerNorm, linear, per_head
+from .model import GPT2, MLP, Attention, Block, HookPoint
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 class RotaryAttention(Attention):
-    """GPT-2's attention with rotated queries and keys and no position embedding to lean on (difference 1)."""
+    """GPT-2's attention (same parameters, hooks and forward pass) with q and k rotated by position."""
 
     def __init__(self, cfg: NeoXConfig):
         super().__init__(cfg)
@@ -82,63 +83,14 @@ class RotaryAttention(Attention):
         self.hook_rot_q = HookPoint()
         self.hook_rot_k = HookPoint()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [batch, pos, d_model], LayerNorm's output
-        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))  # [batch, pos, n_heads, d_head]
-        k = self.hook_k(per_head(x, self.W_K, self.b_K))  # [batch, pos, n_heads, d_head]
-        v = self.hook_v(per_head(x, self.W_V, self.b_V))  # [batch, pos, n_heads, d_head]
-        d_head, n_pos = q.shape[-1], x.shape[1]
-        cos, sin = rotary_cos_sin(n_pos, self.cfg, x.device, q.dtype)  # [pos, 1, rotary_dims]
-        q = self.hook_rot_q(rotate(q, cos, sin))  # [batch, pos, n_heads, d_head]
-        k = self.hook_rot_k(rotate(k, cos, sin))  # [batch, pos, n_heads, d_head]
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Difference 1: positions enter here, as rotations of q and k [batch, pos, n_heads, d_head]."""
+        cos, sin = rotary_cos_sin(q.shape[1], self.cfg, q.device, q.dtype)  # [pos, 1, rotary_dims]
+        return self.hook_rot_q(rotate(q, cos, sin)), self.hook_rot_k(rotate(k, cos, sin))
 
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k)  # [batch, n_heads, query_pos, key_pos]
-        future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)  # [query_pos, key_pos]
-        scores.mul_(d_head**-0.5)  # difference 5: multiplied, as HF does, rather than divided by √d_head
-        scores.masked_fill_(future, float("-inf"))
-        scores = self.hook_attn_scores(scores)
-        pattern = scores.float().softmax(dim=-1).to(v.dtype)  # [batch, n_heads, query_pos, key_pos]
-        pattern = self.hook_pattern(pattern)
-
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
-        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)  # [batch, pos, d_model], as GPT-2's
-
-
-class ErfMLP(MLP):
-    """GPT-2's MLP (same parameters and hooks) with the exact GELU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(linear(x, self.W_in, self.b_in))  # [batch, pos, d_mlp]
-        post = self.hook_post(gelu_erf(pre))  # [batch, pos, d_mlp]
-        return linear(post, self.W_out, self.b_out)  # [batch, pos, d_model]
-
-
-class ParallelBlock(nn.Module):
-    """Attention and MLP side by side: both read (a LayerNorm of) resid_pre, and both outputs are added at once."""
-
-    def __init__(self, cfg: NeoXConfig):
-        super().__init__()
-        self.hook_resid_pre = HookPoint()
-        self.ln1 = LayerNorm(cfg)
-        self.attn = RotaryAttention(cfg)
-        self.hook_attn_out = HookPoint()
-        self.ln2 = LayerNorm(cfg)
-        self.mlp = ErfMLP(cfg)
-        self.hook_mlp_out = HookPoint()
-        self.hook_resid_post = HookPoint()
-
-    def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
-        resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
-        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_pre)))  # [batch, pos, d_model]: reads resid_pre too
-        return self.hook_resid_post(resid_pre + attn_out + mlp_out)  # [batch, pos, d_model]
-
-
-def serial_block(cfg: NeoXConfig) -> Block:
-    """GPT-2's block (with resid_mid) holding GPT-NeoX's attention and MLP, for use_parallel_residual false."""
-    block = Block(cfg)
-    block.attn, block.mlp = RotaryAttention(cfg), ErfMLP(cfg)
-    return block
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Difference 5: multiplied by d_head^−0.5, as HF does, rather than divided by √d_head."""
+        return torch.einsum("bqhe,bkhe->bhqk", q, k) * q.shape[-1] ** -0.5  # [batch, n_heads, query_pos, key_pos]
 
 
 class GPTNeoX(GPT2):
@@ -149,24 +101,12 @@ class GPTNeoX(GPT2):
         # Positions enter through the rotation of q and k (difference 1): no W_pos, and no hook_pos_embed.
         del self.W_pos, self.hook_pos_embed
         self.W_pos = None
-        self.blocks = nn.ModuleList((ParallelBlock if cfg.parallel_residual else serial_block)(cfg) for _ in range(cfg.n_layers))
         # W_U is set by weights.load from embed_out (difference 3); b_U stays None (there is none) until the
         # rewrites give the model one, as they do GPT-2.
 
-    def forward(self, tokens: torch.Tensor, *, unembed: bool = True) -> torch.Tensor:
-        """Logits [batch, pos, d_vocab] (or, with unembed=False, the last residual stream), as GPT2.forward."""
-        tokens = self.check_tokens(tokens)
-        residual = self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: no position embedding is added
-        for block in self.blocks:
-            residual = block(residual)  # [batch, pos, d_model]
-        if not unembed:
-            return residual
-        if self.ln_final is None or self.W_U is None:
-            raise ValueError(
-                "this model has no unembedding (loaded with unembed=False, for the residual stream only): "
-                "call it with unembed=False, or load it again with unembed=True for logits"
-            )
-        normalized = self.ln_final(residual)  # [batch, pos, d_model]
-        if self.b_U is None:  # as released: embed_out has no bias
-            return normalized @ self.W_U  # [batch, pos, d_vocab]
-        return linear(normalized, self.W_U, self.b_U)  # [batch, pos, d_vocab]
+    def block(self, cfg: NeoXConfig, layer: int) -> Block:
+        attn, mlp = RotaryAttention(cfg), MLP(cfg, activation=gelu_erf)
+        return Block(cfg, attn=attn, mlp=mlp, parallel=cfg.parallel_residual)  # difference 2
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: no position embedding is added

@@ -4,8 +4,12 @@
 
 Shapes are named batch, pos, d_model, n_heads, d_head, d_mlp, d_vocab. Parameters use the
 interpretability names (W_E, W_Q, W_O, W_in, ...) with one matrix per attention head, so that
-W_OV = W_V @ W_O is a one-liner. Every intermediate tensor passes through a `HookPoint`, an identity
-module whose module path (e.g. "blocks.3.attn.hook_pattern") is its name; `instrument` attaches to them.
+W_OV = W_V @ W_O is a one-liner, and each executed line is the algebra itself: einsum with the axes named.
+Every intermediate tensor passes through a `HookPoint`, an identity module whose module path
+(e.g. "blocks.3.attn.hook_pattern") is its name; `instrument` attaches to them.
+
+The other families (gpt_neo.py, opt.py, gpt_neox.py) subclass these pieces and override only what differs:
+Attention's `rotate`, `scores` and `hidden`, the MLP's `activation`, Block's `parallel`, GPT2's `embed`.
 """
 
 import math
@@ -33,41 +37,18 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x @ W + b over the last axis of x: [..., d_in] @ [d_in, d_out] + [d_out] → [..., d_out].
-
-    The fast form of that algebra: the leading axes are flattened into one (a view), and addmm adds
-    the bias inside the matrix product, so the output is written once instead of a product and then
-    a second tensor for the sum.
-    """
-    rows = x.reshape(-1, x.shape[-1])  # [batch·pos, d_in]
-    out = torch.addmm(b, rows, W)  # [batch·pos, d_out] = rows @ W + b
-    return out.view(*x.shape[:-1], W.shape[-1])  # [..., d_out]
-
-
-def per_head(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """x @ W[h] + b[h] for every head h: einsum("bpd,hde->bphe", x, W) + b, i.e.
-    [batch, pos, d_model] × [n_heads, d_model, d_head] → [batch, pos, n_heads, d_head].
-
-    The fast form of that algebra: the heads' matrices side by side are one [d_model, n_heads·d_head]
-    matrix, so all heads are one `linear`. weights.load keeps W in memory in exactly that order (as
-    the checkpoint's c_attn has it), so for a loaded model the transpose and reshape below are views:
-    nothing is copied. A freshly built GPT2(cfg), as in training, holds W head by head instead, and
-    there reshape copies it into side-by-side order on every forward pass (d_model² numbers, small
-    beside the product itself).
-    """
-    n_heads, d_model, d_head = W.shape
-    W_side_by_side = W.transpose(0, 1).reshape(d_model, n_heads * d_head)  # [d_model, n_heads·d_head]
-    out = linear(x, W_side_by_side, b.reshape(-1))  # [batch, pos, n_heads·d_head]
-    return out.view(*x.shape[:-1], n_heads, d_head)  # [batch, pos, n_heads, d_head]
-
-
 class LayerNorm(nn.Module):
     """Centre, scale to unit variance, then apply the gain `w` and bias `b`.
 
     Statistics are taken in float32 whatever the model's dtype: GPT-2-XL's residual at the first
     position reaches norms in the thousands, whose squares overflow float16.
-    After `weights.fold_layer_norm`, `w` and `b` are None: the next weights carry them.
+    After `weights.fold_layer_norm`, `w` and `b` are None: the next weights carry them. (TransformerLens
+    swaps in a second class, LayerNormPre, for that; here one class, so that a folded model keeps the
+    module a student has read, and the rewrite only sets two attributes.)
+
+    hook_normalized is the layer's output, after w and b, as in TransformerLens's HookedTransformer
+    (components/layer_norm.py). TransformerLens 4's TransformerBridge hooks x / scale before w and b
+    instead; on a processed model (w and b folded, so None) the two are the same tensor.
     """
 
     def __init__(self, cfg: Config):
@@ -76,20 +57,22 @@ class LayerNorm(nn.Module):
         self.w = nn.Parameter(torch.ones(cfg.d_model))
         self.b = nn.Parameter(torch.zeros(cfg.d_model))
         self.hook_scale = HookPoint()
-        self.hook_normalized = HookPoint()  # the layer's output, as in TransformerLens
+        self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()  # [batch, pos, d_model]
         centred = x32 - x32.mean(-1, keepdim=True)  # [batch, pos, d_model]
-        scale = (centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt()  # [batch, pos, 1]: √(variance + ε)
-        scale = self.hook_scale(scale)
+        scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]: √(var + ε)
         out = (centred / scale).to(x.dtype)  # [batch, pos, d_model]: mean 0, variance 1
-        if self.w is not None:
+        if self.w is not None:  # None once folded into the weights that read this layer
             out = out * self.w + self.b  # [batch, pos, d_model]
         return self.hook_normalized(out)
 
 
 class Attention(nn.Module):
+    """Causal multi-head self-attention. Three small methods are what families change: `rotate` (positions
+    applied to q and k), `scores` (q · k and its scale) and `hidden` (the mask); the forward pass is shared."""
+
     def __init__(self, cfg: Config):
         super().__init__()
         n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -104,72 +87,84 @@ class Attention(nn.Module):
         self.hook_q = HookPoint()
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
-        self.hook_attn_scores = HookPoint()  # -inf above the diagonal
+        self.hook_attn_scores = HookPoint()  # -inf where the mask hides a key
         self.hook_pattern = HookPoint()  # each row sums to 1
         self.hook_z = HookPoint()  # the pattern-weighted values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: [batch, pos, d_model], LayerNorm's output
-        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_Q) + b_Q
-        k = self.hook_k(per_head(x, self.W_K, self.b_K))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_K) + b_K
-        v = self.hook_v(per_head(x, self.W_V, self.b_V))  # [batch, pos, n_heads, d_head] = einsum("bpd,hde->bphe", x, W_V) + b_V
-
-        d_head, n_pos = q.shape[-1], x.shape[1]
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k)  # [batch, n_heads, query_pos, key_pos]: q · k for every pair
-        # Causal mask: a query may read keys at its own position and before, never after.
-        future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)  # [query_pos, key_pos]
-        # Scaled and masked in place: the tensor is new and no hook has seen it yet, and a
-        # [batch, n_heads, pos, pos] tensor grows with the square of the prompt, so this saves two copies.
-        scores.div_(math.sqrt(d_head))  # so that the scores' variance does not grow with d_head
-        scores.masked_fill_(future, float("-inf"))  # softmax gives -inf a weight of exactly 0
+        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)  # [batch, pos, n_heads, d_head]
+        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)  # [batch, pos, n_heads, d_head]
+        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)  # [batch, pos, n_heads, d_head]
+        q, k = self.rotate(q, k)
+        scores = self.scores(q, k)  # [batch, n_heads, query_pos, key_pos]
+        # In place: the tensor is new and no hook has seen it; softmax gives -inf a weight of exactly 0.
+        scores.masked_fill_(self.hidden(x.shape[1], x.device), float("-inf"))
         scores = self.hook_attn_scores(scores)
         # Softmax over keys in float32: each row sums to 1 within float32 rounding, then is rounded to the
         # model's dtype, after which a half-precision row sums to 1 only within that dtype's rounding
         # (measured at 16 to 1024 keys: 4e-4 in float16, 3e-3 in bfloat16).
-        pattern = scores.float().softmax(dim=-1).to(v.dtype)  # [batch, n_heads, query_pos, key_pos], rows sum to 1
-        pattern = self.hook_pattern(pattern)
-
+        pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))  # [batch, n_heads, query_pos, key_pos]
         z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
-        # Σ_h z[h] @ W_O[h] + b_O = einsum("bphe,hed->bpd", z, W_O) + b_O, as one product: the heads' z side by
-        # side [batch, pos, n_heads·d_head] times W_O stacked [n_heads·d_head, d_model]. W_O stacked is a
-        # view; z side by side is a copy, since einsum leaves z in memory head by head.
-        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)  # [batch, pos, d_model]
+        return torch.einsum("bphe,hed->bpd", z, self.W_O) + self.b_O  # [batch, pos, d_model]: Σ_h z[h] @ W_O[h] + b_O
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Positions applied to q and k. GPT-2's are already in the residual stream (W_pos): nothing to do."""
+        return q, k
+
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """q · k for every pair of positions, divided by √d_head so that their variance does not grow with d_head."""
+        return torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])  # [batch, n_heads, query_pos, key_pos]
+
+    def hidden(self, n_pos: int, device) -> torch.Tensor:
+        """[query_pos, key_pos], True where the query may not read the key: causal, so the keys after it."""
+        return torch.ones(n_pos, n_pos, dtype=torch.bool, device=device).triu(diagonal=1)
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, activation=gelu_new):
         super().__init__()
         self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.hook_pre = HookPoint()  # before the GELU
+        self.activation = activation  # GPT-2's gelu_new; a family may give its own
+        self.hook_pre = HookPoint()  # before the activation
         self.hook_post = HookPoint()  # after it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(linear(x, self.W_in, self.b_in))  # [batch, pos, d_mlp] = x @ W_in + b_in
-        post = self.hook_post(gelu_new(pre))  # [batch, pos, d_mlp]
-        return linear(post, self.W_out, self.b_out)  # [batch, pos, d_model] = post @ W_out + b_out
+        pre = self.hook_pre(x @ self.W_in + self.b_in)  # [batch, pos, d_mlp]
+        post = self.hook_post(self.activation(pre))  # [batch, pos, d_mlp]
+        return post @ self.W_out + self.b_out  # [batch, pos, d_model]
 
 
 class Block(nn.Module):
-    """One pre-LayerNorm transformer block: each sublayer reads a normalised copy and adds to the residual."""
+    """One pre-LayerNorm transformer block: each sublayer reads a normalised copy and adds to the residual.
 
-    def __init__(self, cfg: Config):
+    parallel=True is GPT-NeoX's (and GPT-J's) parallel residual: the MLP reads resid_pre, as attention does,
+    and both outputs are added at once, so there is no resid_mid.
+    """
+
+    def __init__(self, cfg: Config, attn: Attention | None = None, mlp: MLP | None = None, parallel: bool = False):
         super().__init__()
+        self.parallel = parallel
         self.hook_resid_pre = HookPoint()
         self.ln1 = LayerNorm(cfg)
-        self.attn = Attention(cfg)
+        self.attn = attn or Attention(cfg)
         self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
+        if not parallel:
+            self.hook_resid_mid = HookPoint()
         self.ln2 = LayerNorm(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = mlp or MLP(cfg)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
         resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
+        if self.parallel:
+            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_pre)))  # [batch, pos, d_model]: reads resid_pre too
+            return self.hook_resid_post(resid_pre + attn_out + mlp_out)  # [batch, pos, d_model]
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))  # [batch, pos, d_model]
         return self.hook_resid_post(resid_mid + mlp_out)  # [batch, pos, d_model]
@@ -183,7 +178,7 @@ class GPT2(nn.Module):
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(self.block(cfg, layer) for layer in range(cfg.n_layers))
         self.ln_final: LayerNorm | None = LayerNorm(cfg)  # None once `weights.drop_unembed` has removed it
         # GPT-2 ties the unembedding to the embedding: W_U is W_E transposed, and there is no b_U.
         # Folding ln_final into the unembedding must leave W_E alone, so the rewrites in `weights`
@@ -193,19 +188,23 @@ class GPT2(nn.Module):
         # Where the model's weights came from (repository, revision, directory), set by weights.load.
         self.source: dict = {}
 
+    def block(self, cfg: Config, layer: int) -> Block:
+        """Block number `layer`, as this family builds it (GPT-2's: the Block above, the same at every layer)."""
+        return Block(cfg)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The residual stream's start: each token's row of W_E plus its position's row of W_P."""
+        embed = self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: row tokens[b, p] of W_E
+        pos_embed = self.hook_pos_embed(self.W_pos[: tokens.shape[1]].expand_as(embed))  # [batch, pos, d_model], a view
+        return embed + pos_embed  # [batch, pos, d_model]
+
     def forward(self, tokens: torch.Tensor, *, unembed: bool = True) -> torch.Tensor:
         """Logits [batch, pos, d_vocab] for every position of tokens [batch, pos].
 
         With unembed=False, return the last block's residual stream [batch, pos, d_model] and skip
         ln_final and the 50257-wide unembedding (the residual-stream study never reads logits).
         """
-        tokens = self.check_tokens(tokens)
-        batch, n_pos = tokens.shape
-        positions = torch.arange(n_pos, device=tokens.device)  # [pos]
-        embed = self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: row tokens[b, p] of W_E
-        # Every prompt of the batch gets the same position embeddings: expand is a view, nothing is copied.
-        pos_embed = self.hook_pos_embed(self.W_pos[positions].expand(batch, n_pos, self.cfg.d_model))  # [batch, pos, d_model]
-        residual = embed + pos_embed  # [batch, pos, d_model]
+        residual = self.embed(self.check_tokens(tokens))  # [batch, pos, d_model]
         for block in self.blocks:
             residual = block(residual)  # [batch, pos, d_model]
         if not unembed:
@@ -218,16 +217,25 @@ class GPT2(nn.Module):
         normalized = self.ln_final(residual)  # [batch, pos, d_model]
         if self.W_U is None:  # tied, as released
             return normalized @ self.W_E.T  # [batch, pos, d_vocab]
-        return linear(normalized, self.W_U, self.b_U)  # [batch, pos, d_vocab] = normalized @ W_U + b_U
+        if self.b_U is None:  # an unembedding of its own without a bias (GPT-NeoX's embed_out)
+            return normalized @ self.W_U  # [batch, pos, d_vocab]
+        return normalized @ self.W_U + self.b_U  # [batch, pos, d_vocab]
 
     def check_tokens(self, tokens) -> torch.Tensor:
         """Token ids as a [batch, pos] tensor on the model's device, or a clear error saying what is wrong."""
-        tokens = torch.as_tensor(tokens, device=self.W_E.device)
+        expected = "integer ids shaped [batch, pos] or [pos] (a tensor, or a list of ints or of lists of ints)"
+        if isinstance(tokens, str) or (isinstance(tokens, (list, tuple)) and any(isinstance(t, str) for t in tokens)):
+            raise TypeError(f"tokens must be {expected}; found text: encode it first with tokenizer.to_tokens(text)")
+        try:
+            tokens = torch.as_tensor(tokens, device=self.W_E.device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TypeError(f"tokens must be {expected}; found {type(tokens).__name__} ({error})") from None
         if tokens.ndim == 1:
             tokens = tokens[None]
         if tokens.ndim != 2 or tokens.dtype not in (torch.int64, torch.int32):
             raise ValueError(
-                f"tokens must be integer ids shaped [batch, pos] or [pos], found dtype {tokens.dtype} shape {tuple(tokens.shape)}"
+                f"tokens must be {expected}; found dtype {tokens.dtype} shape {tuple(tokens.shape)} "
+                "(text is turned into ids by tokenizer.to_tokens)"
             )
         n_pos = tokens.shape[1]
         if n_pos == 0:

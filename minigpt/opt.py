@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import Config
-from .model import GPT2, MLP, Attention, linear, per_head
+from .model import GPT2, MLP, Attention, Block
 
 
 @dataclass(frozen=True)
@@ -34,40 +34,15 @@ class OPTConfig(Config):
 
 
 class OPTAttention(Attention):
-    """GPT-2's attention (same parameters and hooks) with the query scaled before the product."""
+    """GPT-2's attention (same parameters, hooks and forward pass) with the query scaled before the product."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [batch, pos, d_model], LayerNorm's output
-        q = self.hook_q(per_head(x, self.W_Q, self.b_Q))  # [batch, pos, n_heads, d_head]
-        k = self.hook_k(per_head(x, self.W_K, self.b_K))  # [batch, pos, n_heads, d_head]
-        v = self.hook_v(per_head(x, self.W_V, self.b_V))  # [batch, pos, n_heads, d_head]
-
-        d_head, n_pos = q.shape[-1], x.shape[1]
-        scores = torch.einsum("bqhe,bkhe->bhqk", q * d_head**-0.5, k)  # difference 2: q scaled, then q · k
-        future = torch.ones(n_pos, n_pos, dtype=torch.bool, device=x.device).triu(diagonal=1)  # [query_pos, key_pos]
-        scores.masked_fill_(future, float("-inf"))
-        scores = self.hook_attn_scores(scores)
-        pattern = scores.float().softmax(dim=-1).to(v.dtype)  # [batch, n_heads, query_pos, key_pos]
-        pattern = self.hook_pattern(pattern)
-
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
-        return linear(z.flatten(-2), self.W_O.flatten(0, 1), self.b_O)  # [batch, pos, d_model], as GPT-2's
-
-
-class ReLUMLP(MLP):
-    """GPT-2's MLP (same parameters and hooks) with ReLU in place of the GELU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = self.hook_pre(linear(x, self.W_in, self.b_in))  # [batch, pos, d_mlp]
-        post = self.hook_post(torch.relu(pre))  # [batch, pos, d_mlp]: difference 1
-        return linear(post, self.W_out, self.b_out)  # [batch, pos, d_model]
+    def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Difference 2: q scaled by 1/√d_head, then q · k. hook_q (before this) is the query unscaled."""
+        return torch.einsum("bqhe,bkhe->bhqk", q * q.shape[-1] ** -0.5, k)  # [batch, n_heads, query_pos, key_pos]
 
 
 class OPT(GPT2):
-    """GPT-2 whose blocks attend and compute their MLP as OPT's do."""
+    """GPT-2 whose blocks attend as OPT's do and whose MLPs use ReLU (difference 1)."""
 
-    def __init__(self, cfg: OPTConfig):
-        super().__init__(cfg)
-        for block in self.blocks:
-            block.attn = OPTAttention(cfg)
-            block.mlp = ReLUMLP(cfg)
+    def block(self, cfg: OPTConfig, layer: int) -> Block:
+        return Block(cfg, attn=OPTAttention(cfg), mlp=MLP(cfg, activation=torch.relu))

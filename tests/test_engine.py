@@ -70,17 +70,6 @@ def test_the_per_position_buffer_holds_the_plain_reductions(processed):
         np.testing.assert_array_equal(fast[quantity].numpy(), plain[quantity], err_msg=quantity)
 
 
-def test_keeping_the_prompts_tokens_changes_no_residual(small_checkpoint):
-    model, tokenizer = weights.load(small_checkpoint, unembed=False)  # keep_tokens: for a model that reads no logits
-    prompts = [np.array([tokenizer.eot, 300, 5, 300]), np.array([tokenizer.eot, 7])]
-    before, _ = measures.per_position(model, prompts, tokenizer.eot)
-    renumbered, pad = engine.keep_prompt_tokens(model, prompts, tokenizer.eot)
-    after, _ = measures.per_position(model, renumbered, pad)
-    assert model.cfg.d_vocab == 4  # BOS (also the pad), 5, 7 and 300, and nothing else
-    for quantity in before:
-        np.testing.assert_array_equal(after[quantity], before[quantity], err_msg=quantity)
-
-
 def test_kept_state_has_a_fixed_size_however_many_prompts_run(processed):
     """The memory bound, counted in bytes: 40 prompts and 400 leave statistics of the same size."""
     model, tokenizer = processed

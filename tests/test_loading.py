@@ -160,14 +160,32 @@ def test_half_precision_follows_float32(small_checkpoint, dtype):
     assert (found - expected).abs().max() < 0.1
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("processed", [False, True])
-def test_heads_stay_side_by_side_in_memory(small_checkpoint, dtype, processed):
-    """minigpt.model.per_head reads W_Q as [d_model, n_heads·d_head] without copying: check it is a view."""
-    model, _ = weights.load(small_checkpoint, dtype=dtype, processed=processed)
-    for W in (model.blocks[1].attn.W_Q, model.blocks[1].attn.W_K, model.blocks[1].attn.W_V):
-        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1).data_ptr() == W.data_ptr()
-        assert W.transpose(0, 1).reshape(model.cfg.d_model, -1)._base is not None  # a view, not a copy
+def test_per_head_weights_are_plain_tensors(small_checkpoint, processed):
+    """model.py's einsum reads W_Q [n_heads, d_model, d_head] as it is: each is a tensor of its own in that order,
+    not a view of the checkpoint's side-by-side c_attn."""
+    model, _ = weights.load(small_checkpoint, processed=processed)
+    attn, cfg = model.blocks[1].attn, model.cfg
+    for W in (attn.W_Q, attn.W_K, attn.W_V):
+        assert W.shape == (cfg.n_heads, cfg.d_model, cfg.d_head) and W.is_contiguous() and W._base is None
+    assert attn.W_O.shape == (cfg.n_heads, cfg.d_head, cfg.d_model) and attn.b_Q.shape == (cfg.n_heads, cfg.d_head)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "error", "message"),
+    [
+        ("Hello world", TypeError, r"found text: encode it first with tokenizer\.to_tokens"),
+        (["Hello", "world"], TypeError, r"found text: encode it first with tokenizer\.to_tokens"),
+        ([[1, 2], ["a", "b"]], TypeError, r"tokens must be integer ids shaped \[batch, pos\].*found list"),
+        ([0.5, 1.5], ValueError, r"tokens must be integer ids.*found dtype torch\.float32 .*tokenizer\.to_tokens"),
+        ({"ids": [1]}, TypeError, r"tokens must be integer ids.*found dict"),
+    ],
+)
+def test_tokens_of_the_wrong_kind_say_what_was_given_and_what_is_expected(small_checkpoint, tokens, error, message):
+    """A str passed as tokens gave torch's "new(): invalid data type 'str'"; each wrong kind now names itself."""
+    model, _ = weights.load(small_checkpoint)
+    with pytest.raises(error, match=message):
+        model(tokens)
 
 
 def test_float16_layer_norm_survives_residuals_whose_squares_overflow(small_checkpoint):
@@ -269,3 +287,20 @@ TOO_LONG = r"error: '.{60}'… \(\d+ characters\): cannot be looked up \(File na
 def test_a_model_name_over_the_file_systems_limit_is_one_line(name, expected, tmp_path):
     line = one_line(growth("--model", name, "--out", tmp_path / "out"))
     assert re.match(expected, line), line
+
+
+def test_a_key_map_that_misses_a_parameter_is_caught_not_left_unset(small_checkpoint):
+    """The one reader checks every family, GPT-2 included, for a parameter its key map never set (left on the meta
+    device, it would fail later, deep in a forward pass)."""
+    import re
+
+    from weights import checkpoint, formats, keys
+
+    def partial_map(cfg):
+        return {name: entry for name, entry in checkpoint.key_map(cfg).items() if name != "blocks.0.attn.b_O"}
+
+    ignored = re.compile(checkpoint.IGNORED.pattern + r"|h\.0\.attn\.c_proj\.bias")
+    layout = keys.Layout(checkpoint.GPT2, partial_map, "transformer.", ignored)
+    cfg = checkpoint.read_config(small_checkpoint)
+    with pytest.raises(RuntimeError, match=r"left blocks\.0\.attn\.b_O unset: GPT2's key map misses them"):
+        keys.read_weights(formats.open_weights(small_checkpoint), cfg, layout)

@@ -141,23 +141,3 @@ def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(small_che
     )
     with pytest.raises(ValueError, match="no unembedding.*unembed=True for logits"):
         stream_only(tokens)
-
-
-def test_keeping_only_some_tokens_leaves_every_hook_unchanged_for_renumbered_tokens(small_checkpoint):
-    full, tokenizer = weights.load(small_checkpoint, unembed=False)
-    kept, _ = weights.load(small_checkpoint, unembed=False)
-    tokens = torch.tensor([[tokenizer.eot, 464, 2068, 7586, 21831], [tokenizer.eot, 21831, 464, 11, 11]])
-    renumber = weights.keep_tokens(kept, [21831, 11, tokenizer.eot, 2068, 464, 7586, 464])
-    assert kept.W_E.shape == (6, full.cfg.d_model) and kept.cfg.d_vocab == 6
-    assert renumber[tokenizer.eot] == 5 and renumber[11] == 0 and renumber[12] == -1  # in order of id
-    _, expected = instrument.run_with_cache(full, tokens, unembed=False)
-    _, found = instrument.run_with_cache(kept, renumber[tokens], unembed=False)
-    assert found.keys() == expected.keys()
-    for name in found:
-        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"token id -1 is outside the vocabulary \[0, 6\)"):
-        kept(renumber[torch.tensor([[12]])], unembed=False)  # a token not kept is refused, not embedded as another
-    with pytest.raises(ValueError, match="drop_unembed first"):
-        weights.keep_tokens(weights.load(small_checkpoint)[0], [1, 2])
-    with pytest.raises(ValueError, match=r"must be in \[0, 50257\)"):
-        weights.keep_tokens(full, [5, 50257])

@@ -19,7 +19,6 @@ from .rewrites import (
     drop_unembed,
     fold_layer_norm,
     fold_value_biases,
-    keep_tokens,
     process,
 )
 
@@ -107,7 +106,6 @@ __all__ = [
     "fold_value_biases",
     "from_directory",
     "is_hub_name",
-    "keep_tokens",
     "load",
     "locate",
     "open_weights",

@@ -13,7 +13,8 @@ every key with "transformer." and drop the masks; older ones also carry h.{i}.at
 
 OpenAI's weights come from TensorFlow, where GPT-2's "Conv1D" layers compute x @ W + b with W
 stored [in, out]. That is minigpt's convention too, so no weight is transposed; c_attn is only cut
-into W_Q, W_K, W_V and each of those into heads, all as views of the tensor read from disk.
+into W_Q, W_K, W_V and each of those into heads (`key_map`). The reading itself is weights/keys.py's,
+the same for every family.
 """
 
 import json
@@ -32,12 +33,9 @@ from .formats import (
     CheckpointError,
     json_field,
     open_weights,
-    read_float32,
     read_json,
 )
-from .keys import check_tied, match_keys
-from .keys import set_parameter as _set
-from .rewrites import drop_unembed
+from .keys import KeyMap, Layout, from_heads, head_bias, heads, layer_norm, match_keys, read_weights, same
 from .tokenizer_files import read_merges, read_tokenizer_json, read_vocab
 
 # Causal masks (minigpt builds its own) and the tied lm_head (checked against wte): not read as parameters.
@@ -107,26 +105,38 @@ def hf_config(cfg: Config) -> dict:
     }
 
 
+def key_map(cfg: Config) -> KeyMap:
+    """Each parameter of GPT2(cfg): its tensor in the official layout, that tensor's shape, and how it becomes the parameter."""
+    d, d_mlp = cfg.d_model, cfg.d_mlp
+    params = {"W_E": ("wte.weight", (cfg.d_vocab, d), same), "W_pos": ("wpe.weight", (cfg.n_ctx, d), same)}
+    for i in range(cfg.n_layers):
+        block, at = f"blocks.{i}", f"h.{i}"
+        params |= layer_norm(f"{block}.ln1", f"{at}.ln_1", d) | layer_norm(f"{block}.ln2", f"{at}.ln_2", d)
+        # c_attn [d_model, 3·d_model]: queries, keys, values side by side, d_model columns each, head after head.
+        thirds = {name: slice(j * d, (j + 1) * d) for j, name in enumerate("QKV")}
+        params |= {
+            f"{block}.attn.W_{n}": (f"{at}.attn.c_attn.weight", (d, 3 * d), heads(cfg, part)) for n, part in thirds.items()
+        }
+        params |= {
+            f"{block}.attn.b_{n}": (f"{at}.attn.c_attn.bias", (3 * d,), head_bias(cfg, part)) for n, part in thirds.items()
+        }
+        params |= {
+            f"{block}.attn.W_O": (f"{at}.attn.c_proj.weight", (d, d), from_heads(cfg)),
+            f"{block}.attn.b_O": (f"{at}.attn.c_proj.bias", (d,), same),
+            f"{block}.mlp.W_in": (f"{at}.mlp.c_fc.weight", (d, d_mlp), same),
+            f"{block}.mlp.b_in": (f"{at}.mlp.c_fc.bias", (d_mlp,), same),
+            f"{block}.mlp.W_out": (f"{at}.mlp.c_proj.weight", (d_mlp, d), same),
+            f"{block}.mlp.b_out": (f"{at}.mlp.c_proj.bias", (d,), same),
+        }
+    return params | layer_norm("ln_final", "ln_f", d)
+
+
+LAYOUT = Layout(GPT2, key_map, "transformer.", IGNORED, tied_to="wte.weight")
+
+
 def expected_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     """Every tensor of the official layout (without the mask buffers) and its shape."""
-    d, d_mlp = cfg.d_model, cfg.d_mlp
-    shapes = {"wte.weight": (cfg.d_vocab, d), "wpe.weight": (cfg.n_ctx, d)}
-    for i in range(cfg.n_layers):
-        shapes |= {
-            f"h.{i}.ln_1.weight": (d,),
-            f"h.{i}.ln_1.bias": (d,),
-            f"h.{i}.attn.c_attn.weight": (d, 3 * d),
-            f"h.{i}.attn.c_attn.bias": (3 * d,),
-            f"h.{i}.attn.c_proj.weight": (d, d),
-            f"h.{i}.attn.c_proj.bias": (d,),
-            f"h.{i}.ln_2.weight": (d,),
-            f"h.{i}.ln_2.bias": (d,),
-            f"h.{i}.mlp.c_fc.weight": (d, d_mlp),
-            f"h.{i}.mlp.c_fc.bias": (d_mlp,),
-            f"h.{i}.mlp.c_proj.weight": (d_mlp, d),
-            f"h.{i}.mlp.c_proj.bias": (d,),
-        }
-    return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
+    return {key: shape for key, shape, _ in key_map(cfg).values()}
 
 
 def check_keys(checkpoint_file, cfg: Config) -> dict[str, str]:
@@ -212,48 +222,13 @@ def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> 
 
 
 def read_model(directory: Path, unembed: bool = True) -> GPT2:
-    """A float32 GPT-2 with exactly the checkpoint's weights, read one tensor at a time.
-    unembed=False leaves ln_final out (`weights.drop_unembed`): the model gives the residual stream only."""
+    """A float32 model of the checkpoint's family (its config.json's model_type) with exactly the checkpoint's
+    weights, read one tensor at a time. unembed=False leaves ln_final and W_U out: the residual stream only."""
     cfg = read_config(directory)
     checkpoint_file = open_weights(directory)
     check_sizes(cfg, checkpoint_file, directory / "config.json")  # before a table or a model is built from them
-    if type(cfg) is not Config:  # another family: its config type says which
-        return families.read_model(checkpoint_file, cfg, unembed)
-    keys = check_keys(checkpoint_file, cfg)
-
-    def read(key: str) -> torch.Tensor:
-        return read_float32(checkpoint_file, keys[key])
-
-    with torch.device("meta"):  # parameters without memory, each replaced by the checkpoint's tensor
-        model = GPT2(cfg)
-    n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    _set(model, "W_E", read("wte.weight"))
-    check_tied(checkpoint_file, model.W_E, "wte.weight", "GPT-2")
-    _set(model, "W_pos", read("wpe.weight"))
-    for i, block in enumerate(model.blocks):
-        for ln, key in ((block.ln1, "ln_1"), (block.ln2, "ln_2")):
-            _set(ln, "w", read(f"h.{i}.{key}.weight"))
-            _set(ln, "b", read(f"h.{i}.{key}.bias"))
-        qkv = read(f"h.{i}.attn.c_attn.weight")  # [d_model, 3·d_model]: queries, keys, values side by side
-        qkv_bias = read(f"h.{i}.attn.c_attn.bias")  # [3·d_model]
-        for j, name in enumerate("QKV"):
-            columns = slice(j * d_model, (j + 1) * d_model)  # this projection's d_model columns, head after head
-            # [d_model, n_heads·d_head] → [d_model, n_heads, d_head] → [n_heads, d_model, d_head], all views
-            _set(block.attn, f"W_{name}", qkv[:, columns].view(d_model, n_heads, d_head).permute(1, 0, 2))
-            _set(block.attn, f"b_{name}", qkv_bias[columns].view(n_heads, d_head))  # [n_heads, d_head]
-        # c_proj's rows are (head, d_head) in order: [n_heads·d_head, d_model] → [n_heads, d_head, d_model]
-        _set(block.attn, "W_O", read(f"h.{i}.attn.c_proj.weight").view(n_heads, d_head, d_model))
-        _set(block.attn, "b_O", read(f"h.{i}.attn.c_proj.bias"))
-        _set(block.mlp, "W_in", read(f"h.{i}.mlp.c_fc.weight"))
-        _set(block.mlp, "b_in", read(f"h.{i}.mlp.c_fc.bias"))
-        _set(block.mlp, "W_out", read(f"h.{i}.mlp.c_proj.weight"))
-        _set(block.mlp, "b_out", read(f"h.{i}.mlp.c_proj.bias"))
-    if unembed:
-        _set(model.ln_final, "w", read("ln_f.weight"))
-        _set(model.ln_final, "b", read("ln_f.bias"))
-    else:
-        drop_unembed(model)
-    return model
+    layout = families.LAYOUTS.get(type(cfg), LAYOUT)  # another family: its config type says which
+    return read_weights(checkpoint_file, cfg, layout, unembed)
 
 
 def official_state_dict(model: GPT2) -> dict[str, torch.Tensor]:

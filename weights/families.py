@@ -1,16 +1,15 @@
 """GPT-Neo, OPT and GPT-NeoX (Pythia) checkpoints, as their hub repositories hold them, read into minigpt.
 
-For each family, three things, in the order weights.checkpoint does them for GPT-2:
+For each family, two things, as weights/checkpoint.py has them for GPT-2:
   *_config   its config.json read into the family's config. Every setting the family's file in minigpt/ does
              not implement is refused in one line naming the field; settings that do not change the forward
              pass (dropout, initialisation, token ids) are not read.
-  *_shapes   every tensor its files hold, by key (without the prefix `save_pretrained` adds), and its shape.
-  read_*     the tensors, one at a time, into the family's model built on the meta device (no memory).
+  *_key_map  each parameter of the family's model: the tensor of the file it comes from, that tensor's shape, and
+             how it becomes the parameter. weights/keys.py's `read_weights`, shared by all, does the reading.
 
 All three store their layers as torch's nn.Linear, which computes x @ weight.T + bias with weight [out, in].
 minigpt computes x @ W + b with W [in, out], as GPT-2's Conv1D does, so each weight is transposed once here
-(`in_out`) into memory of its own, and from there cut into heads as views, as GPT-2's c_attn is; the products
-of the forward pass then read memory in the same order for every family.
+(`in_out`, or `heads(..., linear=True)` for the attention's per-head matrices).
 """
 
 import re
@@ -22,10 +21,8 @@ from minigpt.gpt_neo import GPTNeo, NeoConfig
 from minigpt.gpt_neox import GPTNeoX, NeoXConfig
 from minigpt.opt import OPT, OPTConfig
 
-from .formats import CheckpointError, json_field, read_float32
-from .keys import check_tied, match_keys
-from .keys import set_parameter as _set
-from .rewrites import drop_unembed
+from .formats import CheckpointError, json_field
+from .keys import KeyMap, Layout, from_heads, head_bias, heads, layer_norm, linear, same
 
 
 def fields(hf: dict, path):
@@ -51,30 +48,16 @@ def make_config(cls, path, **sizes) -> Config:
         raise CheckpointError(f"{path}: {error}") from None
 
 
-def in_out(weight: torch.Tensor) -> torch.Tensor:
-    """nn.Linear's weight [out, in] as minigpt's W [in, out]: transposed once, into contiguous memory."""
-    return weight.T.contiguous()
-
-
-def set_attention(attn, cfg: Config, W: dict, b: dict) -> None:
-    """W_Q, W_K, W_V from [d_model, n_heads·d_head] matrices (heads side by side, as GPT-2's c_attn holds them),
-    W_O from [n_heads·d_head, d_model], and their biases: the same views as weights.checkpoint makes."""
-    n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    for name in "QKV":
-        _set(attn, f"W_{name}", W[name].view(d_model, n_heads, d_head).permute(1, 0, 2))  # [n_heads, d_model, d_head]
-        _set(attn, f"b_{name}", b[name].view(n_heads, d_head))  # [n_heads, d_head]
-    _set(attn, "W_O", W["O"].view(n_heads, d_head, d_model))  # [n_heads, d_head, d_model]
-    _set(attn, "b_O", b["O"])
-
-
-def set_layer_norm(ln, w: torch.Tensor, b: torch.Tensor) -> None:
-    _set(ln, "w", w)
-    _set(ln, "b", b)
-
-
-def set_mlp(mlp, W_in, b_in, W_out, b_out) -> None:
-    for name, tensor in (("W_in", W_in), ("b_in", b_in), ("W_out", W_out), ("b_out", b_out)):
-        _set(mlp, name, tensor)
+def projections(cfg: Config, block: str, at: str, names: dict[str, str], biases: bool = True) -> KeyMap:
+    """W_Q, W_K, W_V, W_O and their biases from four nn.Linear layers `at`.{names[Q]} … (GPT-Neo's and OPT's)."""
+    d, out = cfg.d_model, names["O"]
+    key_map = {f"{block}.attn.W_{n}": (f"{at}.{names[n]}.weight", (d, d), heads(cfg, linear=True)) for n in "QKV"}
+    key_map[f"{block}.attn.W_O"] = (f"{at}.{out}.weight", (d, d), from_heads(cfg, linear=True))
+    for n in "QKV":
+        # GPT-Neo's q, k and v have no bias: zeros, which folding LayerNorm then fills as it does GPT-2's.
+        zeros = (None, (), lambda _: torch.zeros(cfg.n_heads, cfg.d_head))
+        key_map[f"{block}.attn.b_{n}"] = (f"{at}.{names[n]}.bias", (d,), head_bias(cfg)) if biases else zeros
+    return key_map | {f"{block}.attn.b_O": (f"{at}.{out}.bias", (d,), same)}
 
 
 def expand_attention_types(attention_types) -> list[str]:
@@ -120,52 +103,18 @@ def neo_config(hf: dict, path) -> NeoConfig:
     )
 
 
-def neo_shapes(cfg: NeoConfig) -> dict[str, tuple[int, ...]]:
+def neo_key_map(cfg: NeoConfig) -> KeyMap:
     d, d_mlp = cfg.d_model, cfg.d_mlp
-    shapes = {"wte.weight": (cfg.d_vocab, d), "wpe.weight": (cfg.n_ctx, d)}
+    key_map = {"W_E": ("wte.weight", (cfg.d_vocab, d), same), "W_pos": ("wpe.weight", (cfg.n_ctx, d), same)}
     for i in range(cfg.n_layers):
-        shapes |= {f"h.{i}.ln_1.weight": (d,), f"h.{i}.ln_1.bias": (d,), f"h.{i}.ln_2.weight": (d,), f"h.{i}.ln_2.bias": (d,)}
-        shapes |= {f"h.{i}.attn.attention.{p}_proj.weight": (d, d) for p in "qkv"}  # no biases
-        shapes |= {f"h.{i}.attn.attention.out_proj.weight": (d, d), f"h.{i}.attn.attention.out_proj.bias": (d,)}
-        shapes |= {f"h.{i}.mlp.c_fc.weight": (d_mlp, d), f"h.{i}.mlp.c_fc.bias": (d_mlp,)}
-        shapes |= {f"h.{i}.mlp.c_proj.weight": (d, d_mlp), f"h.{i}.mlp.c_proj.bias": (d,)}
-    return shapes | {"ln_f.weight": (d,), "ln_f.bias": (d,)}
-
-
-NEO_IGNORED = re.compile(r"h\.\d+\.attn\.attention\.(bias|masked_bias)|lm_head\.weight")
-
-
-def read_neo(checkpoint_file, cfg: NeoConfig, unembed: bool) -> GPTNeo:
-    keys = match_keys(checkpoint_file, cfg, neo_shapes(cfg), "transformer.", NEO_IGNORED)
-
-    def read(key: str) -> torch.Tensor:
-        return read_float32(checkpoint_file, keys[key])
-
-    with torch.device("meta"):
-        model = GPTNeo(cfg)
-    _set(model, "W_E", read("wte.weight"))
-    check_tied(checkpoint_file, model.W_E, "wte.weight", "GPT-Neo")
-    _set(model, "W_pos", read("wpe.weight"))
-    for i, block in enumerate(model.blocks):
-        at = f"h.{i}.attn.attention"
-        set_layer_norm(block.ln1, read(f"h.{i}.ln_1.weight"), read(f"h.{i}.ln_1.bias"))
-        W = {name: in_out(read(f"{at}.{name.lower()}_proj.weight")) for name in "QKV"}
-        W["O"] = in_out(read(f"{at}.out_proj.weight"))
-        # q, k and v have no bias: zeros, which folding LayerNorm then fills as it does GPT-2's.
-        b = {name: torch.zeros(cfg.d_model) for name in "QKV"} | {"O": read(f"{at}.out_proj.bias")}
-        set_attention(block.attn, cfg, W, b)
-        set_layer_norm(block.ln2, read(f"h.{i}.ln_2.weight"), read(f"h.{i}.ln_2.bias"))
-        m = f"h.{i}.mlp"
-        set_mlp(
-            block.mlp,
-            in_out(read(f"{m}.c_fc.weight")),
-            read(f"{m}.c_fc.bias"),
-            in_out(read(f"{m}.c_proj.weight")),
-            read(f"{m}.c_proj.bias"),
+        block, at = f"blocks.{i}", f"h.{i}"
+        key_map |= layer_norm(f"{block}.ln1", f"{at}.ln_1", d) | layer_norm(f"{block}.ln2", f"{at}.ln_2", d)
+        names = {"Q": "q_proj", "K": "k_proj", "V": "v_proj", "O": "out_proj"}
+        key_map |= projections(cfg, block, f"{at}.attn.attention", names, biases=False)
+        key_map |= linear(f"{block}.mlp", "in", f"{at}.mlp.c_fc", d, d_mlp) | linear(
+            f"{block}.mlp", "out", f"{at}.mlp.c_proj", d_mlp, d
         )
-    if unembed:
-        set_layer_norm(model.ln_final, read("ln_f.weight"), read("ln_f.bias"))
-    return model
+    return key_map | layer_norm("ln_final", "ln_f", d)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,57 +168,21 @@ def opt_config(hf: dict, path) -> OPTConfig:
 OPT_POSITION_OFFSET = 2  # OPTLearnedPositionalEmbedding reads position p at row p + 2
 
 
-def opt_shapes(cfg: OPTConfig) -> dict[str, tuple[int, ...]]:
+def opt_key_map(cfg: OPTConfig) -> KeyMap:
     d, d_mlp = cfg.d_model, cfg.d_mlp
-    shapes = {
-        "decoder.embed_tokens.weight": (cfg.d_vocab, d),
-        "decoder.embed_positions.weight": (cfg.n_ctx + OPT_POSITION_OFFSET, d),
+    key_map = {
+        "W_E": ("decoder.embed_tokens.weight", (cfg.d_vocab, d), same),
+        # Rows 0 and 1 are never read for an unpadded prompt: W_pos[p] is position p, as in GPT-2.
+        "W_pos": ("decoder.embed_positions.weight", (cfg.n_ctx + OPT_POSITION_OFFSET, d), lambda W: W[OPT_POSITION_OFFSET:]),
     }
     for i in range(cfg.n_layers):
-        at = f"decoder.layers.{i}"
-        for ln in ("self_attn_layer_norm", "final_layer_norm"):
-            shapes |= {f"{at}.{ln}.weight": (d,), f"{at}.{ln}.bias": (d,)}
-        for p in ("q", "k", "v", "out"):
-            shapes |= {f"{at}.self_attn.{p}_proj.weight": (d, d), f"{at}.self_attn.{p}_proj.bias": (d,)}
-        shapes |= {
-            f"{at}.fc1.weight": (d_mlp, d),
-            f"{at}.fc1.bias": (d_mlp,),
-            f"{at}.fc2.weight": (d, d_mlp),
-            f"{at}.fc2.bias": (d,),
-        }
-    return shapes | {"decoder.final_layer_norm.weight": (d,), "decoder.final_layer_norm.bias": (d,)}
-
-
-def read_opt(checkpoint_file, cfg: OPTConfig, unembed: bool) -> OPT:
-    keys = match_keys(checkpoint_file, cfg, opt_shapes(cfg), "model.", re.compile(r"lm_head\.weight"))
-
-    def read(key: str) -> torch.Tensor:
-        return read_float32(checkpoint_file, keys[key])
-
-    with torch.device("meta"):
-        model = OPT(cfg)
-    _set(model, "W_E", read("decoder.embed_tokens.weight"))
-    check_tied(checkpoint_file, model.W_E, "decoder.embed_tokens.weight", "OPT")
-    # Rows 0 and 1 are never read for an unpadded prompt; W_pos[p] is position p, as in GPT-2 (a view).
-    _set(model, "W_pos", read("decoder.embed_positions.weight")[OPT_POSITION_OFFSET:])
-    for i, block in enumerate(model.blocks):
-        at = f"decoder.layers.{i}"
-        set_layer_norm(block.ln1, read(f"{at}.self_attn_layer_norm.weight"), read(f"{at}.self_attn_layer_norm.bias"))
-        projections = {"Q": "q_proj", "K": "k_proj", "V": "v_proj", "O": "out_proj"}
-        W = {name: in_out(read(f"{at}.self_attn.{p}.weight")) for name, p in projections.items()}
-        b = {name: read(f"{at}.self_attn.{p}.bias") for name, p in projections.items()}
-        set_attention(block.attn, cfg, W, b)
-        set_layer_norm(block.ln2, read(f"{at}.final_layer_norm.weight"), read(f"{at}.final_layer_norm.bias"))
-        set_mlp(
-            block.mlp,
-            in_out(read(f"{at}.fc1.weight")),
-            read(f"{at}.fc1.bias"),
-            in_out(read(f"{at}.fc2.weight")),
-            read(f"{at}.fc2.bias"),
-        )
-    if unembed:
-        set_layer_norm(model.ln_final, read("decoder.final_layer_norm.weight"), read("decoder.final_layer_norm.bias"))
-    return model
+        block, at = f"blocks.{i}", f"decoder.layers.{i}"
+        key_map |= layer_norm(f"{block}.ln1", f"{at}.self_attn_layer_norm", d)
+        key_map |= layer_norm(f"{block}.ln2", f"{at}.final_layer_norm", d)
+        names = {"Q": "q_proj", "K": "k_proj", "V": "v_proj", "O": "out_proj"}
+        key_map |= projections(cfg, block, f"{at}.self_attn", names)
+        key_map |= linear(f"{block}.mlp", "in", f"{at}.fc1", d, d_mlp) | linear(f"{block}.mlp", "out", f"{at}.fc2", d_mlp, d)
+    return key_map | layer_norm("ln_final", "decoder.final_layer_norm", d)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -280,10 +193,10 @@ def read_opt(checkpoint_file, cfg: OPTConfig, unembed: bool) -> OPT:
 def rotary(hf: dict, path) -> tuple[float, float]:
     """(rotary_pct, base) from either form of config.json: transformers 4.x wrote rotary_pct and rotary_emb_base
     (as every released Pythia has them); transformers 5 writes rope_parameters {rope_theta, partial_rotary_factor,
-    rope_type}. As in HF's GPTNeoXConfig, rope_parameters wins where both are present, and a 4.x rope_scaling
-    (null in every Pythia) would take its place."""
+    rope_type}. As in HF's GPTNeoXConfig (transformers 5: `rope_scaling or rope_parameters`), a non-empty
+    rope_scaling (4.x's field, null in every Pythia) wins where both are present."""
     get = fields(hf, path)
-    name = "rope_parameters" if get("rope_parameters", dict, {}) else "rope_scaling"
+    name = "rope_scaling" if get("rope_scaling", dict, {}) else "rope_parameters"
     rope = get(name, dict, {})
     kind = rope.get("rope_type", rope.get("type", "default"))
     refuse_unless(kind == "default", path, f"{name} has rope_type {kind!r}; minigpt implements only the default rotary embedding")
@@ -324,79 +237,60 @@ def neox_config(hf: dict, path) -> NeoXConfig:
     )
 
 
-def neox_shapes(cfg: NeoXConfig) -> dict[str, tuple[int, ...]]:
-    d, d_mlp = cfg.d_model, cfg.d_mlp
-    shapes = {"embed_in.weight": (cfg.d_vocab, d)}
+def neox_key_map(cfg: NeoXConfig) -> KeyMap:
+    d, d_mlp, h, e = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.d_head
+    key_map = {"W_E": ("embed_in.weight", (cfg.d_vocab, d), same)}
     for i in range(cfg.n_layers):
-        at = f"layers.{i}"
-        for ln in ("input_layernorm", "post_attention_layernorm"):
-            shapes |= {f"{at}.{ln}.weight": (d,), f"{at}.{ln}.bias": (d,)}
-        shapes |= {f"{at}.attention.query_key_value.weight": (3 * d, d), f"{at}.attention.query_key_value.bias": (3 * d,)}
-        shapes |= {f"{at}.attention.dense.weight": (d, d), f"{at}.attention.dense.bias": (d,)}
-        shapes |= {f"{at}.mlp.dense_h_to_4h.weight": (d_mlp, d), f"{at}.mlp.dense_h_to_4h.bias": (d_mlp,)}
-        shapes |= {f"{at}.mlp.dense_4h_to_h.weight": (d, d_mlp), f"{at}.mlp.dense_4h_to_h.bias": (d,)}
-    return shapes | {"final_layer_norm.weight": (d,), "final_layer_norm.bias": (d,), "embed_out.weight": (cfg.d_vocab, d)}
-
-
-# Causal masks and the rotary frequencies (minigpt computes both from config.json).
-NEOX_IGNORED = re.compile(r"layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)")
-
-
-def read_neox(checkpoint_file, cfg: NeoXConfig, unembed: bool) -> GPTNeoX:
-    keys = match_keys(checkpoint_file, cfg, neox_shapes(cfg), "gpt_neox.", NEOX_IGNORED)
-
-    def read(key: str) -> torch.Tensor:
-        return read_float32(checkpoint_file, keys[key])
-
-    with torch.device("meta"):
-        model = GPTNeoX(cfg)
-    n_heads, d_model, d_head = cfg.n_heads, cfg.d_model, cfg.d_head
-    _set(model, "W_E", read("embed_in.weight"))
-    for i, block in enumerate(model.blocks):
-        at = f"layers.{i}"
-        set_layer_norm(block.ln1, read(f"{at}.input_layernorm.weight"), read(f"{at}.input_layernorm.bias"))
-        # query_key_value's output rows are ordered per head: (head, q/k/v, d_head). Each of q, k, v is taken out
-        # and transposed once into [d_model, n_heads, d_head] memory, GPT-2's order (heads side by side).
-        qkv = read(f"{at}.attention.query_key_value.weight").view(n_heads, 3, d_head, d_model)
-        qkv_bias = read(f"{at}.attention.query_key_value.bias").view(n_heads, 3, d_head)
-        W = {name: qkv[:, j].permute(2, 0, 1).contiguous().view(d_model, -1) for j, name in enumerate("QKV")}
-        b = {name: qkv_bias[:, j].contiguous() for j, name in enumerate("QKV")}
-        W["O"], b["O"] = in_out(read(f"{at}.attention.dense.weight")), read(f"{at}.attention.dense.bias")
-        set_attention(block.attn, cfg, W, b)
-        set_layer_norm(block.ln2, read(f"{at}.post_attention_layernorm.weight"), read(f"{at}.post_attention_layernorm.bias"))
-        m = f"{at}.mlp"
-        set_mlp(
-            block.mlp,
-            in_out(read(f"{m}.dense_h_to_4h.weight")),
-            read(f"{m}.dense_h_to_4h.bias"),
-            in_out(read(f"{m}.dense_4h_to_h.weight")),
-            read(f"{m}.dense_4h_to_h.bias"),
-        )
-    if unembed:
-        set_layer_norm(model.ln_final, read("final_layer_norm.weight"), read("final_layer_norm.bias"))
-        # embed_out is [d_vocab, d_model]; W_U [d_model, d_vocab] is its transpose as a view, as GPT-2's tied
-        # unembedding is W_E.T: the largest matrix is not copied.
-        _set(model, "W_U", read("embed_out.weight").T)
-    return model
+        block, at = f"blocks.{i}", f"layers.{i}"
+        key_map |= layer_norm(f"{block}.ln1", f"{at}.input_layernorm", d)
+        key_map |= layer_norm(f"{block}.ln2", f"{at}.post_attention_layernorm", d)
+        # query_key_value is nn.Linear [3·d_model, d_model] whose output rows are ordered per head: (head, q/k/v, d_head).
+        qkv = f"{at}.attention.query_key_value"
+        for j, n in enumerate("QKV"):
+            key_map[f"{block}.attn.W_{n}"] = (
+                f"{qkv}.weight",
+                (3 * d, d),
+                lambda W, j=j: W.view(h, 3, e, d)[:, j].mT.contiguous(),
+            )
+        for j, n in enumerate("QKV"):
+            key_map[f"{block}.attn.b_{n}"] = (f"{qkv}.bias", (3 * d,), lambda b, j=j: b.view(h, 3, e)[:, j].clone())
+        key_map[f"{block}.attn.W_O"] = (f"{at}.attention.dense.weight", (d, d), from_heads(cfg, linear=True))
+        key_map[f"{block}.attn.b_O"] = (f"{at}.attention.dense.bias", (d,), same)
+        key_map |= linear(f"{block}.mlp", "in", f"{at}.mlp.dense_h_to_4h", d, d_mlp)
+        key_map |= linear(f"{block}.mlp", "out", f"{at}.mlp.dense_4h_to_h", d_mlp, d)
+    # embed_out is [d_vocab, d_model]; W_U [d_model, d_vocab] is its transpose as a view, as GPT-2's tied
+    # unembedding is W_E.T: the largest matrix is not copied.
+    return (
+        key_map | layer_norm("ln_final", "final_layer_norm", d) | {"W_U": ("embed_out.weight", (cfg.d_vocab, d), lambda W: W.T)}
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 
-# config.json's model_type → (its config reader, its model reader); GPT-2 ("gpt2") is weights.checkpoint's own.
-FAMILIES = {"gpt_neo": (neo_config, read_neo), "opt": (opt_config, read_opt), "gpt_neox": (neox_config, read_neox)}
-READERS = {NeoConfig: read_neo, OPTConfig: read_opt, NeoXConfig: read_neox}
+# config.json's model_type → (its config reader, its files' layout); GPT-2 ("gpt2") is weights/checkpoint.py's own.
+FAMILIES = {
+    # Causal-mask buffers (minigpt builds its own) and a tied lm_head (checked against the embedding) are not read.
+    "gpt_neo": (
+        neo_config,
+        Layout(
+            GPTNeo,
+            neo_key_map,
+            "transformer.",
+            re.compile(r"h\.\d+\.attn\.attention\.(bias|masked_bias)|lm_head\.weight"),
+            "wte.weight",
+        ),
+    ),
+    "opt": (opt_config, Layout(OPT, opt_key_map, "model.", re.compile(r"lm_head\.weight"), "decoder.embed_tokens.weight")),
+    # Causal masks and the rotary frequencies (minigpt computes both from config.json).
+    "gpt_neox": (
+        neox_config,
+        Layout(
+            GPTNeoX, neox_key_map, "gpt_neox.", re.compile(r"layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)")
+        ),
+    ),
+}
+LAYOUTS = {NeoConfig: FAMILIES["gpt_neo"][1], OPTConfig: FAMILIES["opt"][1], NeoXConfig: FAMILIES["gpt_neox"][1]}
 
 
 def read_config(model_type: str, hf: dict, path) -> Config:
     return FAMILIES[model_type][0](hf, path)
-
-
-def read_model(checkpoint_file, cfg: Config, unembed: bool = True):
-    """The family's model with exactly the checkpoint's weights in float32; unembed=False leaves out ln_final
-    and the unembedding (`weights.drop_unembed`), which are then never read."""
-    model = READERS[type(cfg)](checkpoint_file, cfg, unembed)
-    if not unembed:
-        drop_unembed(model)
-    unread = [name for name, param in model.named_parameters() if param.is_meta]
-    assert not unread, f"read_model left {unread} unread"
-    return model

@@ -3,8 +3,7 @@
 The residual-stream study (like TransformerLens's `from_pretrained`) applies all four, in this order:
     fold_layer_norm → center_writing_weights → center_unembed → fold_value_biases
 A study that reads no logits may first `drop_unembed`: the rewrites then leave out ln_final and W_U,
-whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it) is 14% of gpt2-medium;
-one that also knows every token it will embed may then `keep_tokens`, the embedding's rows for those alone.
+whose copy of the embedding (W_U is W_E transposed, then rewritten apart from it) is 14% of gpt2-medium.
 Each works in place, one tensor at a time (so processing needs little memory beyond the model), and
 returns the model. The tests check each invariant claimed below against the unprocessed model.
 
@@ -15,8 +14,6 @@ Every rewrite applies to every family minigpt reads. Where one would not (a post
 opt-350m normalises the residual stream itself, so no LayerNorm reads it alone), the model is refused
 when it is read, not rewritten into something else.
 """
-
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -147,30 +144,6 @@ def drop_unembed(model: GPT2) -> GPT2:
     model.ln_final = None
     model.W_U = model.b_U = None
     return model
-
-
-@torch.no_grad()
-def keep_tokens(model: GPT2, token_ids) -> torch.Tensor:
-    """Keep the embedding's rows for token_ids alone, renumbered 0, 1, … in increasing order of id, and
-    free the others. Returns the renumbering: a [d_vocab] tensor of each old id's new id, -1 if dropped.
-
-    For a study that knows every token it will embed and reads no logits (`drop_unembed` first): the
-    rows of the ~49,000 tokens its prompts do not use are 13% of gpt2-medium's checkpoint.
-    Invariant: every hook of the forward pass, for tokens renumbered so. Afterwards cfg.d_vocab is the
-    number kept, so a token left out is refused by the model, not embedded as some other token.
-    """
-    if model.ln_final is not None:
-        raise ValueError("keep_tokens renumbers the vocabulary, so logits would no longer be GPT-2's: drop_unembed first")
-    d_vocab = model.cfg.d_vocab
-    ids = torch.unique(torch.as_tensor(token_ids, dtype=torch.long).flatten())  # sorted
-    if len(ids) == 0 or ids[0] < 0 or ids[-1] >= d_vocab:
-        found = f"{ids[0]} to {ids[-1]}" if len(ids) else "none"
-        raise ValueError(f"token ids to keep must be in [0, {d_vocab}), at least one; found {found}")
-    renumber = torch.full((d_vocab,), -1, dtype=torch.long)
-    renumber[ids] = torch.arange(len(ids))
-    _replace(model, "W_E", model.W_E[ids.to(model.W_E.device)])  # [n_kept, d_model]; the old rows are freed
-    model.cfg = replace(model.cfg, d_vocab=len(ids))
-    return renumber
 
 
 def process(model: GPT2, unembed: bool = True) -> GPT2:

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 
 import instrument
-import weights
 from analysis import measures
 from minigpt import GPT2
 
@@ -48,14 +47,6 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     with torch.no_grad(), instrument.hooks(model, dict.fromkeys(into, reduce_into)):
         model(tokens, unembed=False)
     return dict(zip(present, kept))
-
-
-def keep_prompt_tokens(model: GPT2, prompts: list, pad: int) -> tuple[list, int]:
-    """Keep only the embedding rows that the prompts and the pad token use (`weights.keep_tokens`: 13% of
-    gpt2-medium's file freed before the first batch), and renumber the prompts to the rows kept. The
-    residual stream is bit for bit the same."""
-    renumber = weights.keep_tokens(model, np.concatenate([*prompts, [pad]])).numpy()
-    return [renumber[p] for p in prompts], int(renumber[pad])
 
 
 def by_length(indices: list[int], lengths, batch_size: int, max_positions: int) -> list[list[int]]:
