@@ -64,7 +64,7 @@ class ModelStudy:
 
 def slug(name: str) -> str:
     """A short name for titles and folders: a directory's own name, or the hub id with / replaced."""
-    return Path(name).name if Path(name).is_dir() else name.replace("/", "__")
+    return Path(name).name if weights.hub.on_disk(Path(name), directory=True) else name.replace("/", "__")
 
 
 def check_fit_layers(name: str, cfg: Config, fit_layers) -> tuple[int, int]:
