@@ -160,6 +160,10 @@ def analyse(
 
     with log.counting(f"{plan.name}: measuring the weights", cfg.n_layers, "layer") as advance:
         weight_stats = weight_measures.weight_measures(model, on_layer=advance) | as_trained
+    # `act` holds the engine's running sums. Each number read from it is a plain definition of measures.py, computed
+    # over every prompt: act.mean is measures.mean_over_positions, act.appendix1 measures.appendix1,
+    # act.early_controls measures.early_controls, act.padding measures.padding_means; tests/test_engine.py checks
+    # each against the plain definition run on every prompt alone.
     mean = {s: act.mean(s) for s in measures.streams(model)}  # every stream the model has
     return ModelStudy(
         name=plan.name,

@@ -33,7 +33,8 @@ class Config:
         return cls(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads, **rest)
 
 
-# (n_layers, d_model, n_heads) of the released checkpoints; every other number is shared.
+# (n_layers, d_model, n_heads) of the released checkpoints; the others follow from them (d_head = 64, d_mlp =
+# 4·d_model) or are shared (d_vocab 50257, n_ctx 1024, LayerNorm's ε 1e-5).
 OFFICIAL = {
     "gpt2": Config.sized(12, 768, 12),
     "gpt2-medium": Config.sized(24, 1024, 16),

@@ -11,7 +11,7 @@
    two hooks).
 2. A parallel residual (use_parallel_residual, true for every Pythia): attention and MLP both read the
    LayerNorm of resid_pre, and resid_post = resid_pre + attn_out + mlp_out (GPTNeoXLayer.forward). So a
-   block has no resid_mid: model.py's Block(parallel=True). With use_parallel_residual false the block is GPT-2's.
+   block has no resid_mid: `ParallelBlock` below. With use_parallel_residual false the block is GPT-2's.
 3. The unembedding is its own matrix (embed_out, tie_word_embeddings false), with no bias.
 4. The MLP's GELU is the exact one, x·Φ(x) with the erf (hidden_act "gelu"), not GPT-2's tanh form. (gpt-neox-20b
    is therefore refused: its hidden_act is "gelu_fast", HF's name for a tanh form, which this file does not read.)
@@ -93,6 +93,21 @@ class RotaryAttention(Attention):
         return torch.einsum("bqhe,bkhe->bhqk", q, k) * q.shape[-1] ** -0.5  # [batch, n_heads, query_pos, key_pos]
 
 
+class ParallelBlock(Block):
+    """Difference 2, GPT-NeoX's (and GPT-J's) parallel residual: the MLP reads resid_pre through ln2, as attention
+    does through ln1, and both outputs are added to resid_pre at once. So there is no resid_mid."""
+
+    def __init__(self, cfg: NeoXConfig, attn: Attention, mlp: MLP):
+        super().__init__(cfg, attn=attn, mlp=mlp)
+        del self.hook_resid_mid
+
+    def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
+        resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_pre)))  # [batch, pos, d_model]: reads resid_pre too
+        return self.hook_resid_post(resid_pre + attn_out + mlp_out)  # [batch, pos, d_model]
+
+
 class GPTNeoX(GPT2):
     """GPT-2 without W_pos, with GPT-NeoX's blocks and its own unembedding W_U [d_model, d_vocab]."""
 
@@ -106,7 +121,7 @@ class GPTNeoX(GPT2):
 
     def block(self, cfg: NeoXConfig, layer: int) -> Block:
         attn, mlp = RotaryAttention(cfg), MLP(cfg, activation=gelu_erf)
-        return Block(cfg, attn=attn, mlp=mlp, parallel=cfg.parallel_residual)  # difference 2
+        return (ParallelBlock if cfg.parallel_residual else Block)(cfg, attn=attn, mlp=mlp)  # difference 2
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: no position embedding is added

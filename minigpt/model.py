@@ -9,13 +9,13 @@ Every intermediate tensor passes through a `HookPoint`, an identity module whose
 (e.g. "blocks.3.attn.hook_pattern") is its name; `instrument` attaches to them.
 
 The other families (gpt_neo.py, opt.py, gpt_neox.py) subclass these pieces and override only what differs:
-Attention's `rotate`, `scores` and `hidden`, the MLP's `activation`, Block's `parallel`, GPT2's `embed`.
+Attention's `rotate`, `scores` and `hidden`, GPT2's `block` (which builds each layer's Block, with the MLP's
+`activation` given there) and `embed`.
 """
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
@@ -29,12 +29,12 @@ class HookPoint(nn.Module):
 
 
 def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's GELU, the tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    """GPT-2's GELU, the tanh approximation of x·Φ(x).
 
-    OpenAI's model.py uses this form (Hugging Face calls it "gelu_new"); the exact erf GELU that
-    nanoGPT uses shifts logits by ~1e-3. torch's approximate="tanh" is the same formula in one kernel.
+    OpenAI's model.py uses this form (Hugging Face calls it "gelu_new" and computes it as written here); the
+    exact erf GELU that nanoGPT uses shifts logits by ~1e-3.
     """
-    return F.gelu(x, approximate="tanh")
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
 
 
 class LayerNorm(nn.Module):
@@ -96,11 +96,10 @@ class Attention(nn.Module):
         q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)  # [batch, pos, n_heads, d_head]
         k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)  # [batch, pos, n_heads, d_head]
         v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)  # [batch, pos, n_heads, d_head]
-        q, k = self.rotate(q, k)
+        q, k = self.rotate(q, k)  # [batch, pos, n_heads, d_head] each: positions applied (GPT-2: none)
         scores = self.scores(q, k)  # [batch, n_heads, query_pos, key_pos]
-        # In place: the tensor is new and no hook has seen it; softmax gives -inf a weight of exactly 0.
-        scores.masked_fill_(self.hidden(x.shape[1], x.device), float("-inf"))
-        scores = self.hook_attn_scores(scores)
+        hidden = self.hidden(x.shape[1], x.device)  # [query_pos, key_pos]: True where a key is masked
+        scores = self.hook_attn_scores(scores.masked_fill(hidden, float("-inf")))  # softmax gives -inf weight 0
         # Softmax over keys in float32: each row sums to 1 within float32 rounding, then is rounded to the
         # model's dtype, after which a half-precision row sums to 1 only within that dtype's rounding
         # (measured at 16 to 1024 keys: 4e-4 in float16, 3e-3 in bfloat16).
@@ -139,21 +138,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-LayerNorm transformer block: each sublayer reads a normalised copy and adds to the residual.
+    """One pre-LayerNorm transformer block: each sublayer reads a normalised copy and adds to the residual."""
 
-    parallel=True is GPT-NeoX's (and GPT-J's) parallel residual: the MLP reads resid_pre, as attention does,
-    and both outputs are added at once, so there is no resid_mid.
-    """
-
-    def __init__(self, cfg: Config, attn: Attention | None = None, mlp: MLP | None = None, parallel: bool = False):
+    def __init__(self, cfg: Config, attn: Attention | None = None, mlp: MLP | None = None):
         super().__init__()
-        self.parallel = parallel
         self.hook_resid_pre = HookPoint()
         self.ln1 = LayerNorm(cfg)
         self.attn = attn or Attention(cfg)
         self.hook_attn_out = HookPoint()
-        if not parallel:
-            self.hook_resid_mid = HookPoint()
+        self.hook_resid_mid = HookPoint()
         self.ln2 = LayerNorm(cfg)
         self.mlp = mlp or MLP(cfg)
         self.hook_mlp_out = HookPoint()
@@ -162,9 +155,6 @@ class Block(nn.Module):
     def forward(self, resid_pre: torch.Tensor) -> torch.Tensor:
         resid_pre = self.hook_resid_pre(resid_pre)  # [batch, pos, d_model]
         attn_out = self.hook_attn_out(self.attn(self.ln1(resid_pre)))  # [batch, pos, d_model]
-        if self.parallel:
-            mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_pre)))  # [batch, pos, d_model]: reads resid_pre too
-            return self.hook_resid_post(resid_pre + attn_out + mlp_out)  # [batch, pos, d_model]
         resid_mid = self.hook_resid_mid(resid_pre + attn_out)  # [batch, pos, d_model]
         mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid_mid)))  # [batch, pos, d_model]
         return self.hook_resid_post(resid_mid + mlp_out)  # [batch, pos, d_model]
@@ -193,7 +183,7 @@ class GPT2(nn.Module):
         return Block(cfg)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The residual stream's start: each token's row of W_E plus its position's row of W_P."""
+        """The residual stream's start: each token's row of W_E plus its position's row of W_pos."""
         embed = self.hook_embed(self.W_E[tokens])  # [batch, pos, d_model]: row tokens[b, p] of W_E
         pos_embed = self.hook_pos_embed(self.W_pos[: tokens.shape[1]].expand_as(embed))  # [batch, pos, d_model], a view
         return embed + pos_embed  # [batch, pos, d_model]
