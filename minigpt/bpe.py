@@ -1,4 +1,4 @@
-"""GPT-2's byte-level BPE, as OpenAI's encoder.py runs it and minGPT's bpe.py teaches it. Read this first.
+"""GPT-2's byte-level BPE, as OpenAI's encoder.py runs it and minGPT's bpe.py teaches it. Read before tokenizer.py.
 
 Four stages, for every piece of text:
 
@@ -12,8 +12,7 @@ Decoding runs stages 4 and 2 backwards: ids → symbols → bytes → UTF-8 text
 
 The files: vocab.json, {symbol: id}, and merges.txt, one "left right" pair per line, the line number being
 the merge's rank (lowest first). `BPE` is built from their contents; it reads no file itself.
-`minigpt/tokenizer.py` builds on it: GPT-2's special token, a tokenizer.json's extra stages, and
-TransformerLens's `to_tokens`.
+`minigpt/tokenizer.py` builds on it: GPT-2's special token, the show-work command, TransformerLens's names.
 """
 
 import heapq
@@ -156,6 +155,7 @@ class BPE:
 
     def bpe(self, chars: str) -> list[str]:
         """Stage 3 for one piece's characters."""
+        # merge_steps' result, fast (a 64,000-letter word in under 1 s): test_the_fast_merge_is_the_last_step_of_merge_steps
         return merge(self.ranks, chars)
 
     def encode_piece(self, piece: str) -> list[int]:

@@ -1,36 +1,42 @@
-"""The tokenizer minigpt's models use: GPT-2's byte-level BPE (`minigpt/bpe.py`, read that first) with the
-stage that `tokenizers` and Hugging Face's GPT-2 tokenizer run before it, and TransformerLens's names.
+"""The tokenizer minigpt's models use: GPT-2's byte-level BPE (`minigpt/bpe.py`, read it before this file)
+with GPT-2's special token, the command that shows every stage, and TransformerLens's names.
 
-0. Added tokens are found in the text and given their ids directly. GPT-2's is "<|endoftext|>" (id 50256),
-   matched as one token wherever a text holds it, as Hugging Face's GPT2TokenizerFast and TransformerLens
-   do. A tokenizer.json (Pythia's) lists its own (its "<|endoftext|>", runs of 2 to 24 spaces), and may
-   normalize the text between them (Pythia: Unicode NFC), put a space before each piece or split it by a
-   regex of its own before GPT-2's: `minigpt/tokenizer_json.py` reads those parts.
-1.–4. GPT-2's BPE, on each stretch of text between the added tokens.
+0. Special tokens are found in the text first and given their ids directly. GPT-2's is "<|endoftext|>" (id
+   50256), matched as one token wherever a text holds it, as Hugging Face's GPT2TokenizerFast and
+   TransformerLens do; so are the BOS and padding tokens a checkpoint names.
+1.–4. GPT-2's BPE, on each stretch of text between them.
 
 `python -m minigpt.tokenizer "some text"` prints every stage for that text (`--tokenizer PATH` for another).
 
 The tokenizer is built from files' contents and reads no file itself (`weights` reads them from disk):
 GPT-2's vocab.json, {symbol: id}, and merges.txt, one "left right" pair per line in rank order
-(`from_strings`), or a tokenizer.json's parsed contents (`from_tokenizer_json`). Only the command, at
-the end of this file, reads files: the bundled model's, found by path (minigpt never imports weights),
-or the one it is given.
+(`from_strings`). A tokenizer.json (Pythia's) adds stages GPT-2 does not need (added tokens, a normalizer,
+Split pre-tokenizers): `minigpt/tokenizer_json.py` reads it (`from_tokenizer_json`), and GPT-2's path never
+imports it. Only the command, at the end of this file, reads files: the bundled model's, found by path
+(minigpt never imports weights), or the one it is given.
 """
 
 import argparse
 import json
 import operator
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import regex
 import torch
 
-from . import tokenizer_json
 from .bpe import BPE, NAMED, PATTERN, merge_steps
-from .tokenizer_json import GPT2_PRE_TOKENIZER, GPT2_REGEX, PREFIX_SPACE, AddedToken, find_added, longest_first, split_isolated
 
 END_OF_TEXT = "<|endoftext|>"
+MATCHED = operator.methodcaller("group")
+
+
+def longest_first(texts: Iterable[str]) -> regex.Pattern | None:
+    """A regex finding these texts leftmost first and, of those starting at one place, the longest (as
+    tokenizers' Aho-Corasick automaton does): Pythia's run of 5 spaces is one token, not 2 + 2 + 1."""
+    texts = sorted(texts, key=len, reverse=True)
+    return regex.compile("|".join(map(regex.escape, texts))) if texts else None
 
 
 class Tokenizer(BPE):
@@ -39,42 +45,27 @@ class Tokenizer(BPE):
         vocab: dict[str, int],
         merges: list[tuple[str, str]],
         *,
-        added_tokens: tuple[AddedToken, ...] | None = None,
-        normalizer: tuple[str, ...] = (),
-        pre_tokenizer: tuple = GPT2_PRE_TOKENIZER,
         bos_token: str | None = END_OF_TEXT,
         pad_token: str | None = None,
     ):
-        """added_tokens None: GPT-2's files, whose special tokens ("<|endoftext|>", and the BOS and padding
-        tokens named) are matched in text as one token each, as transformers' GPT2TokenizerFast does."""
+        """GPT-2's special tokens ("<|endoftext|>", and the BOS and padding tokens named) are matched in text as
+        one token each, as transformers' GPT2TokenizerFast does."""
         super().__init__(vocab, merges)
-        if added_tokens is None:
-            named = dict.fromkeys(t for t in (END_OF_TEXT, bos_token, pad_token) if t is not None and t in vocab)
-            added_tokens = tuple(AddedToken(t, vocab[t], normalized=False, special=True) for t in named)
-        self.normalizer = normalizer
-        self.pre_tokenizer = pre_tokenizer
-        self.added_tokens = added_tokens
-        for token in added_tokens:
-            self.decoder.setdefault(token.id, token.content)
-        # The added tokens to find in the raw text, and those to find after normalizing, by the text matched.
-        self.raw_added = {t.content: t for t in added_tokens if not t.normalized}
-        self.normalized_added = {self.normalize(t.content): t for t in added_tokens if t.normalized}
-        self.raw_pattern, self.normalized_pattern = map(longest_first, (self.raw_added, self.normalized_added))
+        self.special = {t: vocab[t] for t in (END_OF_TEXT, bos_token, pad_token) if t is not None and t in vocab}
+        self.special_pattern = longest_first(self.special)
         # GPT-2's only special token, used as BOS and padding; Pythia's is the same text, id 0.
         self.eot = self.id_of(END_OF_TEXT) if self.has(END_OF_TEXT) else None
         self.bos = None if bos_token is None else self.id_of(bos_token)  # None: to_tokens cannot prepend one
         self.pad = self.bos if pad_token is None else self.id_of(pad_token)
 
     def has(self, token: str) -> bool:
-        """Whether a token's text is an added token's or the vocabulary's."""
-        return token in self.encoder or token in self.raw_added or self.normalize(token) in self.normalized_added
+        return token in self.encoder
 
     def id_of(self, token: str) -> int:
-        """The id of a token's text: an added token's, or the vocabulary's."""
+        """The id of a token's text in the vocabulary."""
         if not self.has(token):
-            raise ValueError(f"{token!r} is neither an added token nor in the vocabulary of {len(self.encoder)} symbols")
-        found = self.raw_added.get(token) or self.normalized_added.get(self.normalize(token))
-        return found.id if found else self.encoder[token]
+            raise ValueError(f"{token!r} is not in the vocabulary of {len(self.encoder)} symbols")
+        return self.encoder[token]
 
     @classmethod
     def from_strings(cls, vocab_json: dict[str, int], merges_txt: str) -> "Tokenizer":
@@ -91,37 +82,31 @@ class Tokenizer(BPE):
 
     @classmethod
     def from_tokenizer_json(cls, obj: dict, bos_token: str | None = END_OF_TEXT, pad_token: str | None = None) -> "Tokenizer":
-        """Build from a tokenizer.json's parsed contents, as the `tokenizers` library writes it: a BPE model,
-        its added tokens, a Unicode normalizer, a byte-level pre-tokenizer (`tokenizer_json.read`). Anything
-        else that would change the ids or the decoded text is refused in one line naming the field.
-        bos_token and pad_token (None: the same as BOS) name the tokens `to_tokens` uses; they are not in
-        tokenizer.json but in special_tokens_map.json, and Pythia's are both "<|endoftext|>", id 0."""
-        return cls(**tokenizer_json.read(obj), bos_token=bos_token, pad_token=pad_token)
+        """Build from a tokenizer.json's parsed contents: a `JsonTokenizer`, this class with the file's added
+        tokens, normalizer and pre-tokenizer, from `minigpt/tokenizer_json.py` (imported here only, on use)."""
+        from .tokenizer_json import JsonTokenizer, read
 
-    def normalize(self, text: str) -> str:
-        return tokenizer_json.normalize(self.normalizer, text)
+        return JsonTokenizer(**read(obj), bos_token=bos_token, pad_token=pad_token)
 
     def split_added(self, text: str) -> Iterator[tuple[str, int | None]]:
-        """Stage 0: text cut around its added tokens, as (an added token's text, its id) or (text, None) to
-        pass on to BPE. As tokenizers does it: tokens marked normalized=False are found in the raw text first,
-        then each stretch between them is normalized and the other added tokens are found in it."""
-        for segment, added_id in find_added(text, self.raw_pattern, self.raw_added):
-            if added_id is not None:
-                yield segment, added_id
-                continue
-            for part, part_id in find_added(self.normalize(segment), self.normalized_pattern, self.normalized_added):
-                if part:
-                    yield part, part_id
+        """Stage 0: text cut around its special tokens, as (a special token's text, its id) or (text, None) to
+        pass on to BPE, lazily: what comes after the pieces taken is not searched."""
+        end = 0
+        for match in self.special_pattern.finditer(text) if self.special_pattern else ():
+            if match.start() > end:
+                yield text[end : match.start()], None
+            yield match.group(), self.special[match.group()]
+            end = match.end()
+        if end < len(text):
+            yield text[end:], None
 
-    def pre_tokenize(self, text: str, steps: tuple | None = None) -> Iterator[str]:
-        """Stage 1: the pieces BPE works on, each step of the pre-tokenizer applied to every piece in turn."""
-        pieces = iter([text])
-        for step in self.pre_tokenizer if steps is None else steps:
-            pieces = apply(step, pieces)  # lazily: each piece is cut when the next stage asks for it
-        return pieces
+    def pre_tokenize(self, text: str) -> Iterator[str]:
+        """Stage 1: the pieces BPE works on, lazily. GPT-2's regex matches every character, so there is nothing
+        between its matches."""
+        return map(MATCHED, PATTERN.finditer(text))
 
     def pieces(self, text: str) -> Iterator[tuple[str, int | None]]:
-        """Stages 0 and 1: (a piece for BPE, None) or (an added token's text, its id), in the text's order."""
+        """Stages 0 and 1: (a piece for BPE, None) or (a special token's text, its id), in the text's order."""
         for segment, added_id in self.split_added(text):
             if added_id is None:
                 yield from ((piece, None) for piece in self.pre_tokenize(segment))
@@ -185,56 +170,31 @@ class Tokenizer(BPE):
             raise ValueError(f"to_str_tokens takes a text, a list of texts, or token ids; found {type(text).__name__}")
         return [self.decode([i]) for i in ids]
 
+    def explain_pieces(self, text: str) -> tuple[list[str], list[tuple[str, str, int | None]]]:
+        """Stages 0 and 1 for `explain`: the lines showing them, and each piece with what made it (the regex's
+        alternative that matched it) and, for a special token, its id."""
+        segments, lines, pieces = list(self.split_added(text)), [], []
+        if any(special_id is not None for _, special_id in segments):
+            lines += ["", "0. Special tokens, found first and given their ids:"]
+            lines += [f"   {s!r:24} " + ("text" if i is None else f"special token {i}") for s, i in segments]
+        for segment, special_id in segments:
+            if special_id is None:
+                pieces += [(m.group(), m.lastgroup, None) for m in NAMED.finditer(segment)]
+            else:
+                pieces.append((segment, "special token", special_id))
+        lines += ["", "1. Split by GPT-2's regex (each piece, and the alternative that matched it):"]
+        return lines + [f"   {piece!r:24} {how}" for piece, how, _ in pieces], pieces
+
 
 # --- The command: every stage of encoding one text -------------------------------------------------
-
-
-def apply(step, pieces: Iterator[str]) -> Iterator[str]:
-    """One step of a pre-tokenizer (tokenizer_json.GPT2_PRE_TOKENIZER's kinds), applied to each piece."""
-    for piece in pieces:
-        if step == PREFIX_SPACE:
-            yield piece if piece.startswith(" ") else " " + piece
-        elif step == GPT2_REGEX:  # its alternatives match every character, so there is nothing between matches
-            yield from map(MATCHED, PATTERN.finditer(piece))
-        else:
-            yield from split_isolated(step, piece)
-
-
-MATCHED = operator.methodcaller("group")
-
 
 SHOWN_STEPS = 200  # characters of a piece up to which `explain` shows each merge
 
 
 def explain(tokenizer: Tokenizer, text: str) -> str:
     """Every stage of encoding `text`, as lines a learner can read (what `python -m minigpt.tokenizer` prints)."""
-    lines = [f"text: {text!r}"]
-    segments = list(tokenizer.split_added(text))
-    if tokenizer.normalizer or any(added_id is not None for _, added_id in segments):
-        normalized = f"normalized ({'+'.join(tokenizer.normalizer)})" if tokenizer.normalizer else "not normalized"
-        lines += ["", f"0. Added tokens, found first and given their ids; the text between them {normalized}:"]
-        for raw, added_id in find_added(text, tokenizer.raw_pattern, tokenizer.raw_added):
-            if added_id is None and tokenizer.normalize(raw) != raw:  # show what normalizing changed, code point by code point
-                lines.append(f"   normalizing {ascii(raw)} gives {ascii(tokenizer.normalize(raw))}")
-        lines += [f"   {s!r:24} " + ("text" if i is None else f"added token {i}") for s, i in segments]
-    # Each piece with what made it: GPT-2's regex alternative (run last, when the pre-tokenizer has it), or
-    # "split" for another regex's pieces. An added token is a piece of its own.
-    pieces = []
-    for segment, added_id in segments:
-        steps = tokenizer.pre_tokenizer
-        if added_id is not None:
-            pieces.append((segment, "added token", added_id))
-        elif steps and steps[-1] == GPT2_REGEX:
-            before = tokenizer.pre_tokenize(segment, steps[:-1])
-            pieces += [(m.group(), m.lastgroup, None) for piece in before for m in NAMED.finditer(piece)]
-        else:
-            pieces += [(piece, "split", None) for piece in tokenizer.pre_tokenize(segment)]
-    gpt2 = GPT2_REGEX in tokenizer.pre_tokenizer
-    regex_used = "GPT-2's regex" if gpt2 else "the tokenizer's Split regex"
-    prefix = ", after a space put before each piece that lacks one" if PREFIX_SPACE in tokenizer.pre_tokenizer else ""
-    shown = "each piece, and the alternative that matched it" if gpt2 else "each piece"
-    lines += ["", f"1. Split by {regex_used}{prefix} ({shown}):"]
-    lines += [f"   {piece!r:24} {how}" for piece, how, _ in pieces]
+    stages, pieces = tokenizer.explain_pieces(text)
+    lines = [f"text: {text!r}", *stages]
     lines += ["", "2. Each piece's UTF-8 bytes, each byte written as one printable character (space → Ġ, newline → Ċ):"]
     chars = {}
     for piece, _, added_id in pieces:
@@ -251,7 +211,7 @@ def explain(tokenizer: Tokenizer, text: str) -> str:
                     step = "start" if pair is None else f"merge {pair[0]!r} + {pair[1]!r} (rank {tokenizer.ranks[pair]})"
                     lines.append(f"   {' '.join(symbols):40} {step}")
             lines.append("")
-    lines.append("4. Each symbol's id in the vocabulary (an added token has its own):")
+    lines.append("4. Each symbol's id in the vocabulary (a special or added token has its own):")
     ids = []
     for piece, _, added_id in pieces:
         if added_id is None:

@@ -1,5 +1,6 @@
 """Reading a tokenizer.json (Pythia's, GPT-NeoX's; Hugging Face's gpt2 has one too): the parts `tokenizers` runs
-around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the field.
+around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the field, and run by
+`JsonTokenizer`, `minigpt/tokenizer.py`'s GPT-2 tokenizer with them (`Tokenizer.from_tokenizer_json`).
 
 - added tokens: texts found before BPE and given their ids directly (`AddedToken`, `find_added`);
 - a normalizer: a Unicode normal form (Pythia's NFC), applied to the text between the added tokens;
@@ -15,6 +16,9 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import regex
+
+from .bpe import NAMED, PATTERN
+from .tokenizer import END_OF_TEXT, MATCHED, Tokenizer, longest_first
 
 # A pre-tokenizer is a sequence of steps, each turning a list of pieces into a longer one: a regex (each
 # piece is cut into its matches and the text between them), GPT2_REGEX (the same with bpe.PATTERN), or
@@ -42,14 +46,6 @@ def normalize(forms: tuple[str, ...], text: str) -> str:
     for form in forms:
         text = unicodedata.normalize(form, text)
     return text
-
-
-def longest_first(tokens: dict[str, AddedToken]) -> regex.Pattern | None:
-    """A regex finding these texts leftmost first and, of those starting at one place, the longest (as
-    tokenizers' Aho-Corasick automaton does): Pythia's run of 5 spaces is one token, not 2 + 2 + 1."""
-    if not tokens:
-        return None
-    return regex.compile("|".join(regex.escape(text) for text in sorted(tokens, key=len, reverse=True)))
 
 
 WORD_CHARACTER, SPACES, SPACES_TO_THE_END = regex.compile(r"\w"), regex.compile(r"\s*"), regex.compile(r"\s*\Z")
@@ -97,6 +93,105 @@ def split_isolated(pattern: regex.Pattern, text: str) -> Iterator[str]:
         yield text[end:]
 
 
+class JsonTokenizer(Tokenizer):
+    """GPT-2's tokenizer with a tokenizer.json's stages: its added tokens found first (each stretch between
+    those matched in the raw text normalized, then searched for the others), the text normalized, and its
+    pre-tokenizer's steps, a Split regex and a space put first, before or instead of GPT-2's regex."""
+
+    def __init__(
+        self,
+        vocab: dict[str, int],
+        merges: list[tuple[str, str]],
+        *,
+        added_tokens: tuple[AddedToken, ...],
+        normalizer: tuple[str, ...] = (),
+        pre_tokenizer: tuple = GPT2_PRE_TOKENIZER,
+        bos_token: str | None = END_OF_TEXT,
+        pad_token: str | None = None,
+    ):
+        """bos_token and pad_token (None: the same as BOS) name the tokens `to_tokens` uses; they are not in
+        tokenizer.json but in special_tokens_map.json, and Pythia's are both "<|endoftext|>", id 0."""
+        self.normalizer, self.pre_tokenizer, self.added_tokens = normalizer, pre_tokenizer, added_tokens
+        # The added tokens to find in the raw text, and those to find after normalizing, by the text matched.
+        self.raw_added = {t.content: t for t in added_tokens if not t.normalized}
+        self.normalized_added = {self.normalize(t.content): t for t in added_tokens if t.normalized}
+        self.raw_pattern, self.normalized_pattern = map(longest_first, (self.raw_added, self.normalized_added))
+        super().__init__(vocab, merges, bos_token=bos_token, pad_token=pad_token)
+        for token in added_tokens:
+            self.decoder.setdefault(token.id, token.content)
+
+    def has(self, token: str) -> bool:
+        """Whether a token's text is an added token's or the vocabulary's."""
+        return token in self.encoder or token in self.raw_added or self.normalize(token) in self.normalized_added
+
+    def id_of(self, token: str) -> int:
+        """The id of a token's text: an added token's, or the vocabulary's."""
+        if not self.has(token):
+            raise ValueError(f"{token!r} is neither an added token nor in the vocabulary of {len(self.encoder)} symbols")
+        found = self.raw_added.get(token) or self.normalized_added.get(self.normalize(token))
+        return found.id if found else self.encoder[token]
+
+    def normalize(self, text: str) -> str:
+        return normalize(self.normalizer, text)
+
+    def split_added(self, text: str) -> Iterator[tuple[str, int | None]]:
+        """Stage 0: as tokenizers does it, tokens marked normalized=False are found in the raw text first, then
+        each stretch between them is normalized and the other added tokens are found in it."""
+        for segment, added_id in find_added(text, self.raw_pattern, self.raw_added):
+            if added_id is not None:
+                yield segment, added_id
+                continue
+            for part, part_id in find_added(self.normalize(segment), self.normalized_pattern, self.normalized_added):
+                if part:
+                    yield part, part_id
+
+    def pre_tokenize(self, text: str, steps: tuple | None = None) -> Iterator[str]:
+        """Stage 1: the pieces BPE works on, each step of the pre-tokenizer applied to every piece in turn."""
+        pieces = iter([text])
+        for step in self.pre_tokenizer if steps is None else steps:
+            pieces = apply(step, pieces)  # lazily: each piece is cut when the next stage asks for it
+        return pieces
+
+    def explain_pieces(self, text: str) -> tuple[list[str], list[tuple[str, str, int | None]]]:
+        """Stages 0 and 1 for `explain`, with what normalizing changed and the pre-tokenizer's steps."""
+        lines, segments = [], list(self.split_added(text))
+        if self.normalizer or any(added_id is not None for _, added_id in segments):
+            normalized = f"normalized ({'+'.join(self.normalizer)})" if self.normalizer else "not normalized"
+            lines += ["", f"0. Added tokens, found first and given their ids; the text between them {normalized}:"]
+            for raw, added_id in find_added(text, self.raw_pattern, self.raw_added):
+                if added_id is None and self.normalize(raw) != raw:  # show what normalizing changed, code point by code point
+                    lines.append(f"   normalizing {ascii(raw)} gives {ascii(self.normalize(raw))}")
+            lines += [f"   {s!r:24} " + ("text" if i is None else f"added token {i}") for s, i in segments]
+        # Each piece with what made it: GPT-2's regex alternative (run last, when the pre-tokenizer has it), or
+        # "split" for another regex's pieces. An added token is a piece of its own.
+        pieces, steps = [], self.pre_tokenizer
+        for segment, added_id in segments:
+            if added_id is not None:
+                pieces.append((segment, "added token", added_id))
+            elif steps and steps[-1] == GPT2_REGEX:
+                before = self.pre_tokenize(segment, steps[:-1])
+                pieces += [(m.group(), m.lastgroup, None) for piece in before for m in NAMED.finditer(piece)]
+            else:
+                pieces += [(piece, "split", None) for piece in self.pre_tokenize(segment)]
+        gpt2 = GPT2_REGEX in steps
+        regex_used = "GPT-2's regex" if gpt2 else "the tokenizer's Split regex"
+        prefix = ", after a space put before each piece that lacks one" if PREFIX_SPACE in steps else ""
+        shown = "each piece, and the alternative that matched it" if gpt2 else "each piece"
+        lines += ["", f"1. Split by {regex_used}{prefix} ({shown}):"]
+        return lines + [f"   {piece!r:24} {how}" for piece, how, _ in pieces], pieces
+
+
+def apply(step, pieces: Iterator[str]) -> Iterator[str]:
+    """One step of a pre-tokenizer (GPT2_PRE_TOKENIZER's kinds), applied to each piece."""
+    for piece in pieces:
+        if step == PREFIX_SPACE:
+            yield piece if piece.startswith(" ") else " " + piece
+        elif step == GPT2_REGEX:  # its alternatives match every character, so there is nothing between matches
+            yield from map(MATCHED, PATTERN.finditer(piece))
+        else:
+            yield from split_isolated(step, piece)
+
+
 # --- Reading the file's parts: each is read here or refused, in one line naming it ------------------
 
 
@@ -122,7 +217,7 @@ def an_object(value, field: str, optional: bool = True) -> dict:
 
 
 def read(obj) -> dict:
-    """The keyword arguments of `Tokenizer` that a tokenizer.json's parsed contents give: vocab, merges,
+    """The keyword arguments of `JsonTokenizer` that a tokenizer.json's parsed contents give: vocab, merges,
     added_tokens, normalizer, pre_tokenizer. A part that would change the ids or the decoded text and is
     not implemented is refused, as is a part that is not what tokenizers writes."""
     try:
@@ -205,7 +300,7 @@ def read_normalizer(normalizer: dict | None, field: str) -> tuple[str, ...]:
 
 def read_pre_tokenizer(pre: dict | None) -> tuple:
     """ByteLevel (GPT-2's regex unless use_regex is false, a space first if add_prefix_space), optionally
-    after Split steps (a regex, behavior Isolated) in a Sequence: the steps of `Tokenizer.pre_tokenize`."""
+    after Split steps (a regex, behavior Isolated) in a Sequence: the steps of `JsonTokenizer.pre_tokenize`."""
     sequence = an_object(pre, "pre_tokenizer") is not None and pre.get("type") == "Sequence"
     parts = pre.get("pretokenizers") if sequence else [pre]
     if not isinstance(parts, list):

@@ -161,7 +161,7 @@ def read_tokenizer(directory: Path) -> Tokenizer:
         texts = {i: token for token, i in parts["vocab"].items()} | {t.id: t.content for t in parts["added_tokens"]}
         check_fits_embedding(directory, texts, path)
         bos, pad = special_tokens(directory, texts, path)
-        return Tokenizer(**parts, bos_token=bos, pad_token=pad)
+        return tokenizer_json.JsonTokenizer(**parts, bos_token=bos, pad_token=pad)
     for name, path in files.items():
         if not path.is_file():
             raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
