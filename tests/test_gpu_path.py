@@ -145,6 +145,8 @@ BF16_RATIO_TOLERANCE = 1e-3  # the per-layer growth ratio of mean â€–resid_postâ
 BF16_NORM_TOLERANCE = 5e-3  # each mean norm itself (every stream, every layer): 5x the largest
 
 
+# gpt2's shape ("gpt2_checkpoint") measured 2.0e-4 above; add it to the list to run it again (four minutes).
+@pytest.mark.parametrize("checkpoint", ["small_checkpoint"])
 def test_bfloat16_matches_float32_within_the_stated_tolerance(checkpoint, request):
     """--dtype bfloat16 against float32 on the CPU test checkpoint (3 layers at d_model 64): LayerNorm's
     statistics, the softmax and every reduction of the study are float32 in both, so only the stored activations'
