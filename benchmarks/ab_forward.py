@@ -23,7 +23,7 @@ import instrument
 import minigpt.model
 from analysis import engine
 from minigpt import Config
-from weights.checkpoint import official_state_dict
+from weights.save import official_state_dict
 
 
 def model_module_at(revision: str) -> types.ModuleType:

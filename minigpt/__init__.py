@@ -6,17 +6,7 @@ from .gpt_neox import GPTNeoX, NeoXConfig
 from .model import GPT2, HookPoint, gelu_new
 from .opt import OPT, OPTConfig
 from .sampling import generate
-
-
-def __getattr__(name: str):
-    # Tokenizer is imported on first use, so that `python -m minigpt.tokenizer` runs that module once (as
-    # __main__) rather than after an import by this package, which Python warns about.
-    if name == "Tokenizer":
-        from .tokenizer import Tokenizer
-
-        return Tokenizer
-    raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
-
+from .tokenizer import Tokenizer
 
 __all__ = [
     "GPT2",

@@ -63,7 +63,7 @@ class LayerNorm(nn.Module):
         x32 = x.float()  # [batch, pos, d_model]
         centred = x32 - x32.mean(-1, keepdim=True)  # [batch, pos, d_model]
         scale = self.hook_scale((centred.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())  # [batch, pos, 1]: √(var + ε)
-        out = (centred / scale).to(x.dtype)  # [batch, pos, d_model]: mean 0, variance 1
+        out = (centred / scale).to(x.dtype)  # [batch, pos, d_model]: mean 0, variance var/(var + ε) ≈ 1
         if self.w is not None:  # None once folded into the weights that read this layer
             out = out * self.w + self.b  # [batch, pos, d_model]
         return self.hook_normalized(out)

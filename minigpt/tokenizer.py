@@ -6,22 +6,17 @@ with GPT-2's special token, the command that shows every stage, and TransformerL
    TransformerLens do; so are the BOS and padding tokens a checkpoint names.
 1.–4. GPT-2's BPE, on each stretch of text between them.
 
-`python -m minigpt.tokenizer "some text"` prints every stage for that text (`--tokenizer PATH` for another).
+`python -m minigpt.show "some text"` prints every stage for that text (`--tokenizer PATH` for another).
 
 The tokenizer is built from files' contents and reads no file itself (`weights` reads them from disk):
 GPT-2's vocab.json, {symbol: id}, and merges.txt, one "left right" pair per line in rank order
 (`from_strings`). A tokenizer.json (Pythia's) adds stages GPT-2 does not need (added tokens, a normalizer,
-Split pre-tokenizers): `minigpt/tokenizer_json.py` reads it (`from_tokenizer_json`), and GPT-2's path never
-imports it. Only the command, at the end of this file, reads files: the bundled model's, found by path
-(minigpt never imports weights), or the one it is given.
+Split pre-tokenizers): `minigpt/tokenizer_json.py` reads it (`JsonTokenizer.from_tokenizer_json`), and GPT-2's
+path never imports it.
 """
 
-import argparse
-import json
 import operator
-import sys
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import regex
 import torch
@@ -79,14 +74,6 @@ class Tokenizer(BPE):
                 left, right = line.split()
                 merges.append((left, right))
         return cls(vocab_json, merges)
-
-    @classmethod
-    def from_tokenizer_json(cls, obj: dict, bos_token: str | None = END_OF_TEXT, pad_token: str | None = None) -> "Tokenizer":
-        """Build from a tokenizer.json's parsed contents: a `JsonTokenizer`, this class with the file's added
-        tokens, normalizer and pre-tokenizer, from `minigpt/tokenizer_json.py` (imported here only, on use)."""
-        from .tokenizer_json import JsonTokenizer, read
-
-        return JsonTokenizer(**read(obj), bos_token=bos_token, pad_token=pad_token)
 
     def split_added(self, text: str) -> Iterator[tuple[str, int | None]]:
         """Stage 0: text cut around its special tokens, as (a special token's text, its id) or (text, None) to
@@ -223,52 +210,3 @@ def explain(tokenizer: Tokenizer, text: str) -> str:
             lines.append(f"   {symbol!r:24} → {i}")
     lines += ["", f"token ids ({len(ids)}): {ids}"]
     return "\n".join(lines)
-
-
-# The bundled model's folder, found beside this package rather than imported from it: minigpt never imports
-# weights. Its vocab.json and merges.txt are GPT-2's own, the same as every official checkpoint's.
-BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "bundled"
-
-LITERAL_NEWLINE = (
-    'note: the text holds a backslash and an "n", not a newline: bash passes "\\n" inside double quotes as '
-    "those two characters. For a newline, write the text as $'...\\n...'."
-)
-
-
-def read_files(path: Path) -> Tokenizer:
-    """The command's tokenizer (the package itself reads no file): a tokenizer.json, or a folder with
-    vocab.json and merges.txt, or else with tokenizer.json (the rule `weights` follows for a model's folder)."""
-    if path.is_dir() and not (path / "vocab.json").is_file():
-        path = path / "tokenizer.json"
-    try:
-        if path.is_dir():
-            vocab = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
-            return Tokenizer.from_strings(vocab, (path / "merges.txt").read_text(encoding="utf-8"))
-        return Tokenizer.from_tokenizer_json(json.loads(path.read_text(encoding="utf-8")))
-    except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply to read") from None
-
-
-def command(argv: list[str]) -> str:
-    """`python -m minigpt.tokenizer [--tokenizer PATH] TEXT`: every stage of encoding TEXT."""
-    parser = argparse.ArgumentParser(prog="python -m minigpt.tokenizer", description="Show every stage of BPE for a text.")
-    parser.add_argument("text")
-    parser.add_argument(
-        "--tokenizer",
-        type=Path,
-        default=BUNDLED,
-        metavar="PATH",
-        help="a tokenizer.json (Pythia's), or a folder with vocab.json and merges.txt or tokenizer.json "
-        "(default: the bundled model's, GPT-2's own)",
-    )
-    args = parser.parse_args(argv)
-    shown = explain(read_files(args.tokenizer), args.text)
-    return f"{LITERAL_NEWLINE}\n\n{shown}" if "\\n" in args.text and "\n" not in args.text else shown
-
-
-if __name__ == "__main__":
-    try:
-        shown = command(sys.argv[1:])
-    except (OSError, ValueError) as error:  # a missing file, or a tokenizer.json part minigpt refuses
-        sys.exit(f"python -m minigpt.tokenizer: {error}")
-    print(shown)

@@ -1,6 +1,6 @@
 """Reading a tokenizer.json (Pythia's, GPT-NeoX's; Hugging Face's gpt2 has one too): the parts `tokenizers` runs
 around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the field, and run by
-`JsonTokenizer`, `minigpt/tokenizer.py`'s GPT-2 tokenizer with them (`Tokenizer.from_tokenizer_json`).
+`JsonTokenizer`, `minigpt/tokenizer.py`'s GPT-2 tokenizer with them (`JsonTokenizer.from_tokenizer_json`).
 
 - added tokens: texts found before BPE and given their ids directly (`AddedToken`, `find_added`);
 - a normalizer: a Unicode normal form (Pythia's NFC), applied to the text between the added tokens;
@@ -97,6 +97,11 @@ class JsonTokenizer(Tokenizer):
     """GPT-2's tokenizer with a tokenizer.json's stages: its added tokens found first (each stretch between
     those matched in the raw text normalized, then searched for the others), the text normalized, and its
     pre-tokenizer's steps, a Split regex and a space put first, before or instead of GPT-2's regex."""
+
+    @classmethod
+    def from_tokenizer_json(cls, obj: dict, bos_token: str | None = END_OF_TEXT, pad_token: str | None = None) -> "JsonTokenizer":
+        """Built from a tokenizer.json's parsed contents (`read` checks every part)."""
+        return cls(**read(obj), bos_token=bos_token, pad_token=pad_token)
 
     def __init__(
         self,

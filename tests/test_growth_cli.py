@@ -90,7 +90,7 @@ def test_mean_norms_equal_an_independent_computation_from_hugging_face(report, s
     """HF's hidden states, mean-centred (what weight processing does), BOS excluded: ≤ 1e-3 relative."""
     summary = json.loads((report / "summary.json").read_text())["models"][str(small_checkpoint)]
     hf = GPT2LMHeadModel.from_pretrained(small_checkpoint, attn_implementation="eager").eval()
-    from weights.checkpoint import read_tokenizer
+    from weights.tokenizer_files import read_tokenizer
 
     tokenizer = read_tokenizer(small_checkpoint)
     last_block = []

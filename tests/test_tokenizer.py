@@ -18,7 +18,9 @@ import torch
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 from minigpt import Tokenizer
-from minigpt.tokenizer import BUNDLED, NAMED, PATTERN, command, explain
+from minigpt.show import BUNDLED, command
+from minigpt.tokenizer import NAMED, PATTERN, explain
+from minigpt.tokenizer_json import JsonTokenizer
 
 CORPUS = [
     "Hello world",
@@ -181,7 +183,7 @@ def trained_neox_like(add_whitespace_tokens: bool) -> str:
 def from_json(obj):
     from tokenizers import Tokenizer as HFTokenizer
 
-    return Tokenizer.from_tokenizer_json(obj), HFTokenizer.from_str(json.dumps(obj))
+    return JsonTokenizer.from_tokenizer_json(obj), HFTokenizer.from_str(json.dumps(obj))
 
 
 @pytest.fixture(scope="module")
@@ -311,12 +313,12 @@ def test_gpt2_converted_to_tokenizer_json_matches_the_gpt2_path(tokenizers, voca
     theirs = HFTokenizer(models.BPE.from_file(str(vocab), str(merges)))
     theirs.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     theirs.decoder = decoders.ByteLevel()
-    ours = Tokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
+    ours = JsonTokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
     for text in CORPUS + SCRIPTS + WHITESPACE:
         assert ours.encode(text) == tiktoken_gpt2.encode_ordinary(text) == theirs.encode(text).ids, repr(text)
         assert ours.decode(gpt2.encode(text)) == text
     theirs.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
-    ours = Tokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
+    ours = JsonTokenizer.from_tokenizer_json(json.loads(theirs.to_str()))
     for text in CORPUS + SCRIPTS + WHITESPACE:
         assert ours.encode(text) == gpt2.encode(text) == theirs.encode(text).ids, repr(text)
     assert ours.encode("a<|endoftext|>b") == [gpt2.encode("a")[0], 50256, gpt2.encode("b")[0]]
@@ -356,7 +358,7 @@ def edited(path: str, value):
 )
 def test_what_is_not_implemented_is_refused_in_one_line(path, value, message):
     with pytest.raises(ValueError, match=re.escape(message)) as refused:
-        Tokenizer.from_tokenizer_json(edited(path, value))
+        JsonTokenizer.from_tokenizer_json(edited(path, value))
     assert "\n" not in str(refused.value)
 
 
@@ -404,14 +406,14 @@ def test_right_padding_leaves_each_rows_real_positions_as_alone(tokenizers):
 
 
 def test_without_a_bos_token_to_tokens_says_so():
-    ours = Tokenizer.from_tokenizer_json(train_neox_like(), bos_token=None)
+    ours = JsonTokenizer.from_tokenizer_json(train_neox_like(), bos_token=None)
     assert ours.bos is None and ours.to_tokens("hi", prepend_bos=False).tolist() == [ours.encode("hi")]
     with pytest.raises(ValueError, match="no BOS token"):
         ours.to_tokens("hi")
     with pytest.raises(ValueError, match="no padding token"):
         ours.to_tokens(["hi", "hello there"], prepend_bos=False)
     with pytest.raises(ValueError, match="'<s>' is neither an added token nor in the vocabulary"):
-        Tokenizer.from_tokenizer_json(train_neox_like(), bos_token="<s>")
+        JsonTokenizer.from_tokenizer_json(train_neox_like(), bos_token="<s>")
 
 
 def test_pythias_bos_and_padding_are_id_0(neox):
@@ -431,7 +433,7 @@ def test_the_readmes_command_shows_the_whitespace_alternatives_and_imports_no_we
     """README reading-path step 3, run by bash as a reader would: the newlines reach the command. And minigpt ←
     weights: the command finds the bundled files by path (BUNDLED), so Python's import log never names weights."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    (line,) = [m.group(1) for m in re.finditer(r"`(python -m minigpt\.tokenizer [^`]+)`", readme)]
+    (line,) = [m.group(1) for m in re.finditer(r"`(python -m minigpt\.show [^`]+)`", readme)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     line = line.replace("python", f"{sys.executable} -X importtime", 1)
     run = subprocess.run(["bash", "-c", line], cwd=REPO, env=env, capture_output=True, text=True, check=True)
@@ -579,7 +581,7 @@ def test_end_of_text_written_in_a_text_is_one_token_on_both_paths_as_in_hugging_
     hf = hugging_faces_gpt2(tmp_path, vocab_files)
     from_files = weights.read_tokenizer(tmp_path)
     from_strings = Tokenizer.from_strings(json.loads(vocab.read_text(encoding="utf-8")), merges.read_text(encoding="utf-8"))
-    from_json = Tokenizer.from_tokenizer_json(json.loads(hf.backend_tokenizer.to_str()))
+    from_json = JsonTokenizer.from_tokenizer_json(json.loads(hf.backend_tokenizer.to_str()))
     for text in [
         "<|endoftext|>",
         "a<|endoftext|>b",
@@ -648,7 +650,7 @@ def split_then_byte_level(pattern) -> dict:
 )
 def test_a_malformed_tokenizer_json_is_refused_in_one_line_naming_the_field(path, value, message):
     with pytest.raises(ValueError, match=re.escape(f"tokenizer.json: {message}")) as refused:
-        Tokenizer.from_tokenizer_json(edited(path, value))
+        JsonTokenizer.from_tokenizer_json(edited(path, value))
     assert "\n" not in str(refused.value)
 
 
@@ -661,7 +663,7 @@ def test_nesting_too_deep_is_refused_in_one_line(tmp_path):
         nested = {"type": "Sequence", "normalizers": [nested]}
     obj = train_neox_like(add_whitespace_tokens=False) | {"normalizer": nested}
     with pytest.raises(ValueError, match=r"^tokenizer\.json: nested too deeply to read"):
-        Tokenizer.from_tokenizer_json(obj)
+        JsonTokenizer.from_tokenizer_json(obj)
     path = tmp_path / "tokenizer.json"
     path.write_text("[" * 50_000 + "]" * 50_000)
     with pytest.raises(
@@ -670,10 +672,10 @@ def test_nesting_too_deep_is_refused_in_one_line(tmp_path):
     ):
         weights.read_tokenizer(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "minigpt.tokenizer", "--tokenizer", str(path), "hi"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "minigpt.show", "--tokenizer", str(path), "hi"], cwd=REPO, capture_output=True, text=True
     )
     assert run.returncode == 1 and run.stderr.strip().splitlines() == [
-        f"python -m minigpt.tokenizer: {path}: JSON nested too deeply to read"
+        f"python -m minigpt.show: {path}: JSON nested too deeply to read"
     ]
 
 

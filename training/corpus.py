@@ -32,7 +32,7 @@ import outdir  # the standard library only: quick to import, so that Ctrl-C from
 try:
     import numpy as np
 
-    from weights.checkpoint import read_tokenizer
+    from weights.tokenizer_files import read_tokenizer
 except KeyboardInterrupt:  # while importing torch, through weights (seconds)
     outdir.interrupted_while_starting(__name__)
 

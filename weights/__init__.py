@@ -9,7 +9,7 @@ import torch
 from minigpt import GPT2, Tokenizer
 
 from . import devices, rewrites
-from .checkpoint import read_config, read_model, read_tokenizer, save
+from .checkpoint import read_config, read_model
 from .checks import check_finite
 from .formats import CheckpointError, open_weights
 from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, is_hub_name, locate
@@ -21,6 +21,8 @@ from .rewrites import (
     fold_value_biases,
     process,
 )
+from .save import save
+from .tokenizer_files import read_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # by the names commands take
 

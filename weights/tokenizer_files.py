@@ -5,9 +5,12 @@ of a tokenizer.json that minigpt does not implement are refused by `minigpt.toke
 import json
 from pathlib import Path
 
+from minigpt import Tokenizer, tokenizer_json
+from minigpt.tokenizer import END_OF_TEXT
 from minigpt.tokenizer_json import MAX_ID
 
-from .formats import CheckpointError, read_json, refuse_lfs_pointer
+from .checkpoint import read_config
+from .formats import SPECIAL_TOKEN_FILES, CheckpointError, read_json, refuse_lfs_pointer
 
 
 def read_vocab(path: Path) -> dict[str, int]:
@@ -58,3 +61,79 @@ def read_tokenizer_json(path: Path) -> dict:
     if not isinstance(model.get("vocab"), dict) or not isinstance(model.get("merges"), list):
         raise CheckpointError(f"{path}: its BPE model needs a vocab object and a merges list")
     return data
+
+
+def read_tokenizer(directory: Path) -> Tokenizer:
+    """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that;
+    with the BOS and padding tokens the checkpoint names (`special_tokens`). A vocabulary with ids past the
+    embedding's rows (config.json's vocab_size) is refused here, before any text is tokenized."""
+    files = {name: directory / name for name in ("vocab.json", "merges.txt")}
+    if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
+        path = directory / "tokenizer.json"
+        try:
+            parts = tokenizer_json.read(read_tokenizer_json(path))
+        except CheckpointError:
+            raise
+        except ValueError as error:  # what the tokenizer does not implement, or a malformed field, in one line
+            raise CheckpointError(f"{path}: {error}") from None
+        texts = {i: token for token, i in parts["vocab"].items()} | {t.id: t.content for t in parts["added_tokens"]}
+        check_fits_embedding(directory, texts, path)
+        bos, pad = special_tokens(directory, texts, path)
+        return tokenizer_json.JsonTokenizer(**parts, bos_token=bos, pad_token=pad)
+    for name, path in files.items():
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: no {name} (the tokenizer needs vocab.json and merges.txt, or a tokenizer.json)")
+    vocab = read_vocab(files["vocab.json"])
+    texts = {i: token for token, i in vocab.items()}
+    check_fits_embedding(directory, texts, files["vocab.json"])
+    bos, pad = special_tokens(directory, texts, files["vocab.json"])
+    return Tokenizer(vocab, read_merges(files["merges.txt"], vocab), bos_token=bos, pad_token=pad)
+
+
+def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Path) -> None:
+    """Every token id must be a row of W_E [d_vocab, d_model]: config.json's vocab_size may be larger (Pythia
+    pads its embedding to a multiple of 128), never smaller."""
+    if not (directory / "config.json").is_file() or not texts:
+        return
+    d_vocab, largest = read_config(directory).d_vocab, max(texts)
+    if largest >= d_vocab:
+        raise CheckpointError(
+            f"{vocabulary}: token {texts[largest]!r} has id {largest}, past the model's embedding of {d_vocab} rows "
+            f"(config.json's vocab_size {d_vocab}); the tokenizer's files are not this model's"
+        )
+
+
+def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> tuple[str, str | None]:
+    """The texts of the BOS and padding tokens (None: padding is BOS), checked against the vocabulary's
+    texts {id: text}. Each is the first that names it of: the tokenizer's files (SPECIAL_TOKEN_FILES, the
+    first file's word winning, as in transformers; a token is a string or {"content": string}); config.json's
+    bos_token_id and pad_token_id (a cached snapshot of an older download may lack the tokenizer's files, and
+    OPT's config says 2 and 1 as they do); else GPT-2's <|endoftext|> as BOS."""
+    named: dict[str, tuple[str, str]] = {}  # {role: (token, where it was named)}
+    for name in reversed(SPECIAL_TOKEN_FILES):
+        path = directory / name
+        if path.is_file():
+            given = read_json(path)
+            for role in ("bos_token", "pad_token"):
+                token = given.get(role)
+                if isinstance(token, dict):
+                    token = token.get("content")
+                if token is not None and not isinstance(token, str):
+                    raise CheckpointError(f'{path}: {role} is {json.dumps(token)}; expected a string or {{"content": string}}')
+                if token is not None:
+                    named[role] = (token, f"{name} names it")
+    config = directory / "config.json"
+    hf = read_json(config) if config.is_file() else {}
+    for role in ("bos_token", "pad_token"):
+        token_id = hf.get(f"{role}_id")
+        if role not in named and isinstance(token_id, int) and not isinstance(token_id, bool):
+            if token_id not in texts:
+                raise CheckpointError(f"{config}: {role}_id {token_id} is not an id of {vocabulary.name}'s {len(texts)} tokens")
+            named[role] = (texts[token_id], f"config.json's {role}_id {token_id}")
+    named.setdefault("bos_token", (END_OF_TEXT, "GPT-2's end-of-text token, the default"))
+    known = set(texts.values())
+    for role, (token, why) in named.items():
+        if token not in known:
+            what = "BOS" if role == "bos_token" else "padding"
+            raise CheckpointError(f"{vocabulary}: no {token} (the {what} token: {why})")
+    return named["bos_token"][0], named.get("pad_token", (None,))[0]
