@@ -3,6 +3,7 @@
 from .config import OFFICIAL, Config, config_for
 from .gpt_neo import GPTNeo, NeoConfig
 from .gpt_neox import GPTNeoX, NeoXConfig
+from .llama import Llama, LlamaConfig
 from .model import GPT2, HookPoint, gelu_new
 from .opt import OPT, OPTConfig
 from .sampling import generate
@@ -15,6 +16,8 @@ __all__ = [
     "GPTNeo",
     "GPTNeoX",
     "HookPoint",
+    "Llama",
+    "LlamaConfig",
     "NeoConfig",
     "NeoXConfig",
     "OFFICIAL",

@@ -15,12 +15,7 @@ class Config:
     ln_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, found {value!r}")
-        if not isinstance(self.ln_eps, (int, float)) or not 0 < self.ln_eps < float("inf"):  # NaN fails both
-            raise ValueError(f"ln_eps, LayerNorm's epsilon, must be a positive number, found {self.ln_eps!r}")
+        check_positive(self)
         if self.n_heads * self.d_head != self.d_model:
             raise ValueError(f"n_heads * d_head must equal d_model, found {self.n_heads} * {self.d_head} != {self.d_model}")
 
@@ -31,6 +26,16 @@ class Config:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         rest.setdefault("d_mlp", 4 * d_model)
         return cls(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads, **rest)
+
+
+def check_positive(cfg: "Config") -> None:
+    """Every size a positive integer and LayerNorm's ε a positive number, or a ValueError naming the field."""
+    for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab", "n_ctx"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, found {value!r}")
+    if not isinstance(cfg.ln_eps, (int, float)) or not 0 < cfg.ln_eps < float("inf"):  # NaN fails both
+        raise ValueError(f"ln_eps, LayerNorm's epsilon, must be a positive number, found {cfg.ln_eps!r}")
 
 
 # (n_layers, d_model, n_heads) of the released checkpoints; the others follow from them (d_head = 64, d_mlp =

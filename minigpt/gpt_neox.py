@@ -51,15 +51,15 @@ def gelu_erf(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-def rotary_cos_sin(n_pos: int, cfg: NeoXConfig, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every position's angles, [pos, 1, rotary_dims] (the 1 broadcasts over heads).
+def frequencies(rotary_dims: int, base: float, device=None) -> torch.Tensor:
+    """[rotary_dims / 2]: how far pair i turns per position, base^(−2i/rotary_dims) radians, in float32 as HF computes it."""
+    return 1.0 / (base ** (torch.arange(0, rotary_dims, 2, dtype=torch.float, device=device) / rotary_dims))
 
-    Pair i (dimensions i and i + rotary_dims/2) turns by position · base^(−2i/rotary_dims), computed in float32
-    as HF computes it, then cast to the model's dtype.
-    """
-    r = cfg.rotary_dims
-    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, r, 2, dtype=torch.float, device=device) / r))  # [r/2]
-    angles = torch.arange(n_pos, device=device).float()[:, None] * inv_freq  # [pos, r/2]
+
+def rotary_cos_sin(n_pos: int, inv_freq: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every position's angles, [pos, 1, rotary_dims] (the 1 broadcasts over heads): pair i turns by
+    position · inv_freq[i], computed in float32 as HF computes it, then cast to the model's dtype."""
+    angles = torch.arange(n_pos, device=inv_freq.device).float()[:, None] * inv_freq  # [pos, r/2]
     angles = torch.cat([angles, angles], dim=-1)[:, None, :]  # [pos, 1, r]: each angle serves both dims of its pair
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
@@ -85,8 +85,12 @@ class RotaryAttention(Attention):
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Difference 1: positions enter here, as rotations of q and k [batch, pos, n_heads, d_head]."""
-        cos, sin = rotary_cos_sin(q.shape[1], self.cfg, q.device, q.dtype)  # [pos, 1, rotary_dims]
+        cos, sin = rotary_cos_sin(q.shape[1], self.frequencies(q.device), q.dtype)  # [pos, 1, rotary_dims]
         return self.hook_rot_q(rotate(q, cos, sin)), self.hook_rot_k(rotate(k, cos, sin))
+
+    def frequencies(self, device) -> torch.Tensor:
+        """[rotary_dims / 2] radians per position of each pair: rotary_emb_base^(−2i/rotary_dims)."""
+        return frequencies(self.cfg.rotary_dims, self.cfg.rotary_base, device)
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Difference 5: multiplied by d_head^−0.5, as HF does, rather than divided by √d_head."""

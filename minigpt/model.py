@@ -9,7 +9,7 @@ Every intermediate tensor passes through a `HookPoint`, an identity module whose
 (e.g. "blocks.3.attn.hook_pattern") is its name; `instrument` attaches to them.
 
 The other families (gpt_neo.py, opt.py, gpt_neox.py) subclass these pieces and override only what differs:
-Attention's `rotate`, `scores` and `hidden`, GPT2's `block` (which builds each layer's Block, with the MLP's
+Attention's `rotate`, `scores`, `hidden` and `mix`, GPT2's `block` (which builds each layer's Block, with the MLP's
 `activation` given there) and `embed`.
 """
 
@@ -70,8 +70,9 @@ class LayerNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention. Three small methods are what families change: `rotate` (positions
-    applied to q and k), `scores` (q · k and its scale) and `hidden` (the mask); the forward pass is shared."""
+    """Causal multi-head self-attention. Four small methods are what families change: `rotate` (positions
+    applied to q and k), `scores` (q · k and its scale), `hidden` (the mask) and `mix` (the values weighted by the
+    pattern); the forward pass is shared."""
 
     def __init__(self, cfg: Config):
         super().__init__()
@@ -104,7 +105,7 @@ class Attention(nn.Module):
         # model's dtype, after which a half-precision row sums to 1 only within that dtype's rounding
         # (measured at 16 to 1024 keys: 4e-4 in float16, 3e-3 in bfloat16).
         pattern = self.hook_pattern(scores.float().softmax(dim=-1).to(v.dtype))  # [batch, n_heads, query_pos, key_pos]
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))  # [batch, pos, n_heads, d_head]
+        z = self.hook_z(self.mix(pattern, v))  # [batch, pos, n_heads, d_head]
         return torch.einsum("bphe,hed->bpd", z, self.W_O) + self.b_O  # [batch, pos, d_model]: Σ_h z[h] @ W_O[h] + b_O
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,6 +119,10 @@ class Attention(nn.Module):
     def hidden(self, n_pos: int, device) -> torch.Tensor:
         """[query_pos, key_pos], True where the query may not read the key: causal, so the keys after it."""
         return torch.ones(n_pos, n_pos, dtype=torch.bool, device=device).triu(diagonal=1)
+
+    def mix(self, pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """z: each query's values averaged with its row of the pattern as the weights, head by head."""
+        return torch.einsum("bhqk,bkhe->bqhe", pattern, v)  # [batch, pos, n_heads, d_head]
 
 
 class MLP(nn.Module):
