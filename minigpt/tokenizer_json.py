@@ -239,9 +239,9 @@ def an_object(value, field: str, optional: bool = True) -> dict:
 
 
 def read(obj) -> dict:
-    """The keyword arguments of `JsonTokenizer` that a tokenizer.json's parsed contents give: vocab, merges,
-    added_tokens, normalizer, pre_tokenizer. A part that would change the ids or the decoded text and is
-    not implemented is refused, as is a part that is not what tokenizers writes."""
+    """The keyword arguments of `JsonTokenizer` that a tokenizer.json's parsed contents give: vocab, merges, added_tokens,
+    normalizer, pre_tokenizer, ignore_merges, prepended. A part that would change the ids or the decoded text and
+    is not implemented is refused, as is a part that is not what tokenizers writes."""
     try:
         return read_parts(an_object(obj, "the top level", optional=False))
     except RecursionError:  # a Sequence inside a Sequence inside …: refused, not a traceback
