@@ -1,14 +1,16 @@
-"""Reading a tokenizer.json (Pythia's, GPT-NeoX's; Hugging Face's gpt2 has one too): the parts `tokenizers` runs
-around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the field, and run by
-`JsonTokenizer`, `minigpt/tokenizer.py`'s GPT-2 tokenizer with them (`JsonTokenizer.from_tokenizer_json`).
+"""Reading a tokenizer.json (Pythia's, Llama 3's, Qwen 2.5's and 3's; Hugging Face's gpt2 has one too): the parts
+`tokenizers` runs around the byte-level BPE of `minigpt/bpe.py`, read here or refused in one line naming the
+field, and run by `JsonTokenizer`, `minigpt/tokenizer.py`'s GPT-2 tokenizer with them (`from_tokenizer_json`).
 
 - added tokens: texts found before BPE and given their ids directly (`AddedToken`, `find_added`);
-- a normalizer: a Unicode normal form (Pythia's NFC), applied to the text between the added tokens;
-- a pre-tokenizer: ByteLevel (GPT-2's regex, optionally a space put first), perhaps after Split regexes.
-
-A file is written by a program but may be damaged or hand-edited: a field of the wrong type, a regex that
-does not compile, an id far past any vocabulary. Each is refused naming the field, never with a traceback.
-"""
+- a normalizer: a Unicode normal form (Pythia's and Qwen's NFC), applied to the text between the added tokens;
+- a pre-tokenizer: ByteLevel (GPT-2's regex, optionally a space put first), perhaps after Split regexes
+  (Llama 3's and Qwen's: GPT-2's regex with contractions in any case, and digits cut 3 or 1 at a time);
+- ignore_merges (Llama 3's): a piece that is a symbol of the vocabulary is that symbol, no merge applied;
+- a post-processor putting a BOS before each text (Llama 3's <|begin_of_text|>): the default `bos`.
+Refused, naming the field: Llama 2's, Mistral's and Gemma's SentencePiece-style BPE (byte_fallback), any other
+part not implemented, and a damaged or hand-edited file's field (of the wrong type, a regex that does not
+compile, an id far past any vocabulary): one line, never a traceback."""
 
 import json
 import unicodedata
@@ -99,9 +101,12 @@ class JsonTokenizer(Tokenizer):
     pre-tokenizer's steps, a Split regex and a space put first, before or instead of GPT-2's regex."""
 
     @classmethod
-    def from_tokenizer_json(cls, obj: dict, bos_token: str | None = END_OF_TEXT, pad_token: str | None = None) -> "JsonTokenizer":
-        """Built from a tokenizer.json's parsed contents (`read` checks every part)."""
-        return cls(**read(obj), bos_token=bos_token, pad_token=pad_token)
+    def from_tokenizer_json(cls, obj: dict, bos_token: str | None = "", pad_token: str | None = None) -> "JsonTokenizer":
+        """Built from a tokenizer.json's parsed contents (`read` checks every part). bos_token "", the default:
+        the token its post-processor puts before a text (Llama 3's), else "<|endoftext|>" (Pythia's, Qwen's)."""
+        parts = read(obj)
+        bos = (parts["prepended"] or END_OF_TEXT) if bos_token == "" else bos_token
+        return cls(**parts, bos_token=bos, pad_token=pad_token)
 
     def __init__(
         self,
@@ -111,12 +116,16 @@ class JsonTokenizer(Tokenizer):
         added_tokens: tuple[AddedToken, ...],
         normalizer: tuple[str, ...] = (),
         pre_tokenizer: tuple = GPT2_PRE_TOKENIZER,
+        ignore_merges: bool = False,
+        prepended: str | None = None,
         bos_token: str | None = END_OF_TEXT,
         pad_token: str | None = None,
     ):
-        """bos_token and pad_token (None: the same as BOS) name the tokens `to_tokens` uses; they are not in
-        tokenizer.json but in special_tokens_map.json, and Pythia's are both "<|endoftext|>", id 0."""
+        """bos_token and pad_token (None: the same as BOS) name the tokens `to_tokens` uses, as special_tokens_map.json
+        does (Pythia's: both "<|endoftext|>", id 0). `prepended`: the token tokenizers' encode(text, add_special_tokens=
+        True) puts first (Llama 3's <|begin_of_text|>); `encode` never does, `to_tokens` puts `bos` (the same) first."""
         self.normalizer, self.pre_tokenizer, self.added_tokens = normalizer, pre_tokenizer, added_tokens
+        self.ignore_merges, self.prepended = ignore_merges, prepended
         # The added tokens to find in the raw text, and those to find after normalizing, by the text matched.
         self.raw_added = {t.content: t for t in added_tokens if not t.normalized}
         self.normalized_added = {self.normalize(t.content): t for t in added_tokens if t.normalized}
@@ -138,6 +147,11 @@ class JsonTokenizer(Tokenizer):
 
     def normalize(self, text: str) -> str:
         return normalize(self.normalizer, text)
+
+    def bpe(self, chars: str) -> list[str]:
+        """Stage 3, except that with ignore_merges a piece that is a symbol is that symbol, as in tokenizers: Llama 3's
+        vocabulary is tiktoken's, which looks a piece up whole first; its merges do not always rebuild such a symbol."""
+        return [chars] if self.ignore_merges and chars in self.encoder else super().bpe(chars)
 
     def split_added(self, text: str) -> Iterator[tuple[str, int | None]]:
         """Stage 0: as tokenizers does it, tokens marked normalized=False are found in the raw text first, then
@@ -178,6 +192,9 @@ class JsonTokenizer(Tokenizer):
                 pieces += [(m.group(), m.lastgroup, None) for piece in before for m in NAMED.finditer(piece)]
             else:
                 pieces += [(piece, "split", None) for piece in self.pre_tokenize(segment)]
+        for k, (piece, how, given) in enumerate(pieces if self.ignore_merges else []):  # a symbol is looked up whole (`bpe`)
+            if given is None and self.chars(piece) in self.encoder:  # and its id given, as an added token's
+                pieces[k] = (piece, how + ", a symbol whole (ignore_merges: no merges)", self.encoder[self.chars(piece)])
         gpt2 = GPT2_REGEX in steps
         regex_used = "GPT-2's regex" if gpt2 else "the tokenizer's Split regex"
         prefix = ", after a space put before each piece that lacks one" if PREFIX_SPACE in steps else ""
@@ -222,9 +239,9 @@ def an_object(value, field: str, optional: bool = True) -> dict:
 
 
 def read(obj) -> dict:
-    """The keyword arguments of `JsonTokenizer` that a tokenizer.json's parsed contents give: vocab, merges,
-    added_tokens, normalizer, pre_tokenizer. A part that would change the ids or the decoded text and is
-    not implemented is refused, as is a part that is not what tokenizers writes."""
+    """The keyword arguments of `JsonTokenizer` that a tokenizer.json's parsed contents give: vocab, merges, added_tokens,
+    normalizer, pre_tokenizer, ignore_merges, prepended. A part that would change the ids or the decoded text and
+    is not implemented is refused, as is a part that is not what tokenizers writes."""
     try:
         return read_parts(an_object(obj, "the top level", optional=False))
     except RecursionError:  # a Sequence inside a Sequence inside …: refused, not a traceback
@@ -235,43 +252,48 @@ def read_parts(obj: dict) -> dict:
     for field in ("truncation", "padding"):
         if obj.get(field) is not None:
             refuse(field, obj[field], "minigpt's encode neither truncates nor pads")
-    vocab, merges = read_bpe(an_object(obj.get("model"), "model", optional=False))
-    post = an_object(obj.get("post_processor"), "post_processor")
-    if post is not None and not adds_nothing(post):
-        why = "minigpt adds no tokens after encoding; it reads null, ByteLevel, or a TemplateProcessing that adds none"
-        refuse("post_processor", post, why)
+    vocab, merges, ignore_merges = read_bpe(an_object(obj.get("model"), "model", optional=False))
+    added_tokens = read_added_tokens(obj.get("added_tokens") or [], vocab)
     decoder = an_object(obj.get("decoder"), "decoder")
     if decoder is None or decoder.get("type") != "ByteLevel":
         refuse("decoder", decoder, "minigpt decodes byte-level BPE only (ByteLevel)")
-    added = obj.get("added_tokens") or []
-    if not isinstance(added, list):
-        malformed("added_tokens", added, "a list")
-    return {
-        "vocab": vocab,
-        "merges": merges,
-        "added_tokens": read_added_tokens(added, vocab),
-        "normalizer": read_normalizer(obj.get("normalizer"), "normalizer"),
-        "pre_tokenizer": read_pre_tokenizer(obj.get("pre_tokenizer")),
-    }
+    normalizer, pre_tokenizer = read_normalizer(obj.get("normalizer"), "normalizer"), read_pre_tokenizer(obj.get("pre_tokenizer"))
+    prepended = read_post_processor(obj.get("post_processor"), (vocab | {t.content: t.id for t in added_tokens}).get)
+    return dict(vocab=vocab, merges=merges, added_tokens=added_tokens, normalizer=normalizer, pre_tokenizer=pre_tokenizer,
+                ignore_merges=ignore_merges, prepended=prepended)  # fmt: skip
 
 
-def adds_nothing(post: dict) -> bool:
-    """Whether a post-processor leaves one text's ids as they are: ByteLevel moves offsets only, and a
-    TemplateProcessing whose single-text template is the text alone ($A, as transformers 5 writes GPT-2's)."""
-    if post.get("type") == "ByteLevel":
-        return True
-    single = post.get("single")
-    if post.get("type") != "TemplateProcessing" or not isinstance(single, list) or len(single) != 1:
-        return False
-    return isinstance(single[0], dict) and set(single[0]) == {"Sequence"}
+def read_post_processor(post: dict | None, id_of, field: str = "post_processor") -> str | None:
+    """The token the post-processor puts before each text, or None: ByteLevel moves offsets only; a
+    TemplateProcessing's single-text template is the text ($A, as transformers 5 writes GPT-2's) or one special
+    token and the text (Llama 3's), with the token's own id; newer files hold a Sequence of the two."""
+    if an_object(post, field) is None or post.get("type") == "ByteLevel":
+        return None
+    if post.get("type") == "Sequence" and isinstance(post.get("processors"), list):
+        firsts = [t for i, p in enumerate(post["processors"]) if (t := read_post_processor(p, id_of, f"{field}.processors[{i}]"))]
+        if len(firsts) <= 1:
+            return firsts[0] if firsts else None
+    template = post.get("single") if post.get("type") == "TemplateProcessing" and isinstance(post.get("single"), list) else []
+    kinds = [next(iter(part)) if isinstance(part, dict) and len(part) == 1 else None for part in template]
+    if kinds == ["Sequence"]:
+        return None
+    first = template[0]["SpecialToken"] if kinds == ["SpecialToken", "Sequence"] else None
+    token = first.get("id") if isinstance(first, dict) and isinstance(first.get("id"), str) else None
+    given = post.get("special_tokens", {}).get(token) if isinstance(post.get("special_tokens"), dict) else None
+    if token is None or id_of(token) is None or not isinstance(given, dict) or given.get("ids") != [id_of(token)]:
+        refuse(field, post, "minigpt's encode adds none; it reads ByteLevel and a template putting one token (its own id) first")
+    return token
 
 
-def read_bpe(model: dict) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """The BPE model's vocabulary and merges, the merges written either "left right" or [left, right]."""
+def read_bpe(model: dict) -> tuple[dict[str, int], list[tuple[str, str]], bool]:
+    """The BPE model's vocabulary, merges (written either "left right" or [left, right]) and ignore_merges."""
     if model.get("type", "BPE") != "BPE":
         refuse("model.type", model.get("type"), "minigpt reads byte-level BPE only")
+    if model.get("byte_fallback") not in (None, False):  # checked before unk_token, which these files set too
+        why = "a SentencePiece-style BPE, as Llama 2's, Mistral's and Gemma's: spaces written ▁, characters outside the"
+        refuse("model.byte_fallback", model["byte_fallback"], why + " vocabulary as <0x..> bytes; minigpt reads byte-level BPE")
     accepted = {"dropout": (None, 0, 0.0), "unk_token": (None,), "continuing_subword_prefix": (None, ""),
-                "end_of_word_suffix": (None, ""), "byte_fallback": (None, False), "ignore_merges": (None, False)}  # fmt: skip
+                "end_of_word_suffix": (None, ""), "ignore_merges": (None, False, True)}  # fmt: skip
     for field, values in accepted.items():
         if model.get(field) not in values:
             refuse(f"model.{field}", model[field], f"minigpt's BPE reads only {' or '.join(map(json.dumps, values))}")
@@ -282,11 +304,12 @@ def read_bpe(model: dict) -> tuple[dict[str, int], list[tuple[str, str]]]:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i <= MAX_ID:
             malformed(f"model.vocab[{json.dumps(symbol, ensure_ascii=False)}]", i, f"an id from 0 to {MAX_ID}")
     for rank, merge in enumerate(model["merges"]):
-        pair = tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) if isinstance(merge, list) else ()
-        if len(pair) != 2 or not all(isinstance(s, str) and s in vocab for s in pair) or "".join(pair) not in vocab:
+        pair = merge.split(" ") if isinstance(merge, str) else merge
+        left, right = pair if isinstance(pair, list) and len(pair) == 2 else (None, None)
+        if not (isinstance(left, str) and isinstance(right, str) and left in vocab and right in vocab and left + right in vocab):
             raise ValueError(f"tokenizer.json: model.merges[{rank}] {merge!r} is not two symbols whose merge is a symbol")
-        merges.append(pair)
-    return vocab, merges
+        merges.append((left, right))
+    return vocab, merges, bool(model.get("ignore_merges"))
 
 
 def read_normalizer(normalizer: dict | None, field: str) -> tuple[str, ...]:
@@ -348,6 +371,8 @@ def read_split_pattern(pattern, field: str) -> regex.Pattern:
 def read_added_tokens(entries: list, vocab: dict[str, int]) -> tuple[AddedToken, ...]:
     """The added tokens, with the ids tokenizers gives them: the vocabulary's for a symbol in it, otherwise
     the next after the vocabulary, in the order listed. A file whose ids say otherwise is refused."""
+    if not isinstance(entries, list):
+        malformed("added_tokens", entries, "a list")
     flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
     tokens, next_id = {}, len(vocab)
     for i, entry in enumerate(entries):

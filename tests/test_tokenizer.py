@@ -347,7 +347,7 @@ def edited(path: str, value):
         ("model.type", "WordPiece", 'model.type "WordPiece" is not implemented'),
         ("model.dropout", 0.1, "model.dropout 0.1 is not implemented"),
         ("model.unk_token", "<unk>", 'model.unk_token "<unk>"'),
-        ("model.ignore_merges", True, "model.ignore_merges true"),
+        ("model.ignore_merges", "yes", 'model.ignore_merges "yes" is not implemented'),  # true is read (Llama 3's)
         ("post_processor", {"type": "TemplateProcessing"}, 'post_processor {"type": "TemplateProcessing"}'),
         ("decoder", None, "decoder null is not implemented"),
         ("truncation", {"max_length": 8}, "truncation {"),

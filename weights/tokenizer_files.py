@@ -9,8 +9,7 @@ from minigpt import Tokenizer, tokenizer_json
 from minigpt.tokenizer import END_OF_TEXT
 from minigpt.tokenizer_json import MAX_ID
 
-from .checkpoint import read_config
-from .formats import SPECIAL_TOKEN_FILES, CheckpointError, read_json, refuse_lfs_pointer
+from .formats import SPECIAL_TOKEN_FILES, CheckpointError, json_field, read_json, refuse_lfs_pointer
 
 
 def read_vocab(path: Path) -> dict[str, int]:
@@ -78,7 +77,7 @@ def read_tokenizer(directory: Path) -> Tokenizer:
             raise CheckpointError(f"{path}: {error}") from None
         texts = {i: token for token, i in parts["vocab"].items()} | {t.id: t.content for t in parts["added_tokens"]}
         check_fits_embedding(directory, texts, path)
-        bos, pad = special_tokens(directory, texts, path)
+        bos, pad = special_tokens(directory, texts, path, parts["prepended"])
         return tokenizer_json.JsonTokenizer(**parts, bos_token=bos, pad_token=pad)
     for name, path in files.items():
         if not path.is_file():
@@ -92,10 +91,12 @@ def read_tokenizer(directory: Path) -> Tokenizer:
 
 def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Path) -> None:
     """Every token id must be a row of W_E [d_vocab, d_model]: config.json's vocab_size may be larger (Pythia
-    pads its embedding to a multiple of 128), never smaller."""
-    if not (directory / "config.json").is_file() or not texts:
+    pads its embedding to a multiple of 128, Qwen to 151,936 for 151,665 tokens), never smaller. Only that
+    field is read, so that a tokenizer is read whatever the model's family."""
+    config = directory / "config.json"
+    if not config.is_file() or not texts:
         return
-    d_vocab, largest = read_config(directory).d_vocab, max(texts)
+    d_vocab, largest = json_field(read_json(config), config, "vocab_size", int), max(texts)
     if largest >= d_vocab:
         raise CheckpointError(
             f"{vocabulary}: token {texts[largest]!r} has id {largest}, past the model's embedding of {d_vocab} rows "
@@ -103,12 +104,19 @@ def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Pat
         )
 
 
-def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> tuple[str, str | None]:
+def special_tokens(
+    directory: Path, texts: dict[int, str], vocabulary: Path, prepended: str | None = None
+) -> tuple[str, str | None]:
     """The texts of the BOS and padding tokens (None: padding is BOS), checked against the vocabulary's
     texts {id: text}. Each is the first that names it of: the tokenizer's files (SPECIAL_TOKEN_FILES, the
     first file's word winning, as in transformers; a token is a string or {"content": string}); config.json's
     bos_token_id and pad_token_id (a cached snapshot of an older download may lack the tokenizer's files, and
-    OPT's config says 2 and 1 as they do); else GPT-2's <|endoftext|> as BOS."""
+    OPT's config says 2 and 1 as they do); else, as BOS, the token a tokenizer.json's post-processor puts
+    before each text (`prepended`, Llama 3's <|begin_of_text|>), or GPT-2's <|endoftext|>.
+
+    Qwen 2.5 and 3 name no BOS in their tokenizer files (tokenizer_config.json's bos_token is null, and
+    add_bos_token false); their config.json's bos_token_id 151643 names <|endoftext|>, which is minigpt's BOS
+    for them, as it is GPT-2's."""
     named: dict[str, tuple[str, str]] = {}  # {role: (token, where it was named)}
     for name in reversed(SPECIAL_TOKEN_FILES):
         path = directory / name
@@ -130,6 +138,8 @@ def special_tokens(directory: Path, texts: dict[int, str], vocabulary: Path) -> 
             if token_id not in texts:
                 raise CheckpointError(f"{config}: {role}_id {token_id} is not an id of {vocabulary.name}'s {len(texts)} tokens")
             named[role] = (texts[token_id], f"config.json's {role}_id {token_id}")
+    if prepended is not None:
+        named.setdefault("bos_token", (prepended, "the token tokenizer.json's post_processor puts first"))
     named.setdefault("bos_token", (END_OF_TEXT, "GPT-2's end-of-text token, the default"))
     known = set(texts.values())
     for role, (token, why) in named.items():
