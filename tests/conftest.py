@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import socket
@@ -161,7 +162,10 @@ def hub_mirrors(tmp_path_factory):
         facts[label] = git(repo, "rev-parse", "HEAD")
         facts[f"{label}_dir"] = source
     git(repo, "tag", "v1", facts["older"])
-    decoys = {"tf_model.h5": b"not fetched", "tokenizer.json": b"not fetched: vocab.json and merges.txt come first"}
+    # A tokenizer.json in GPT-2's form (openai-community/gpt2 carries one): fetched beside vocab.json and merges.txt,
+    # which are what is read (weights.tokenizer_files.reads_tokenizer_json).
+    gpt2_form = {"normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "use_regex": True}, "model": {"type": "BPE"}}
+    decoys = {"tf_model.h5": b"not fetched", "tokenizer.json": json.dumps(gpt2_form).encode()}
     for label, seed, kwargs in (
         ("pickle", 23, dict(weights_format="bin")),
         ("sharded", 24, dict(max_shard_bytes=300_000)),

@@ -634,7 +634,7 @@ def test_a_pickle_only_and_a_sharded_repository_download_what_they_have_and_load
     models = [arg for repo in repos for arg in ("--model", repo)]
     result = run_cli(*models, "--prompts-file", prompts, "--out", tmp_path / "out", env=hub.env(tmp_path / "hf"))
     assert result.returncode == 0, result.stderr
-    tokenizer = ["config.json", "merges.txt", "vocab.json"]
+    tokenizer = ["config.json", "merges.txt", "tokenizer.json", "vocab.json"]  # tokenizer.json in GPT-2's form: not read
     assert cached_files(tmp_path / "hf", "someone/gpt2-pickle") == sorted(["pytorch_model.bin", *tokenizer])
     shards = sorted(p.name for p in facts["sharded_dir"].glob("model-*.safetensors"))
     assert len(shards) > 2
@@ -646,7 +646,8 @@ def test_a_pickle_only_and_a_sharded_repository_download_what_they_have_and_load
 
 
 def test_a_download_takes_the_tokenizer_and_shards_each_repository_has(hub, tmp_path):
-    """.bin shards with their index; tokenizer.json where vocab.json and merges.txt are not both there."""
+    """.bin shards with their index; tokenizer.json where the repository has it (beside vocab.json and merges.txt
+    too: which is read is decided on reading)."""
     script = "import json, weights; print(json.dumps(sorted(p.name for p in weights.locate(NAME)[0].iterdir())))"
     found = {}
     for repo in ("someone/gpt2-bin-sharded", "someone/tokenizer-json"):
@@ -660,7 +661,7 @@ def test_a_download_takes_the_tokenizer_and_shards_each_repository_has(hub, tmp_
         found[repo] = json.loads(result.stdout)
     bin_shards = [name for name in found["someone/gpt2-bin-sharded"] if name.startswith("pytorch_model-")]
     assert len(bin_shards) > 2 and found["someone/gpt2-bin-sharded"] == sorted(
-        ["config.json", "merges.txt", "pytorch_model.bin.index.json", "vocab.json", *bin_shards]
+        ["config.json", "merges.txt", "pytorch_model.bin.index.json", "tokenizer.json", "vocab.json", *bin_shards]
     )
     assert found["someone/tokenizer-json"] == ["config.json", "model.safetensors", "tokenizer.json"]
 

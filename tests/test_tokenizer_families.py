@@ -8,6 +8,7 @@ import functools
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 
@@ -339,6 +340,36 @@ def test_qwen_directory_gives_endoftext_as_bos_through_config_jsons_bos_token_id
     assert tokenizer.to_tokens("Hi there")[0].tolist() == [eot, *ours.encode("Hi there")]
     (tmp_path / name / "config.json").write_text(json.dumps(config | {"bos_token_id": None}))  # then GPT-2's default
     assert weights.read_tokenizer(tmp_path / name).bos == eot
+
+
+def test_qwens_tokenizer_json_is_read_even_beside_its_vocab_json_and_merges_txt(tmp_path):
+    """Qwen's repositories carry vocab.json and merges.txt too. Read through them, the text would be split by GPT-2's
+    regex without NFC (digits grouped as GPT-2 groups them) and the added tokens would be missing: tokenizer.json is
+    what is read."""
+    ours, theirs = both("qwen3")
+    eot = ours.id_of("<|endoftext|>")
+    config = {"model_type": "qwen3", "bos_token_id": eot, "vocab_size": eot + 128}
+    directory = write_release(tmp_path / "qwen3", "qwen3", config, {"bos_token": None, "pad_token": "<|endoftext|>"}, None)
+    data = json.loads(FILES["qwen3"]())
+    (directory / "vocab.json").write_text(json.dumps(data["model"]["vocab"]))
+    merges = [" ".join(m) if isinstance(m, list) else m for m in data["model"]["merges"]]
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    text = "It'S 1234567 café"
+    assert weights.read_tokenizer(directory).to_tokens(text)[0].tolist() == [eot, *theirs.encode(text).ids]
+
+
+def test_a_tokenizer_json_in_gpt2s_form_leaves_gpt2s_reader_in_place(vocab_files, tmp_path):
+    """openai-community/gpt2 carries a tokenizer.json that says what vocab.json and merges.txt say (no normalizer,
+    ByteLevel with GPT-2's regex): GPT-2's own reader stays the one that runs."""
+    from minigpt import Tokenizer
+    from minigpt.tokenizer_json import JsonTokenizer as Json
+
+    for name, path in zip(("vocab.json", "merges.txt"), vocab_files):
+        (tmp_path / name).write_bytes(Path(path).read_bytes())
+    gpt2_form = {"normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(gpt2_form | {"model": {"type": "BPE", "vocab": {}, "merges": []}}))
+    tokenizer = weights.read_tokenizer(tmp_path)
+    assert type(tokenizer) is Tokenizer and not isinstance(tokenizer, Json)
 
 
 def test_llama_directory_gives_begin_of_text_as_bos(tmp_path):

@@ -16,8 +16,9 @@ REPOS = {
     "distilgpt2": "distilbert/distilgpt2",
 }
 # What a download fetches, of the files a repository has: config.json, the first of WEIGHT_FILES it holds (and,
-# for a sharded checkpoint, the shards its index names), and the tokenizer: vocab.json and merges.txt, or else
-# tokenizer.json, and the files naming its BOS and padding tokens where it has them (SPECIAL_TOKEN_FILES).
+# for a sharded checkpoint, the shards its index names), and the tokenizer: vocab.json and merges.txt, and
+# tokenizer.json, where the repository has them (tokenizer_files.reads_tokenizer_json picks what is read), and
+# the files naming its BOS and padding tokens where it has them (SPECIAL_TOKEN_FILES).
 # Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 
@@ -155,7 +156,7 @@ def files_to_fetch(listing: list[str], where: str) -> list[str]:
     if weights is None:
         shown = ", ".join(sorted(have)[:12]) + (" …" if len(have) > 12 else "")
         raise CheckpointError(f"{where} has none of the weight files minigpt reads ({', '.join(WEIGHT_FILES)}); it has {shown}")
-    tokenizer = next((names for names in TOKENIZER_FILES if have.issuperset(names)), ())
+    tokenizer = [name for names in TOKENIZER_FILES if have.issuperset(names) for name in names]
     return ["config.json", weights, *tokenizer, *(name for name in SPECIAL_TOKEN_FILES if name in have)]
 
 

@@ -63,11 +63,11 @@ def read_tokenizer_json(path: Path) -> dict:
 
 
 def read_tokenizer(directory: Path) -> Tokenizer:
-    """GPT-2's vocab.json and merges.txt, or, where a repository ships only a tokenizer.json (Pythia's), that;
-    with the BOS and padding tokens the checkpoint names (`special_tokens`). A vocabulary with ids past the
-    embedding's rows (config.json's vocab_size) is refused here, before any text is tokenized."""
+    """GPT-2's vocab.json and merges.txt, or a tokenizer.json (`reads_tokenizer_json` says which); with the BOS and
+    padding tokens the checkpoint names (`special_tokens`). A vocabulary with ids past the embedding's rows
+    (config.json's vocab_size) is refused here, before any text is tokenized."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
-    if not files["vocab.json"].is_file() and (directory / "tokenizer.json").is_file():
+    if reads_tokenizer_json(directory):
         path = directory / "tokenizer.json"
         try:
             parts = tokenizer_json.read(read_tokenizer_json(path))
@@ -87,6 +87,25 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     check_fits_embedding(directory, texts, files["vocab.json"])
     bos, pad = special_tokens(directory, texts, files["vocab.json"])
     return Tokenizer(vocab, read_merges(files["merges.txt"], vocab), bos_token=bos, pad_token=pad)
+
+
+def reads_tokenizer_json(directory: Path) -> bool:
+    """Whether the tokenizer is the directory's tokenizer.json rather than its vocab.json and merges.txt.
+
+    tokenizer.json is what Hugging Face's (fast) tokenizers run, so it is read wherever it is, except beside
+    vocab.json and merges.txt when it only says what those two files already do: no normalizer, and GPT-2's
+    ByteLevel pre-tokenizer with its regex (openai-community/gpt2's own tokenizer.json). Qwen's repositories carry
+    all three files, and their tokenizer.json's normalizer (NFC) and Split regex (digits one at a time) are not
+    GPT-2's: read through vocab.json, those models would get other ids, silently."""
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        return False
+    if not (directory / "vocab.json").is_file() or not (directory / "merges.txt").is_file():
+        return True
+    data = read_json(path)
+    pre = data.get("pre_tokenizer") if isinstance(data, dict) else None
+    gpt2_regex = isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
+    return data.get("normalizer") is not None or not gpt2_regex
 
 
 def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Path) -> None:
