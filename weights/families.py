@@ -21,6 +21,7 @@ from minigpt.gpt_neo import GPTNeo, NeoConfig
 from minigpt.gpt_neox import GPTNeoX, NeoXConfig
 from minigpt.opt import OPT, OPTConfig
 
+from . import gemma, olmo2  # OLMo 2's and Gemma's readers, in files of their own (they use the helpers below)
 from .formats import CheckpointError, json_field
 from .keys import KeyMap, Layout, from_heads, head_bias, heads, layer_norm, linear, same
 
@@ -290,6 +291,10 @@ FAMILIES = {
     ),
 }
 LAYOUTS = {NeoConfig: FAMILIES["gpt_neo"][1], OPTConfig: FAMILIES["opt"][1], NeoXConfig: FAMILIES["gpt_neox"][1]}
+# OLMo 2 (weights/olmo2.py) and Gemma 2 / Gemma 3 (weights/gemma.py): one reader and layout for both Gemmas.
+FAMILIES |= {"olmo2": (olmo2.olmo2_config, olmo2.LAYOUT), "gemma2": (gemma.gemma_config, gemma.LAYOUT)}
+FAMILIES["gemma3_text"] = FAMILIES["gemma2"]
+LAYOUTS |= {olmo2.OLMo2Config: olmo2.LAYOUT, gemma.GemmaConfig: gemma.LAYOUT}
 
 
 def read_config(model_type: str, hf: dict, path) -> Config:
