@@ -1,4 +1,4 @@
-"""Gemma 2 and Gemma 3 (google/gemma-2-2b, -9b, -27b; google/gemma-3-1b-pt and the text of the larger Gemma 3s):
+"""Gemma 2 and Gemma 3 (google/gemma-2-2b, -9b, -27b; google/gemma-3-1b-pt, -270m, the text-only Gemma 3s):
 GPT-2, except…
 
 Everything llama.py lists (RMSNorm, whole-head rotary, grouped-query attention, a gated MLP, no biases, sliding
@@ -7,7 +7,8 @@ modeling_gemma2.py and modeling_gemma3.py):
 
 1. Each RMSNorm multiplies by (1 + w), with w stored around 0 (Gemma2RMSNorm). weights/gemma.py reads the gain
    as w = 1 + w_file, in float32, so llama.py's RMSNorm (x / rms · w) serves unchanged and its gain is, as
-   everywhere else in minigpt, the number the normalised vector is multiplied by.
+   everywhere else in minigpt, the number the normalised vector is multiplied by. (HF's Gemma multiplies by the
+   gain before casting to the model's dtype, Llama's after: the same in float32, one rounding apart in bfloat16.)
 2. The embedding is multiplied by √d_model before the first block, in the model's dtype as HF does (in bfloat16
    √1152 = 33.94 becomes 34.0): hook_embed is after the scale, the residual stream's start. The tied
    unembedding reads W_E unscaled.
@@ -26,8 +27,8 @@ modeling_gemma2.py and modeling_gemma3.py):
    sliding, then one global): llama.py's window on the sliding ones.
 8. Gemma 3 normalises each head's q and k (llama.py, difference 6, with the (1 + w) of difference 1), and its
    two kinds of layer turn at two rates: sliding layers by rope_local_base_freq (10 000), global ones by
-   rope_theta (1 000 000), stretched linearly on the larger models (rope_scaling; transformers 5 writes both as
-   rope_parameters per layer type).
+   rope_theta (1 000 000), stretched linearly where rope_scaling says so (transformers 5 writes both as
+   rope_parameters per layer type). The larger Gemma 3s (model_type "gemma3", with a vision tower) are refused.
 
 As in GPT-2: a pre-norm residual stream written by attention then the MLP, a final norm, a tied unembedding.
 """
