@@ -125,21 +125,18 @@ def test_gemma_gains_are_read_as_one_plus_the_stored_value(checkpoints):
     assert torch.equal(model.blocks[2].attn.k_norm.w, 1 + stored["model.layers.2.self_attn.k_norm.weight"].float())
 
 
-def test_transformers_5_config_reads_the_same(checkpoints, hf_outputs, tmp_path):
-    """transformers 5 writes layer_types and rope_parameters per layer type (Gemma 3: {sliding_attention,
-    full_attention}) instead of sliding_window_pattern, rope_theta, rope_local_base_freq and rope_scaling."""
-    for name in ("gemma2", "gemma3_linear", "olmo2"):
-        family = CHECKPOINTS[name][0]
-        shutil.copytree(checkpoints[name], tmp_path / name)
-        HF_CLASSES[family].config_class.from_pretrained(checkpoints[name]).save_pretrained(tmp_path / name)
-        written = json.loads((tmp_path / name / "config.json").read_text())
-        assert "rope_parameters" in written and "rope_theta" not in written
+def test_transformers_5_config_reads_the_same(checkpoints, tmp_path):
+    """transformers 5 writes rope_parameters (Gemma 3's per layer type, {sliding_attention, full_attention}) and
+    layer_types (beside sliding_window_pattern) instead of rope_theta, rope_local_base_freq and rope_scaling."""
+    written = {}
+    for name in ("olmo2", "gemma2", "gemma3_linear"):
+        HF_CLASSES[CHECKPOINTS[name][0]].config_class.from_pretrained(checkpoints[name]).save_pretrained(tmp_path / name)
+        written[name] = json.loads((tmp_path / name / "config.json").read_text())
+        assert "rope_parameters" in written[name] and "rope_theta" not in written[name]
         assert weights.read_config(tmp_path / name) == weights.read_config(checkpoints[name])
-    assert set(written_gemma3 := json.loads((tmp_path / "gemma3_linear" / "config.json").read_text())["rope_parameters"]) == {
-        "sliding_attention",
-        "full_attention",
-    }
-    assert written_gemma3["full_attention"]["rope_type"] == "linear"
+    assert written["gemma3_linear"]["rope_parameters"]["full_attention"]["rope_type"] == "linear"
+    assert written["gemma3_linear"]["rope_parameters"]["sliding_attention"]["rope_theta"] == 10000
+    assert written["gemma3_linear"]["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
 
 
 def test_sliding_layers_read_only_the_window(checkpoints):
