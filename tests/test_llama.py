@@ -358,3 +358,10 @@ def test_each_model_type_downloads_through_the_hub_and_loads_as_from_its_directo
         with torch.no_grad():
             expected = weights.load(checkpoints[kind], processed=False)[0](torch.arange(12)[None] * 997)
         assert torch.equal(found[repo], expected), repo
+
+
+def test_the_builder_s_gain_growth_is_stored_in_the_gains(tmp_path):
+    """llama_checkpoints.write_llama(gain_growth=g) multiplies layer l's norm gains by g**l: a known answer for studies."""
+    model, _ = weights.load(write_llama(tmp_path / "grown", "llama", seed=3, gain_growth=2.0), processed=False)
+    rms = [float(block.ln1.w.pow(2).mean().sqrt()) for block in model.blocks]
+    assert [b / a for a, b in zip(rms, rms[1:])] == pytest.approx([2.0] * (N_LAYERS - 1), rel=0.15)
