@@ -176,13 +176,13 @@ def randomise(model: nn.Module, seed: int, gain_growth: float = 1.0) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
-def write_llama(directory, kind: str, *, seed=0, gain_growth=1.0, with_tied_lm_head=False, **size):
+def write_llama(directory, kind: str, *, seed=0, gain_growth=1.0, with_tied_lm_head=False, changes=None, **size):
     """A tiny random checkpoint of `kind` (see the module's docstring) in `directory`, as its release holds one,
     with GPT-2's vocab.json and merges.txt. with_tied_lm_head: a tied model's file carries lm_head.weight too
-    (a copy of the embedding), as some conversions write it."""
+    (a copy of the embedding), as some conversions write it. changes: config.json fields set otherwise."""
     directory.mkdir(parents=True, exist_ok=True)
     # GPT-2's tokenizer stands in for the release's: its <|endoftext|> is BOS and EOS (config.json names them).
-    config = released_config(kind, **size) | {"bos_token_id": 50256, "eos_token_id": 50256}
+    config = released_config(kind, **size) | {"bos_token_id": 50256, "eos_token_id": 50256} | (changes or {})
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     torch.manual_seed(seed)
     cls = hf_class(config)

@@ -11,16 +11,22 @@ position. Measured maxima are printed at the end of the run.
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import record
+from conftest import HubServer, git, record
 from llama_checkpoints import KINDS, N_KV_HEADS, N_LAYERS, WINDOW, hf_class, write_llama
+from safetensors.torch import load_file, save_file
 
 import instrument
 import weights
 from minigpt import Llama, LlamaConfig
 from minigpt.llama import llama3_frequencies
+from weights import CheckpointError
 
 TOL = 1e-4
 
@@ -110,17 +116,16 @@ def test_each_kind_loads_as_llama_with_its_unembedding(checkpoints):
     assert untied.W_U.shape == (64, 50257) and not torch.equal(untied.W_U, untied.W_E.T)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_follows_float32(checkpoints, dtype):
+@pytest.mark.parametrize("kind, dtype", [("qwen3", torch.bfloat16), ("llama3", torch.float16)])
+def test_half_precision_follows_float32(checkpoints, kind, dtype):
     """As for the other families: half-precision log-probs close to float32's, every parameter in that dtype."""
-    tokens = prompts(n_batch=1, seed=6)
-    for kind in ("llama3", "qwen3"):
-        reference, _ = weights.load(checkpoints[kind])
-        half, _ = weights.load(checkpoints[kind], dtype=dtype)
-        assert {p.dtype for p in half.parameters()} == {dtype}
-        with torch.no_grad():
-            expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
-        assert (found - expected).abs().max() < 0.1, kind
+    tokens = prompts(n_batch=1, n_pos=24, seed=6)
+    reference, _ = weights.load(checkpoints[kind])
+    half, _ = weights.load(checkpoints[kind], dtype=dtype)
+    assert {p.dtype for p in half.parameters()} == {dtype}
+    with torch.no_grad():
+        expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
+    assert (found - expected).abs().max() < 0.1
 
 
 def hook_names(model) -> set[str]:
@@ -200,3 +205,163 @@ def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(checkpoin
     for name in found:
         torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
     assert stream_only.W_U is None and stream_only.ln_final is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Other settings the classes read, other forms of the same files, and what is refused.
+
+
+@pytest.mark.parametrize(
+    "kind, changes",
+    [
+        ("llama", {"attention_bias": True}),  # q, k, v and o biases (LlamaAttention)
+        ("qwen3", {"attention_bias": True}),
+        ("llama", {"rope_scaling": {"type": "linear", "factor": 4.0}}),  # transformers 4.x's "type"
+        ("llama", {"pretraining_tp": 2}),  # only cut 4.x's products into slices: the same sums, read as 1
+        ("llama", {"num_key_value_heads": None}),  # null: HF's default, one key-value head per query head
+    ],
+)
+def test_other_settings_the_classes_read_match_hugging_face(tmp_path, kind, changes):
+    directory = write_llama(tmp_path / kind, kind, seed=5, changes=changes)
+    check_against_hf(directory, f"{kind} {changes}")
+
+
+def test_both_config_forms_and_save_pretrained_files_read_the_same(checkpoints, tmp_path):
+    """transformers 5's save_pretrained writes rope_parameters (and Qwen's layer_types) in place of rope_theta and
+    rope_scaling, drops a tied lm_head and writes float32: the same config, exactly the same model."""
+    tokens = prompts(n_batch=1, n_pos=12, seed=4)
+    for kind in KINDS:
+        source, saved = checkpoints[kind], tmp_path / kind
+        hf_reference(source).save_pretrained(saved)
+        written = json.loads((saved / "config.json").read_text())
+        assert "rope_parameters" in written and "rope_scaling" not in written and "rope_theta" not in written, kind
+        assert ("layer_types" in written) == kind.startswith("qwen"), kind
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(source / name, saved / name)
+        assert weights.read_config(saved) == weights.read_config(source), kind
+        with torch.no_grad():
+            expected = weights.load(source, processed=False)[0](tokens)
+            found = weights.load(saved, processed=False)[0](tokens)
+        assert torch.equal(found, expected), kind
+
+
+def test_a_tied_lm_head_in_the_file_is_checked_not_read(tmp_path):
+    tied = write_llama(tmp_path / "tied", "qwen3", seed=2, with_tied_lm_head=True)
+    assert "lm_head.weight" in load_file(tied / "model.safetensors")
+    model, _ = weights.load(tied, processed=False)
+    assert model.W_U is None
+    state = load_file(tied / "model.safetensors")
+    state["lm_head.weight"] = state["lm_head.weight"] + 1
+    save_file(state, tied / "model.safetensors")
+    with pytest.raises(CheckpointError, match="lm_head.weight differs from embed_tokens.weight; Llama ties them"):
+        weights.load(tied)
+
+
+def test_an_untied_model_without_its_lm_head_is_refused(checkpoints, tmp_path):
+    directory = tmp_path / "llama"
+    shutil.copytree(checkpoints["llama"], directory)
+    state = load_file(directory / "model.safetensors")
+    del state["lm_head.weight"]
+    save_file(state, directory / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing \(1\): lm_head.weight"):
+        weights.load(directory)
+
+
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+@pytest.mark.parametrize(
+    "kind, change, message",
+    [
+        ("llama", {"hidden_act": "gelu"}, "hidden_act 'gelu'; minigpt's gated MLP is SwiGLU (silu)"),
+        ("llama", {"mlp_bias": True}, "mlp_bias is true; minigpt's gated MLP has no biases"),
+        ("llama", {"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope_scaling has rope_type 'yarn'"),
+        ("llama", {"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "rope_scaling has rope_type 'dynamic'"),
+        ("llama", {"rope_parameters": {"rope_type": "longrope"}}, "rope_parameters has rope_type 'longrope'"),
+        ("llama", {"partial_rotary_factor": 0.5}, "partial_rotary_factor is 0.5; minigpt's Llama turns the whole head"),
+        ("llama", {"rope_scaling": LLAMA3_ROPE | {"partial_rotary_factor": 0.5}}, "partial_rotary_factor is 0.5"),
+        ("llama", {"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling: missing the field 'low_freq_factor'"),
+        (
+            "llama",
+            {"rope_parameters": {"full_attention": {"rope_type": "default"}}},
+            "rope_parameters holds one rotary embedding per layer type",
+        ),
+        ("llama", {"final_logit_softcapping": 30.0}, "final_logit_softcapping is 30.0; llama has no softcapping"),
+        ("qwen3", {"attn_logit_softcapping": 50.0}, "attn_logit_softcapping is 50.0; qwen3 has no softcapping"),
+        ("mistral", {"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+        (
+            "qwen2",
+            {"layer_types": ["full_attention"] * 3},
+            "layer_types is ['full_attention', 'full_attention', 'full_attention']",
+        ),
+        ("qwen2", {"layer_types": ["full_attention", "chunked_attention"] * 2}, "expected 4 of 'sliding_attention'"),
+        ("qwen3", {"layer_types": ["sliding_attention"] * 4}, "layer_types names sliding_attention layers, but"),
+        ("qwen3", {"head_dim": 15}, "d_head must be even for the rotary embedding's pairs, found 15"),
+        ("qwen3", {"rms_norm_eps": 0}, "rms_norm_eps is 0; expected a positive number"),
+        ("mistral", {"sliding_window": -1}, "sliding_window is -1; expected a positive integer"),
+    ],
+)
+def test_unsupported_settings_are_refused_in_one_line_naming_the_field(checkpoints, tmp_path, kind, change, message):
+    directory = tmp_path / kind
+    shutil.copytree(checkpoints[kind], directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | change))
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        weights.load(directory)
+    assert "\n" not in str(error.value) and str(error.value).startswith(str(directory / "config.json"))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The hub path: one repository per model_type through olah on 127.0.0.1, as tests/test_families.py does.
+
+HUB_REPOS = {"llama3": "meta-llama/Llama-3.2-1B", "mistral": "mistralai/Mistral-7B-v0.1", "qwen2": "Qwen/Qwen2.5-0.5B"}
+HUB_REPOS |= {"qwen3": "Qwen/Qwen3-0.6B"}
+
+LOAD_FROM_HUB = """
+import sys, torch, weights
+found = {}
+for repo in sys.argv[2:]:
+    model, _ = weights.load(repo, processed=False)
+    with torch.no_grad():
+        found[repo] = model(torch.arange(12)[None] * 997)
+torch.save(found, sys.argv[1])
+"""
+
+
+def test_each_model_type_downloads_through_the_hub_and_loads_as_from_its_directory(checkpoints, tmp_path):
+    mirrors = tmp_path / "mirrors"
+    for kind, repo in HUB_REPOS.items():
+        mirror = mirrors / "models" / repo
+        mirror.mkdir(parents=True)
+        git(mirror, "init", "-q", "-b", "main")
+        for path in checkpoints[kind].iterdir():
+            shutil.copy(path, mirror / path.name)
+        git(mirror, "add", "-A")
+        git(mirror, "commit", "-q", "-m", "weights as released")
+    (tmp_path / "olah").mkdir()
+    server = HubServer(mirrors, tmp_path / "olah")
+    try:
+        command = [sys.executable, "-c", LOAD_FROM_HUB, str(tmp_path / "out.pt"), *HUB_REPOS.values()]
+        result = subprocess.run(
+            command,
+            env=server.env(tmp_path / "hf"),
+            cwd=Path(__file__).parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    found = torch.load(tmp_path / "out.pt", weights_only=True)
+    for kind, repo in HUB_REPOS.items():
+        with torch.no_grad():
+            expected = weights.load(checkpoints[kind], processed=False)[0](torch.arange(12)[None] * 997)
+        assert torch.equal(found[repo], expected), repo
+
+
+def test_the_builder_s_gain_growth_is_stored_in_the_gains(tmp_path):
+    """llama_checkpoints.write_llama(gain_growth=g) multiplies layer l's norm gains by g**l: a known answer for studies."""
+    model, _ = weights.load(write_llama(tmp_path / "grown", "llama", seed=3, gain_growth=2.0), processed=False)
+    rms = [float(block.ln1.w.pow(2).mean().sqrt()) for block in model.blocks]
+    assert [b / a for a, b in zip(rms, rms[1:])] == pytest.approx([2.0] * (N_LAYERS - 1), rel=0.15)

@@ -5,7 +5,9 @@ parameters, which tensor of the file it comes from, that tensor's shape, and how
 transpose, a cut into heads). `read_weights` then does the same for every family: check every expected tensor is
 present, nothing else but the buffers the files are known to carry, each of its shape, all of what is wrong in one
 error naming the file; build the model on the meta device (no memory); read the tensors one at a time into it;
-and check that every parameter was set.
+and check that every parameter was set. Beside it, what every family's config.json reader uses (`fields`,
+`refuse_unless`, `make_config`), here so that weights/families.py and the family files it registers
+(weights/llama.py) import them without importing each other.
 """
 
 import re
