@@ -25,7 +25,7 @@ from olmo_gemma_checkpoints import D_VOCAB, HF_CLASSES, N_LAYERS, WINDOW, hf_run
 
 import instrument
 import weights
-from minigpt.gemma import Gemma
+from minigpt.gemma import Gemma, GemmaConfig
 from minigpt.olmo2 import OLMo2
 from weights import CheckpointError
 
@@ -123,6 +123,26 @@ def test_gemma_gains_are_read_as_one_plus_the_stored_value(checkpoints):
         expected = 1 + stored[f"model.{theirs}.weight"].float()
         assert torch.equal(model.get_parameter(ours), expected)
     assert torch.equal(model.blocks[2].attn.k_norm.w, 1 + stored["model.layers.2.self_attn.k_norm.weight"].float())
+
+
+def test_gemma_embedding_scale_is_rounded_to_the_models_dtype_as_hf_does():
+    """gemma-3-1b-pt's √1152 = 33.94 is 34.0 in bfloat16, and HF multiplies by that: so does minigpt, exactly.
+    (At the tests' d_model of 64, √64 = 8 is exact in every dtype, so the comparisons above cannot see it.)"""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3TextScaledWordEmbedding
+
+    d_model = 1152
+    theirs = Gemma3TextScaledWordEmbedding(16, d_model, 0, embed_scale=d_model**0.5)
+    torch.nn.init.normal_(theirs.weight, generator=torch.Generator().manual_seed(0))
+    theirs = theirs.to(torch.bfloat16)
+    cfg = GemmaConfig(n_layers=1, d_model=d_model, n_heads=4, d_head=256, d_mlp=8, d_vocab=16, n_ctx=8, n_kv_heads=1)
+    with torch.device("meta"):
+        model = Gemma(cfg)
+    model.W_E = torch.nn.Parameter(theirs.weight.detach().clone(), requires_grad=False)
+    tokens = torch.arange(16)[None]
+    with torch.no_grad():
+        assert torch.equal(model.embed(tokens), theirs(tokens))
+        scaled_in_float32 = (model.W_E.float()[tokens] * d_model**0.5).to(torch.bfloat16)
+        assert not torch.equal(scaled_in_float32, theirs(tokens))  # the rounding the test is about
 
 
 def test_transformers_5_config_reads_the_same(checkpoints, tmp_path):
