@@ -7,8 +7,9 @@ modeling_gemma2.py and modeling_gemma3.py):
 
 1. Each RMSNorm multiplies by (1 + w), with w stored around 0 (Gemma2RMSNorm). weights/gemma.py reads the gain
    as w = 1 + w_file, in float32, so llama.py's RMSNorm (x / rms · w) serves unchanged and its gain is, as
-   everywhere else in minigpt, the number the normalised vector is multiplied by. (HF's Gemma multiplies by the
-   gain before casting to the model's dtype, Llama's after: the same in float32, one rounding apart in bfloat16.)
+   everywhere else in minigpt, the number the normalised vector is multiplied by. (HF's Gemma multiplies by 1 + w
+   in float32 before casting to the model's dtype; here the gain is in the model's dtype, as Llama's: the same in
+   float32, a rounding of the gain and of the product apart in bfloat16.)
 2. The embedding is multiplied by √d_model before the first block, in the model's dtype as HF does (in bfloat16
    √1152 = 33.94 becomes 34.0): hook_embed is after the scale, the residual stream's start. The tied
    unembedding reads W_E unscaled.
