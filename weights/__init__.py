@@ -40,8 +40,9 @@ def load(
     """Load a GPT-2 by name ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bundled"),
     hub id, or local directory. Hub models come through huggingface_hub's cache (`revision`: a branch,
     tag or commit); the bundled model and local directories are read where they are. `model.source`
-    records where the files came from and the resolved revision. With processed=True the four rewrites of
-    `weights.process` are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
+    records where the files came from and the resolved revision. With processed=True the rewrites of
+    `weights.process` (all four for LayerNorm families; for RMSNorm ones such as Llama, the norms' gains folded and
+    nothing centred) are applied in float32 before the model is cast to dtype. device: "auto" (CUDA,
     then MPS, then CPU) or one this machine has, checked before anything is read. unembed=False leaves
     out ln_final and the unembedding (`weights.drop_unembed`): the residual stream only, in less memory.
     Weights holding NaN or ±Inf are refused (`weights.checks.check_finite`) unless allow_nonfinite=True.

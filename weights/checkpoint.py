@@ -35,7 +35,7 @@ def read_config(directory: Path) -> Config:
     """The model's shape from a Hugging Face config.json, refusing settings minigpt does not implement.
 
     GPT-2's is read here; config.json's model_type picks another family's reader (weights/families.py),
-    whose config type (NeoConfig, OPTConfig, NeoXConfig) then says which model `read_model` builds.
+    whose config type (NeoConfig, OPTConfig, NeoXConfig, LlamaConfig…) then says which model `read_model` builds.
     """
     path = directory / "config.json"
     if not path.is_file():
