@@ -55,6 +55,10 @@ class LlamaConfig(Config):
     qk_norm: bool = False  # Qwen 3's RMSNorm on each head's q and k (difference 6)
     window_size: int | None = None  # the sliding window of `local_layers` (difference 7)
     local_layers: tuple[int, ...] = ()
+    # Where the weights come from, not how they compute (weights/llama.py's key map reads them; difference 5, 9):
+    qkv_bias: bool = False  # the files hold q, k and v biases (Qwen 2; attention_bias); otherwise b_Q, b_K, b_V are zeros
+    o_bias: bool = False  # the files hold the output projection's bias (attention_bias in Llama, Qwen 3); otherwise b_O is zero
+    tied: bool = False  # tie_word_embeddings: no lm_head of its own, W_U is None and the forward uses W_E.T
 
     def __post_init__(self):
         check_positive(self)  # not GPT-2's n_heads · d_head = d_model (difference 8)

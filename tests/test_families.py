@@ -503,7 +503,7 @@ def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(family_ch
         ("gpt_neox", {"tie_word_embeddings": True}, "tie_word_embeddings is true"),
         ("gpt_neox", {"rotary_pct": 0.1875}, "rotary_dims must be even and in (0, d_head = 16], found 3"),
         ("gpt_neox", {"num_attention_heads": 5}, "n_heads * d_head must equal d_model"),
-        ("gpt_neox", {"model_type": "llama"}, "model_type is 'llama'; minigpt reads the model types"),
+        ("gpt_neox", {"model_type": "mamba"}, "model_type is 'mamba'; minigpt reads the model types"),
     ],
 )
 def test_unsupported_settings_are_refused_in_one_line_naming_the_field(family_checkpoints, tmp_path, family, change, message):

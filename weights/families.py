@@ -1,4 +1,5 @@
-"""GPT-Neo, OPT and GPT-NeoX (Pythia) checkpoints, as their hub repositories hold them, read into minigpt.
+"""GPT-Neo, OPT and GPT-NeoX (Pythia) checkpoints, as their hub repositories hold them, read into minigpt; and the
+register of every family other than GPT-2 (FAMILIES, LAYOUTS), weights/llama.py's Llama, Mistral and Qwen included.
 
 For each family, two things, as weights/checkpoint.py has them for GPT-2:
   *_config   its config.json read into the family's config. Every setting the family's file in minigpt/ does
@@ -19,34 +20,12 @@ import torch
 from minigpt.config import Config
 from minigpt.gpt_neo import GPTNeo, NeoConfig
 from minigpt.gpt_neox import GPTNeoX, NeoXConfig
+from minigpt.llama import LlamaConfig
 from minigpt.opt import OPT, OPTConfig
 
-from . import gemma, olmo2  # OLMo 2's and Gemma's readers, in files of their own (they use the helpers below)
-from .formats import CheckpointError, json_field
-from .keys import KeyMap, Layout, from_heads, head_bias, heads, layer_norm, linear, same
-
-
-def fields(hf: dict, path):
-    """get(name, kind[, default]): config.json's field, refused in one line unless it is of that kind
-    (formats.json_field: int a positive integer, float a number, str, bool, list, dict; null counts as absent)."""
-
-    def get(name: str, kind: type, *default):
-        return json_field(hf, path, name, kind, *default)
-
-    return get
-
-
-def refuse_unless(ok: bool, path, what: str) -> None:
-    if not ok:
-        raise CheckpointError(f"{path}: {what}")
-
-
-def make_config(cls, path, **sizes) -> Config:
-    """The family's config, or the config's own complaint (e.g. d_model not a multiple of n_heads) as one line."""
-    try:
-        return cls(**sizes)
-    except ValueError as error:
-        raise CheckpointError(f"{path}: {error}") from None
+from . import gemma, llama, olmo2
+from .formats import CheckpointError
+from .keys import KeyMap, Layout, fields, from_heads, head_bias, heads, layer_norm, linear, make_config, refuse_unless, same
 
 
 def projections(cfg: Config, block: str, at: str, names: dict[str, str], biases: bool = True) -> KeyMap:
@@ -289,8 +268,13 @@ FAMILIES = {
             GPTNeoX, neox_key_map, "gpt_neox.", re.compile(r"layers\.\d+\.attention\.(bias|masked_bias|rotary_emb\.inv_freq)")
         ),
     ),
+} | {model_type: (llama.llama_config, llama.LAYOUT) for model_type in llama.MODEL_TYPES}
+LAYOUTS = {
+    NeoConfig: FAMILIES["gpt_neo"][1],
+    OPTConfig: FAMILIES["opt"][1],
+    NeoXConfig: FAMILIES["gpt_neox"][1],
+    LlamaConfig: llama.LAYOUT,
 }
-LAYOUTS = {NeoConfig: FAMILIES["gpt_neo"][1], OPTConfig: FAMILIES["opt"][1], NeoXConfig: FAMILIES["gpt_neox"][1]}
 # OLMo 2 (weights/olmo2.py) and Gemma 2 / Gemma 3 (weights/gemma.py): one reader and layout for both Gemmas.
 FAMILIES |= {"olmo2": (olmo2.olmo2_config, olmo2.LAYOUT), "gemma2": (gemma.gemma_config, gemma.LAYOUT)}
 FAMILIES["gemma3_text"] = FAMILIES["gemma2"]

@@ -1,21 +1,18 @@
 """Gemma 2 and Gemma 3 checkpoints (google/gemma-2-2b, google/gemma-3-1b-pt …), as the hub holds them, read into
 minigpt/gemma.py's Gemma.
 
-Files: model.safetensors (sharded for the larger models), keys under "model.", no lm_head (the unembedding is the
-embedding, tied), every layer an nn.Linear without a bias (weights/olmo2.py's `attention` and `gated_mlp` read
-them), and four RMSNorms a layer: input_layernorm (ln1), post_attention_layernorm (ln1_post),
-pre_feedforward_layernorm (ln2), post_feedforward_layernorm (ln2_post); Gemma 3 also each head's q_norm and
-k_norm. Every RMSNorm gain is stored as w_file, multiplying by (1 + w_file): read here as w = 1 + w_file
-(minigpt/gemma.py, difference 1), in float32 before any cast.
+The files are Llama's (weights/llama.py): model.safetensors, sharded for the larger models, keys under "model.",
+every layer an nn.Linear without a bias, and no lm_head (the unembedding is the embedding, tied). What differs is
+the norms, four a layer: input_layernorm (ln1), post_attention_layernorm (in Llama the norm before the MLP; here
+after attention: ln1_post), pre_feedforward_layernorm (ln2), post_feedforward_layernorm (ln2_post); Gemma 3 also
+each head's q_norm and k_norm, as Qwen 3's. And every RMSNorm gain is stored as w_file, multiplying by
+(1 + w_file): read here as w = 1 + w_file (minigpt/gemma.py, difference 1), in float32 before any cast.
 """
-
-import re
 
 from minigpt.gemma import Gemma, GemmaConfig
 
-from . import families
-from .keys import KeyMap, Layout, same
-from .olmo2 import attention, gated_mlp, rope, top_level_rope
+from .keys import KeyMap, Layout, fields, make_config, refuse_unless
+from .llama import IGNORED, llama_key_map, rms_norm, rope
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 # Before layer_types, config.json said which layers slide by a period: Gemma 2's every other layer from layer 0,
@@ -29,30 +26,28 @@ def one_plus(w):
 
 
 def layer_types(hf: dict, path, model_type: str, n_layers: int) -> list[str]:
-    get = families.fields(hf, path)
+    get = fields(hf, path)
     period = get("sliding_window_pattern", int, DEFAULT_PERIOD[model_type])
     types = get("layer_types", list, [LAYER_TYPES[(i + 1) % period == 0] for i in range(n_layers)])
-    families.refuse_unless(
-        len(types) == n_layers, path, f"layer_types gives {len(types)} layers, num_hidden_layers is {n_layers}"
-    )
+    refuse_unless(len(types) == n_layers, path, f"layer_types gives {len(types)} layers, num_hidden_layers is {n_layers}")
     unknown = sorted(set(map(str, types)) - set(LAYER_TYPES))
-    families.refuse_unless(not unknown, path, f"layer_types {unknown}; Gemma has {' and '.join(LAYER_TYPES)}")
+    refuse_unless(not unknown, path, f"layer_types {unknown}; Gemma has {' and '.join(LAYER_TYPES)}")
     return types
 
 
 def gemma3_rope(hf: dict, path) -> dict:
     """Gemma 3's two rotations: transformers 4's rope_local_base_freq (sliding layers) beside rope_theta and
     rope_scaling (global layers), or transformers 5's rope_parameters {sliding_attention: …, full_attention: …}."""
-    get = families.fields(hf, path)
+    get = fields(hf, path)
     per_type = get("rope_parameters", dict, {})
     if set(per_type) & set(LAYER_TYPES):
-        inner = families.fields(per_type, f"{path}: rope_parameters")
-        local = rope(inner("sliding_attention", dict, {}), path, "rope_parameters.sliding_attention", 10000.0)
-        full = rope(inner("full_attention", dict, {}), path, "rope_parameters.full_attention", 1e6)
-    else:
-        local = rope({}, path, "rope_local_base_freq", get("rope_local_base_freq", float, 10000.0))
-        full = rope(get("rope_scaling", dict, {}), path, "rope_scaling", get("rope_theta", float, 1e6))
-    families.refuse_unless(
+        inner = fields(per_type, f"{path}: rope_parameters")
+        local = rope({"rope_parameters": inner("sliding_attention", dict, {}), "rope_theta": 10000.0}, path)
+        full = rope({"rope_parameters": inner("full_attention", dict, {}), "rope_theta": 1e6}, path)
+    else:  # rope_scaling, if set, stretches the global layers only (HF's Gemma3TextConfig)
+        local = {"rope_base": float(get("rope_local_base_freq", float, 10000.0)), "rope_type": "default"}
+        full = rope({"rope_theta": 1e6} | hf, path)
+    refuse_unless(
         local["rope_type"] == "default",
         path,
         f"the sliding layers' rope_type is {local['rope_type']!r}; minigpt turns Gemma 3's sliding layers unscaled",
@@ -61,23 +56,21 @@ def gemma3_rope(hf: dict, path) -> dict:
 
 
 def gemma_config(hf: dict, path) -> GemmaConfig:
-    get = families.fields(hf, path)
+    get = fields(hf, path)
     model_type = get("model_type", str)
     activation = get("hidden_activation", str, "gelu_pytorch_tanh")
-    families.refuse_unless(
+    refuse_unless(
         activation in ("gelu_pytorch_tanh", "gelu_new"), path, f"hidden_activation {activation!r}; Gemma uses gelu_pytorch_tanh"
     )
-    families.refuse_unless(not get("attention_bias", bool, False), path, "attention_bias is true; minigpt's Gemma has no biases")
-    families.refuse_unless(
-        get("tie_word_embeddings", bool, True), path, "tie_word_embeddings is false; Gemma unembeds with its embedding"
-    )
-    families.refuse_unless(
+    refuse_unless(not get("attention_bias", bool, False), path, "attention_bias is true; minigpt's Gemma has no biases")
+    refuse_unless(get("tie_word_embeddings", bool, True), path, "tie_word_embeddings is false; Gemma unembeds with its embedding")
+    refuse_unless(
         not get("use_bidirectional_attention", bool, False),
         path,
         "use_bidirectional_attention is true (an encoder such as EmbeddingGemma); minigpt's Gemma is causal",
     )
     attn_softcap = get("attn_logit_softcapping", float, None)
-    families.refuse_unless(
+    refuse_unless(
         model_type == "gemma2" or attn_softcap is None,
         path,
         "attn_logit_softcapping is set, and HF's Gemma 3 does not apply it; minigpt will not guess (Gemma 3 has null)",
@@ -86,14 +79,12 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
     types = layer_types(hf, path, model_type, n_layers)
     local_layers = tuple(l for l, kind in enumerate(types) if kind == "sliding_attention")
     if model_type == "gemma2":  # one rotation for every layer
-        rotary = top_level_rope(hf, path, 10000.0)
-        families.refuse_unless(
-            rotary["rope_type"] == "default", path, f"rope_type {rotary['rope_type']!r}; Gemma 2 turns unscaled"
-        )
+        rotary = rope(hf, path)
+        refuse_unless(rotary["rope_type"] == "default", path, f"rope_type {rotary['rope_type']!r}; Gemma 2 turns unscaled")
         rotary["rope_local_base"] = rotary["rope_base"]
     else:
         rotary = gemma3_rope(hf, path)
-    return families.make_config(
+    return make_config(
         GemmaConfig,
         path,
         n_layers=n_layers,
@@ -106,6 +97,7 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
         ln_eps=get("rms_norm_eps", float, 1e-6),
         n_kv_heads=get("num_key_value_heads", int, n_heads),
         qk_norm=model_type == "gemma3_text",
+        tied=True,
         window_size=get("sliding_window", int) if local_layers else None,
         local_layers=local_layers,
         query_pre_attn_scalar=float(get("query_pre_attn_scalar", float, 256)),
@@ -116,23 +108,19 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
 
 
 def gemma_key_map(cfg: GemmaConfig) -> KeyMap:
-    d, e = cfg.d_model, cfg.d_head
-    key_map = {"W_E": ("embed_tokens.weight", (cfg.d_vocab, d), same)}
-    norms = {
-        "ln1": "input_layernorm",
-        "ln1_post": "post_attention_layernorm",
-        "ln2": "pre_feedforward_layernorm",
-        "ln2_post": "post_feedforward_layernorm",
-    }
+    """Llama's key map (attention, the gated MLP, ln1 from input_layernorm, Gemma 3's q_norm and k_norm, ln_final;
+    no W_U, tied) with Gemma's four norms a layer, and every gain read as 1 + w_file."""
+    key_map = llama_key_map(cfg)
     for i in range(cfg.n_layers):
         block, at = f"blocks.{i}", f"layers.{i}"
-        key_map |= attention(cfg, block, f"{at}.self_attn") | gated_mlp(cfg, block, f"{at}.mlp")
-        key_map |= {f"{block}.{ours}.w": (f"{at}.{theirs}.weight", (d,), one_plus) for ours, theirs in norms.items()}
-        if cfg.qk_norm:  # Gemma 3: per head, gains [d_head]
-            key_map[f"{block}.attn.q_norm.w"] = (f"{at}.self_attn.q_norm.weight", (e,), one_plus)
-            key_map[f"{block}.attn.k_norm.w"] = (f"{at}.self_attn.k_norm.weight", (e,), one_plus)
-    return key_map | {"ln_final.w": ("norm.weight", (d,), one_plus)}
+        key_map[f"{block}.ln1_post.w"] = key_map.pop(f"{block}.ln2.w")  # post_attention_layernorm: after attention here
+        key_map |= rms_norm(f"{block}.ln2", f"{at}.pre_feedforward_layernorm", cfg.d_model)
+        key_map |= rms_norm(f"{block}.ln2_post", f"{at}.post_feedforward_layernorm", cfg.d_model)
+    # The norms' gains are the only parameters named ….w: each is stored as w − 1 (minigpt/gemma.py, difference 1).
+    return {
+        name: (key, shape, one_plus) if name.endswith(".w") else (key, shape, how) for name, (key, shape, how) in key_map.items()
+    }
 
 
 # A file that carries lm_head.weight too must hold the embedding there (checked against it, then not read).
-LAYOUT = Layout(Gemma, gemma_key_map, "model.", re.compile(r"lm_head\.weight"), "embed_tokens.weight")
+LAYOUT = Layout(Gemma, gemma_key_map, "model.", IGNORED, tied_to="embed_tokens.weight")

@@ -17,7 +17,7 @@ from torch import nn
 
 from minigpt import Config
 
-from .formats import CheckpointError, read_float32
+from .formats import CheckpointError, json_field, read_float32
 from .rewrites import drop_unembed
 
 # parameter name (its module path, e.g. "blocks.0.attn.W_Q") → (key in the file, the tensor's shape there, how the
@@ -33,6 +33,29 @@ class Layout:
     prefix: str  # what `save_pretrained` puts before every key ("transformer.", "model.", "gpt_neox.")
     ignored: re.Pattern  # keys that are not read, matched in full: causal-mask buffers, a tied lm_head
     tied_to: str | None = None  # the embedding's key, which an lm_head.weight in the file must equal
+
+
+def fields(hf: dict, path):
+    """get(name, kind[, default]): config.json's field, refused in one line unless it is of that kind
+    (formats.json_field: int a positive integer, float a number, str, bool, list, dict; null counts as absent)."""
+
+    def get(name: str, kind: type, *default):
+        return json_field(hf, path, name, kind, *default)
+
+    return get
+
+
+def refuse_unless(ok: bool, path, what: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{path}: {what}")
+
+
+def make_config(cls, path, **sizes) -> Config:
+    """The family's config, or the config's own complaint (e.g. d_model not a multiple of n_heads) as one line."""
+    try:
+        return cls(**sizes)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def same(tensor: torch.Tensor) -> torch.Tensor:
@@ -79,11 +102,12 @@ def linear(mlp: str, side: str, key: str, d_in: int, d_out: int) -> KeyMap:
 def match_keys(checkpoint_file, cfg: Config, expected: dict[str, tuple[int, ...]], prefix: str, ignored: re.Pattern) -> dict:
     """{key as in `expected`: its key in the file}, after checking every tensor is present, known and of its shape.
 
-    A key in the file may carry `prefix`; keys that `ignored` matches in full are not read.
+    A key in the file may carry `prefix`; keys that `ignored` matches in full are not read, unless `expected`
+    names them (Llama's lm_head.weight: ignored when tied, the unembedding when not).
     """
     in_file = {key.removeprefix(prefix): key for key in checkpoint_file.shapes()}
     shapes = checkpoint_file.shapes()
-    found = {name: tuple(shapes[key]) for name, key in in_file.items() if not ignored.fullmatch(name)}
+    found = {name: tuple(shapes[key]) for name, key in in_file.items() if name in expected or not ignored.fullmatch(name)}
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
     misshaped = [
@@ -124,7 +148,7 @@ def read_weights(checkpoint_file, cfg: Config, layout: Layout, unembed: bool = T
         if unembed or name not in UNEMBEDDING:
             module, _, attribute = name.rpartition(".")
             set_parameter(model.get_submodule(module), attribute, how(read(key)))
-    if layout.tied_to and "lm_head.weight" in checkpoint_file:
+    if layout.tied_to and "lm_head.weight" in checkpoint_file and "lm_head.weight" not in expected:
         check_tied(checkpoint_file, model.W_E, layout.tied_to, layout.model.__name__)
     if not unembed:
         drop_unembed(model)
