@@ -97,7 +97,7 @@ def mean_direction(r: ModelStudy) -> str:
         f"- {r.slug}, ‖x‖ includes the mean: RMSNorm divides by the root mean square without subtracting the mean, "
         "so the residual is not mean-zero and centring the writing weights would change the model: only the gains "
         f"are folded. At the last layer mean ‖x‖ is {norm:.3g} and mean ‖x − mean(x)‖ {centred:.3g} "
-        f"({centred / norm:.0%} of it); over the fit layers they grow {fit(r, r.mean['resid_post'])} and "
+        f"({centred / norm:.1%} of it); over the fit layers they grow {fit(r, r.mean['resid_post'])} and "
         f"{fit(r, r.centred['resid_post'])} per layer (figure 17; summary.json's centred_norm)."
     )
 

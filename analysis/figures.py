@@ -223,7 +223,7 @@ def activation_rate(r: ModelStudy) -> Shown:
     gated = r.nonlinearity in ("SwiGLU", "GeGLU")
     rates = {
         "actual run": r.act.mean("active"),
-        "random normalised inputs": w["active_random"],
+        "random unit-RMS inputs" if r.arch.norm == "RMSNorm" else "random normalised inputs": w["active_random"],
         f"{r.mlp_input} from positions 1–6 only": w["active_early_positions"],
         f"{r.mlp_input} from a random other layer": w["active_other_layer"],
     }
