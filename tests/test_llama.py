@@ -10,6 +10,7 @@ position. Measured maxima are printed at the end of the run.
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def check_against_hf(directory, label: str) -> None:
     for handle in handles:
         handle.remove()
     assert len(blocks) == N_LAYERS
-    for processed in (False,):  # processed: with the RMSNorm rewrites (next commit)
+    for processed in (False, True):
         model, _ = weights.load(directory, processed=processed)
         logits, cache = instrument.run_with_cache(model, tokens, names=resid)
         if processed:
@@ -107,3 +108,95 @@ def test_each_kind_loads_as_llama_with_its_unembedding(checkpoints):
         assert (model.W_U is None) == model.cfg.tied, kind
     untied, _ = weights.load(checkpoints["llama"], processed=False)
     assert untied.W_U.shape == (64, 50257) and not torch.equal(untied.W_U, untied.W_E.T)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_follows_float32(checkpoints, dtype):
+    """As for the other families: half-precision log-probs close to float32's, every parameter in that dtype."""
+    tokens = prompts(n_batch=1, seed=6)
+    for kind in ("llama3", "qwen3"):
+        reference, _ = weights.load(checkpoints[kind])
+        half, _ = weights.load(checkpoints[kind], dtype=dtype)
+        assert {p.dtype for p in half.parameters()} == {dtype}
+        with torch.no_grad():
+            expected, found = reference(tokens).log_softmax(-1), half(tokens).float().log_softmax(-1)
+        assert (found - expected).abs().max() < 0.1, kind
+
+
+def hook_names(model) -> set[str]:
+    return {re.sub(r"blocks\.\d+\.", "blocks.{l}.", name) for name in instrument.hook_points(model)}
+
+
+def test_hook_names_are_gpt2s_with_the_gated_mlp_s_and_qwen3_s_norms(checkpoints, small_checkpoint):
+    gpt2 = hook_names(weights.load(small_checkpoint, processed=False)[0])
+    llama = hook_names(weights.load(checkpoints["llama"], processed=False)[0])
+    qwen3, _ = weights.load(checkpoints["qwen3"], processed=False)
+    assert gpt2 - llama == {"hook_pos_embed"}
+    added = {"blocks.{l}.attn.hook_rot_q", "blocks.{l}.attn.hook_rot_k", "blocks.{l}.mlp.hook_pre_linear"}
+    assert llama - gpt2 == added
+    norms = {f"blocks.{{l}}.attn.{n}.hook_{h}" for n in ("q_norm", "k_norm") for h in ("scale", "normalized")}
+    assert hook_names(qwen3) - gpt2 == added | norms
+    _, cache = instrument.run_with_cache(qwen3, prompts(n_batch=1, n_pos=5))
+    assert cache["blocks.0.attn.hook_q"].shape == (1, 5, 4, 32)  # n_heads query heads of head_dim 32
+    assert cache["blocks.0.attn.hook_k"].shape == cache["blocks.0.attn.hook_v"].shape == (1, 5, N_KV_HEADS, 32)
+    assert cache["blocks.0.attn.hook_z"].shape == (1, 5, 4, 32) and cache["blocks.0.mlp.hook_pre_linear"].shape == (1, 5, 96)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rewrites: each alone, and `process`, for every kind.
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_rewrite_alone_leaves_log_probs_unchanged(checkpoints, kind):
+    tokens = prompts(n_batch=1, seed=1)
+    reference, _ = weights.load(checkpoints[kind], processed=False)
+    with torch.no_grad():
+        before = reference(tokens)
+    for rewrite in ("fold_layer_norm", "center_unembed", "fold_value_biases"):
+        rewritten, _ = weights.load(checkpoints[kind], processed=False)
+        getattr(weights, rewrite)(rewritten)
+        with torch.no_grad():
+            after = rewritten(tokens)
+        diff = (after.log_softmax(-1) - before.log_softmax(-1)).abs().max().item()
+        record(f"{kind}, {rewrite} alone: log-probs, max abs diff", diff, TOL)
+        if rewrite != "center_unembed":  # the only rewrite that shifts logits (by a constant per position)
+            record(f"{kind}, {rewrite} alone: logits, max abs diff", (after - before).abs().max().item(), TOL)
+
+
+def test_processing_folds_the_pre_norms_and_keeps_what_cannot_fold(checkpoints):
+    model, _ = weights.load(checkpoints["qwen3"])
+    for norm in [*(b.ln1 for b in model.blocks), *(b.ln2 for b in model.blocks), model.ln_final]:
+        assert norm.w is None
+    assert all(b.attn.q_norm.w is not None and b.attn.k_norm.w is not None for b in model.blocks)  # after rotation: stays
+    assert model.W_U is not None and model.b_U is None  # untied to be folded; RMSNorm has no bias to give it one
+    assert model.W_U.mean(-1).abs().max() < 1e-6  # centred over the vocabulary
+    qwen2, _ = weights.load(checkpoints["qwen2"])
+    assert all(torch.all(b.attn.b_V == 0) for b in qwen2.blocks)
+    released, _ = weights.load(checkpoints["qwen2"], processed=False)
+    assert all(not torch.all(b.attn.b_V == 0) for b in released.blocks)  # the biases were there to fold
+    with pytest.raises(ValueError, match="RMSNorm gains are already folded"):
+        weights.fold_layer_norm(model)
+
+
+def test_writing_weights_are_not_centred_for_rmsnorm_and_softcapped_logits_not_shifted(checkpoints):
+    model, _ = weights.load(checkpoints["llama"], processed=False)
+    with pytest.raises(ValueError) as error:
+        weights.center_writing_weights(model)
+    assert "reads its residual stream with RMSNorm" in str(error.value) and "\n" not in str(error.value)
+    model.final_softcap = 30.0  # as Gemma 2's logits are: softcap · tanh(logits / softcap)
+    with pytest.raises(ValueError, match=r"center_unembed: Llama softcaps its logits \(final_softcap 30.0\)"):
+        weights.center_unembed(model)
+    weights.process(model)  # skips both, folds the rest
+    assert model.ln_final.w is None and model.b_U is None
+
+
+def test_dropping_the_unembedding_leaves_every_residual_hook_unchanged(checkpoints):
+    full, _ = weights.load(checkpoints["llama3"])
+    stream_only, _ = weights.load(checkpoints["llama3"], unembed=False)
+    tokens = prompts(n_batch=1, n_pos=12, seed=3)
+    _, expected = instrument.run_with_cache(full, tokens, unembed=False)
+    _, found = instrument.run_with_cache(stream_only, tokens, unembed=False)
+    assert found.keys() == expected.keys()
+    for name in found:
+        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
+    assert stream_only.W_U is None and stream_only.ln_final is None

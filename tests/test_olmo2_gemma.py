@@ -98,6 +98,10 @@ def test_olmo2_loads_with_its_tokenizer_as_its_own_model(checkpoints, hf_outputs
     with torch.no_grad():
         logits = model(prompts("olmo2"))
     assert (logits - hf_outputs["olmo2"][0]).abs().max() <= TOL
+    stream_only, _ = weights.load(checkpoints["olmo2"], processed=False, unembed=False)  # ln_final and lm_head unread
+    assert stream_only.W_U is None and stream_only.ln_final is None
+    with torch.no_grad():
+        assert torch.equal(stream_only(prompts("olmo2"), unembed=False), model(prompts("olmo2"), unembed=False))
 
 
 def test_gemma_reads_its_config(checkpoints):

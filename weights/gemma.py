@@ -28,7 +28,8 @@ def one_plus(w):
 def layer_types(hf: dict, path, model_type: str, n_layers: int) -> list[str]:
     get = fields(hf, path)
     period = get("sliding_window_pattern", int, DEFAULT_PERIOD[model_type])
-    types = get("layer_types", list, [LAYER_TYPES[(i + 1) % period == 0] for i in range(n_layers)])
+    by_period = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n_layers)]
+    types = get("layer_types", list, by_period)
     refuse_unless(len(types) == n_layers, path, f"layer_types gives {len(types)} layers, num_hidden_layers is {n_layers}")
     unknown = sorted(set(map(str, types)) - set(LAYER_TYPES))
     refuse_unless(not unknown, path, f"layer_types {unknown}; Gemma has {' and '.join(LAYER_TYPES)}")
@@ -46,7 +47,7 @@ def gemma3_rope(hf: dict, path) -> dict:
         full = rope({"rope_parameters": inner("full_attention", dict, {}), "rope_theta": 1e6}, path)
     else:  # rope_scaling, if set, stretches the global layers only (HF's Gemma3TextConfig)
         local = {"rope_base": float(get("rope_local_base_freq", float, 10000.0)), "rope_type": "default"}
-        full = rope({"rope_theta": 1e6} | hf, path)
+        full = rope(hf | {"rope_theta": get("rope_theta", float, 1e6)}, path)
     refuse_unless(
         local["rope_type"] == "default",
         path,
