@@ -5,6 +5,9 @@ definitions: ‖x − mean(x)‖ beside ‖x‖ (the residual is not mean-zero),
 heads, the gate > 0 fraction of a gated MLP (figure 12), the gains of pre- and post-sublayer norms, and the
 BOS position's ratio to the median."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +156,85 @@ def test_architecture_says_what_processing_folded_and_what_each_model_has(llama,
         "ln1, ln2 gains folded into the weights that read them, nothing centred (RMSNorm does not subtract the mean)"
     )
     assert isinstance(folded.blocks[0].ln1, RMSNorm)
+
+
+# ---------------------------------------------------------------------------------------------
+# One study over GPT-2 and tiny Llama-, Qwen 3- and OLMo 2-shaped checkpoints in their released forms (issue 29's
+# acceptance line): it runs, and its report names what each model cannot have.
+
+GAIN_GROWTH = 1.1  # the Llama checkpoint's RMSNorm gains grow ×1.1 per layer: growth stored in the gains, a known answer
+
+
+@pytest.fixture(scope="module")
+def new_family_report(small_checkpoint, tmp_path_factory):
+    from llama_checkpoints import write_llama
+
+    from analysis import growth
+
+    root = tmp_path_factory.mktemp("new-families")
+    checkpoints = {
+        "gpt2": small_checkpoint,
+        "llama3": write_llama(root / "llama3", "llama3", seed=5, gain_growth=GAIN_GROWTH),
+        "qwen3": write_llama(root / "qwen3", "qwen3", seed=6),
+        "olmo2": write_released(root / "olmo2", "olmo2", seed=7),
+    }
+    prompts = root / "prompts.txt"
+    shipped = (Path(__file__).parent.parent / "analysis" / "prompts.txt").read_text(encoding="utf-8")
+    prompts.write_text("\n".join(shipped.splitlines()[:16]), encoding="utf-8")  # 16 of the shipped prompts: quick
+    out = root / "report"
+    models = [arg for path in checkpoints.values() for arg in ("--model", str(path))]
+    assert growth.main([*models, "--prompts-file", str(prompts), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    return checkpoints, out, {kind: summary["models"][str(path)] for kind, path in checkpoints.items()}
+
+
+def test_one_study_runs_gpt2_llama_qwen3_and_olmo2_and_says_what_each_cannot_have(new_family_report):
+    checkpoints, out, models = new_family_report
+    report = (out / "report.md").read_text()
+    new = {kind: checkpoints[kind].name for kind in ("llama3", "qwen3", "olmo2")}
+    families = {"gpt2": "GPT-2", "llama3": "Llama", "qwen3": "Qwen 3", "olmo2": "OLMo 2"}
+    assert {kind: m["family"] for kind, m in models.items()} == families
+    assert {kind: m["nonlinearity"] for kind, m in models.items()} == {"gpt2": "GELU"} | dict.fromkeys(new, "SwiGLU")
+    section = report.split("## What each model cannot have")[1].split("\n## ")[0]
+    for kind, name in new.items():
+        for said in ("‖x‖ includes the mean", "no W_pos", "grouped key-value heads", "figure 12 counts gates"):
+            assert f"- {name}, {said}" in section, (kind, said)
+        assert models[kind]["norm"] == "RMSNorm" and "nothing centred" in models[kind]["processed"]
+        figures = {png.stem for png in (out / name).glob("*.png")}
+        assert {"12-swiglu-gate-fraction", "17-centred-norm"} <= figures and "12-gelu-activation-rate" not in figures
+        # ‖x − mean(x)‖ beside ‖x‖: never larger, and for these random models not the same
+        norm, centred = np.array(models[kind]["mean_norm"]["resid_post"]), np.array(models[kind]["centred_norm"]["resid_post"])
+        assert (centred <= norm * (1 + 1e-6)).all() and not np.allclose(centred, norm, rtol=1e-4)
+        assert len(models[kind]["mlp_gate_positive_fraction"]) == models[kind]["n_layers"]
+    assert f"- {new['olmo2']}, post-sublayer norms unfolded" in section
+    assert (
+        f"- {new['qwen3']}, q and k normalised per head" in section
+        and f"- {new['olmo2']}, q and k normalised whole width" in section
+    )
+    assert f"- {new['qwen3']}, no BOS token of its own" in section and "(id 50256)" in section
+    gpt2 = checkpoints["gpt2"].name
+    assert f"- {gpt2}," not in section and "centred_norm" not in models["gpt2"] and models["gpt2"]["norm"] == "LayerNorm"
+    assert models["gpt2"]["processed"] == "LayerNorm folded, writing weights centred"
+    assert models["llama3"]["processed"].startswith("ln1, ln2 gains folded into the weights that read them, nothing centred")
+    assert "ln1_post, ln2_post gains left as trained" in models["olmo2"]["processed"]
+    bos = report.split("## The BOS position")[1].split("\n## ")[0]
+    for kind, path in checkpoints.items():
+        ratio = models[kind]["bos_over_median_resid_post"]
+        assert f"- **{path.name}** (`<|endoftext|>`, id 50256): ×{ratio[-1]:.3g} at the last layer" in bos
+    assert all(m["appendix1"]["violations"] == 0 for m in models.values())
+
+
+def test_the_weights_table_finds_growth_stored_in_rmsnorm_gains_and_names_post_norm_gains(new_family_report):
+    """The Llama checkpoint's gains grow ×1.1 per layer: its ln1 and ln2 gains, and its processed W_OV and W_in (the
+    gains folded in), grow ×1.1 more than as trained. OLMo 2's gains are its post-sublayer norms', under their names."""
+    checkpoints, out, models = new_family_report
+    g = models["llama3"]["weights_growth_per_layer"]
+    for ln in ("ln1_gain_rms", "ln2_gain_rms"):
+        assert g[ln] == pytest.approx(GAIN_GROWTH, abs=0.03), ln
+    assert g["W_OV_frobenius"] / g["W_OV_as_trained"] == pytest.approx(GAIN_GROWTH, abs=0.03)
+    assert g["W_in_norm"] / g["W_in_as_trained"] == pytest.approx(GAIN_GROWTH, abs=0.03)
+    olmo2 = models["olmo2"]["weights_growth_per_layer"]
+    assert {"ln1_post_gain_rms", "ln2_post_gain_rms"} <= olmo2.keys() and "ln1_gain_rms" not in olmo2
+    table = (out / "report.md").read_text().split("## Where the growth is stored")[1]
+    assert "| ln1_post gain | ln2_post gain |" in table and "per key-value group" in table
+    assert f"\n| {checkpoints['olmo2'].name} | unknown | ×" in table
