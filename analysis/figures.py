@@ -152,6 +152,11 @@ def attention_weights(r: ModelStudy) -> Shown:
         f"Mean ‖W_OV‖_F over heads goes from {W_OV[0].mean():.3g} (layer 0) to {W_OV[-1].mean():.3g} "
         f"(layer {r.cfg.n_layers - 1}); fitted growth over {fit_span(r)}: ×{fitted_rate(r, W_OV.mean(1)):.3f} per layer."
     )
+    if r.arch.n_kv_heads < r.arch.n_heads:  # grouped-query attention: weight_measures.values_per_head
+        caption += (
+            f" With {r.arch.n_kv_heads} key-value heads for {r.arch.n_heads} query heads, head h's W_OV is "
+            f"W_V[h // {r.arch.n_heads // r.arch.n_kv_heads}] @ W_O[h]: W_V per key-value group, shared by the group's heads."
+        )
     return Shown("08-attention-weights", "Attention weights: W_OV and b_O", figure, caption)
 
 

@@ -237,4 +237,6 @@ def test_the_weights_table_finds_growth_stored_in_rmsnorm_gains_and_names_post_n
     assert {"ln1_post_gain_rms", "ln2_post_gain_rms"} <= olmo2.keys() and "ln1_gain_rms" not in olmo2
     table = (out / "report.md").read_text().split("## Where the growth is stored")[1]
     assert "| ln1_post gain | ln2_post gain |" in table and "per key-value group" in table
+    figure_8 = table.split(f"# {checkpoints['llama3'].name}\n")[1].split("## 9.")[0]
+    assert "head h's W_OV is W_V[h // 2] @ W_O[h]: W_V per key-value group" in figure_8
     assert f"\n| {checkpoints['olmo2'].name} | unknown | ×" in table
