@@ -240,3 +240,19 @@ def test_the_weights_table_finds_growth_stored_in_rmsnorm_gains_and_names_post_n
     figure_8 = table.split(f"# {checkpoints['llama3'].name}\n")[1].split("## 9.")[0]
     assert "head h's W_OV is W_V[h // 2] @ W_O[h]: W_V per key-value group" in figure_8
     assert f"\n| {checkpoints['olmo2'].name} | unknown | ×" in table
+
+
+def test_the_gpu_batch_size_counts_what_an_rmsnorm_model_keeps_and_its_gated_mlp(llama, monkeypatch):
+    """A pass keeps 11 quantities per layer for an RMSNorm model (CENTRED's five beside PER_POSITION's six), and a
+    gated MLP holds one more d_mlp-wide product: the memory estimate per position counts both, and Qwen 3's heads
+    wider than d_model."""
+    asked = {}
+    monkeypatch.setattr(engine.batching, "batch_positions", lambda *args, **kinds: asked.update(kinds) or 512)
+    engine.positions_per_pass(llama, PROMPTS)
+    assert asked == {"n_quantities": 11, "gated": True}
+    cfg, e = llama.cfg, 4
+    plain = engine.batching.bytes_per_position(cfg, torch.float32, 32)
+    assert engine.batching.bytes_per_position(cfg, torch.float32, 32, gated=True) == plain + cfg.d_mlp * e
+    assert engine.batching.bytes_per_position(cfg, torch.float32, 32, n_quantities=11) == plain + 5 * cfg.n_layers * 4
+    wide = LlamaConfig(n_layers=4, d_model=64, n_heads=4, d_head=32, d_mlp=96, d_vocab=300, n_ctx=64, n_kv_heads=2)
+    assert engine.batching.bytes_per_position(wide, torch.float32, 32) == plain + 12 * (128 - 64) * e

@@ -22,7 +22,8 @@ def positions_per_pass(model: GPT2, prompts: list, asked: int | None = None) -> 
     if asked is not None:
         return asked
     width = min(max(map(len, prompts)) + measures.PADDING_EXTRA, model.cfg.n_ctx)
-    return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width)
+    kinds = {"n_quantities": len(measures.quantities(model)), "gated": measures.gated(model)}  # RMSNorm models keep 11
+    return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width, **kinds)
 
 
 def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
