@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import nn
 
-from analysis import rates
+from analysis import measures, rates
 from minigpt import GPT2
 from minigpt.llama import RMSNorm
 from minigpt.model import LayerNorm
@@ -30,7 +30,7 @@ class Architecture:
     norm: str  # "LayerNorm" or "RMSNorm" (measures.norm_kind)
     processing: str  # what weights.process did to this model, one phrase
     folded: tuple[str, ...]  # the block's norms whose gains processing folded into the weights that read them
-    left: tuple[str, ...]  # the block's norms whose gains are still applied where they are (not foldable)
+    left: tuple[str, ...]  # the block's norms whose gains are still applied where they are (post-norms, q/k norms)
     pre_norms: bool  # ln1 and ln2 before the sublayers (GPT-2's place); OLMo 2 has none
     post_norms: bool  # ln1_post and ln2_post after the sublayers, before hook_attn_out / hook_mlp_out
     position_embedding: bool  # a learned W_pos added to the embedding (GPT-2, GPT-Neo, OPT); rotary models have none
@@ -47,7 +47,7 @@ def block_norms(model: GPT2) -> dict[str, nn.Module]:
 def architecture(model: GPT2) -> Architecture:
     """Read from the processed model: a gain that processing folded is None (the weights that read it carry it)."""
     norms = block_norms(model)
-    kind = "RMSNorm" if any(isinstance(m, RMSNorm) for m in norms.values()) else "LayerNorm"
+    kind = measures.norm_kind(model)
     folded = tuple(name for name, m in norms.items() if m.w is None)
     left = tuple(name for name, m in norms.items() if m.w is not None)
     attn = model.blocks[0].attn

@@ -16,7 +16,8 @@ Conventions, the post's:
   folded, writing weights centred, so every residual vector has mean 0 over d_model and ‖x‖ = std(x)·√d_model.
   With RMSNorm (Llama, Qwen, OLMo 2, Gemma) only the gains are folded and nothing is centred: RMSNorm does not
   subtract the mean, so centring is not an identity there. The residual keeps its mean over d_model, ‖x‖ includes
-  it, and the study also gives ‖x − mean(x)‖ (CENTRED) for these models. `processing` says which, per model.
+  it, and the study also gives ‖x − mean(x)‖ (CENTRED) for these models. The report says which, per model
+  (analysis/differences.py, read from the processed model).
 """
 
 import numpy as np
@@ -110,7 +111,7 @@ def nonlinearity(model: GPT2) -> str:
 
 
 def norm_kind(model: GPT2) -> str:
-    """ "RMSNorm" or "LayerNorm": what normalises this model's residual stream (its blocks' first norm)."""
+    """What normalises this model's residual stream, "RMSNorm" or "LayerNorm" (the norms of its blocks)."""
     return "RMSNorm" if any(isinstance(m, RMSNorm) for m in model.blocks[0].modules()) else "LayerNorm"
 
 
