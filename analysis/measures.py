@@ -225,7 +225,8 @@ def padding_norms(
 
 def rms_over_positions(per_prompt: list[np.ndarray]) -> np.ndarray:
     """Figure 10: sqrt(mean ‖x‖²) per layer over the (prompt, position >= 1) pairs; ÷ √d_model, the standard
-    deviation of all of x's components (the residual has mean 0)."""
+    deviation of all of x's components where the residual has mean 0 (LayerNorm processed), their root mean square,
+    the mean included, with RMSNorm."""
     return np.sqrt(mean_over_positions([n.astype(np.float64) ** 2 for n in per_prompt]))
 
 

@@ -1,5 +1,5 @@
 """The study's measures of the weights alone, no prompts needed: figures 8, 9, 11, 13 and 15, figure 12's
-random-input rate, and (`as_trained`) the LayerNorm gains and matrix norms before the weights are processed.
+random-input rate, and (`as_trained`) the norms' gains and matrix norms before the weights are processed.
 
 What growth written into the weights would look like: attention's W_OV = W_V @ W_O and the MLP's matrices
 growing in norm with depth, and the blocks' outputs on random inputs of a fixed size growing with them.
