@@ -86,6 +86,11 @@ def processing_sentence(results: list[ModelStudy]) -> str:
     )
 
 
+def number(x: float, spec: str = ".3g") -> str:
+    """x as the report writes it; NaN spelt as report.nonfinite_section spells it (float16 overflows, NaN weights)."""
+    return "NaN" if np.isnan(x) else format(x, spec)
+
+
 def fit(r: ModelStudy, values: np.ndarray) -> str:
     rate = rates.growth_rate(values, r.rates["first_layer"], r.rates["last_layer"])["fit_rate"]
     return "none" if rate is None else f"×{rate:.3f}"
@@ -96,8 +101,8 @@ def mean_direction(r: ModelStudy) -> str:
     return (
         f"- {r.slug}, ‖x‖ includes the mean: RMSNorm divides by the root mean square without subtracting the mean, "
         "so the residual is not mean-zero and centring the writing weights would change the model: only the gains "
-        f"are folded. At the last layer mean ‖x‖ is {norm:.3g} and mean ‖x − mean(x)‖ {centred:.3g} "
-        f"({centred / norm:.1%} of it); over the fit layers they grow {fit(r, r.mean['resid_post'])} and "
+        f"are folded. At the last layer mean ‖x‖ is {number(norm)} and mean ‖x − mean(x)‖ {number(centred)} "
+        f"({number(centred / norm, '.1%')} of it); over the fit layers they grow {fit(r, r.mean['resid_post'])} and "
         f"{fit(r, r.centred['resid_post'])} per layer (figure 17; summary.json's centred_norm)."
     )
 
@@ -114,9 +119,9 @@ def post_norms(r: ModelStudy) -> str:
     )
     if "ln1_post_gain_rms" in w and "ln2_post_gain_rms" in w:
         sentence += (
-            f" At the last layer mean ‖attn_out‖ is {r.mean['attn_out'][-1]:.3g} against √d_model × RMS(ln1_post gain) "
-            f"= {np.sqrt(d) * w['ln1_post_gain_rms'][-1]:.3g}, mean ‖mlp_out‖ {r.mean['mlp_out'][-1]:.3g} against "
-            f"{np.sqrt(d) * w['ln2_post_gain_rms'][-1]:.3g}; the gains grow {fit(r, w['ln1_post_gain_rms'])} and "
+            f" At the last layer mean ‖attn_out‖ is {number(r.mean['attn_out'][-1])} against √d_model × RMS(ln1_post "
+            f"gain) = {number(np.sqrt(d) * w['ln1_post_gain_rms'][-1])}, mean ‖mlp_out‖ {number(r.mean['mlp_out'][-1])} "
+            f"against {number(np.sqrt(d) * w['ln2_post_gain_rms'][-1])}; the gains grow {fit(r, w['ln1_post_gain_rms'])} and "
             f"{fit(r, w['ln2_post_gain_rms'])} per layer."
         )
     if not r.arch.pre_norms:
@@ -179,10 +184,10 @@ def bos_section(results: list[ModelStudy]) -> list[str]:
     ]
     for r in results:
         ratio = r.act.bos_ratio()
-        peak = int(np.nanargmax(ratio)) if np.isfinite(ratio).any() else 0
         bos_id, bos = r.bos
-        lines.append(
-            f"- **{r.slug}** (`{bos}`, id {bos_id}): ×{ratio[-1]:.3g} at the last layer (layer {r.cfg.n_layers - 1}); "
-            f"largest at layer {peak}, ×{ratio[peak]:.3g}."
-        )
+        line = f"- **{r.slug}** (`{bos}`, id {bos_id}): ×{number(ratio[-1])} at the last layer (layer {r.cfg.n_layers - 1})"
+        if not np.isnan(ratio).all():
+            peak = int(np.nanargmax(ratio))
+            line += f"; largest at layer {peak}, ×{number(ratio[peak])}"
+        lines.append(line + ".")
     return [*lines, ""]

@@ -112,7 +112,8 @@ def nonlinearities(results: list[ModelStudy]) -> list[str]:
         return []
     by_kind = "; ".join(f"{kind}: {', '.join(r.slug for r in results if r.nonlinearity == kind)}" for kind in kinds)
     return [
-        f"Figure 12 counts positive MLP pre-activations in every model ({by_kind}), but the count is not one quantity: "
+        f"Figure 12 counts positive MLP pre-activations (a gated MLP's gates) in every model ({by_kind}), but the count "
+        "is not one quantity: "
         + "; ".join(COUNTED[kind] for kind in kinds)
         + ". Each model's figure 12 says which it is; compare the kinds by their trend with depth, not by their level.",
         "",
