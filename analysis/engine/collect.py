@@ -22,7 +22,9 @@ def positions_per_pass(model: GPT2, prompts: list, asked: int | None = None) -> 
     if asked is not None:
         return asked
     width = min(max(map(len, prompts)) + measures.PADDING_EXTRA, model.cfg.n_ctx)
-    kinds = {"n_quantities": len(measures.quantities(model)), "gated": measures.gated(model)}  # RMSNorm models keep 11
+    kinds = {}  # bytes_per_position's defaults are a LayerNorm model's: 6 quantities kept, an ungated MLP
+    if measures.norm_kind(model) == "RMSNorm":  # 11 quantities kept (CENTRED's beside them), a gated MLP
+        kinds = {"n_quantities": len(measures.quantities(model)), "gated": measures.gated(model)}
     return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width, **kinds)
 
 
