@@ -92,7 +92,7 @@ def growth_ratio_one_prompt(r: ModelStudy) -> Shown:
     return Shown("04-growth-ratio-one-prompt", "Per-layer growth ratio of each position", figure, caption)
 
 
-def bos_and_padding(r: ModelStudy) -> Shown | None:
+def bos_and_padding(r: ModelStudy) -> Shown:
     p = r.padding
     if p is None:
         return not_drawn("05-bos-and-padding", "BOS and padding", "every prompt fills the model's context: no room for padding")
@@ -152,17 +152,34 @@ def attention_weights(r: ModelStudy) -> Shown:
         f"Mean ‖W_OV‖_F over heads goes from {W_OV[0].mean():.3g} (layer 0) to {W_OV[-1].mean():.3g} "
         f"(layer {r.cfg.n_layers - 1}); fitted growth over {fit_span(r)}: ×{fitted_rate(r, W_OV.mean(1)):.3f} per layer."
     )
+    if r.arch.n_kv_heads < r.arch.n_heads:  # grouped-query attention: weight_measures.values_per_head
+        caption += (
+            f" With {r.arch.n_kv_heads} key-value heads for {r.arch.n_heads} query heads, head h's W_OV is "
+            f"W_V[h // {r.arch.n_heads // r.arch.n_kv_heads}] @ W_O[h]: W_V per key-value group, shared by the group's heads."
+        )
     return Shown("08-attention-weights", "Attention weights: W_OV and b_O", figure, caption)
+
+
+def random_inputs(r: ModelStudy) -> str:
+    """What the weight measures' random inputs are: LayerNorm's output, or RMSNorm's (weight_measures.random_inputs)."""
+    return "x random, RMS 1, not centred" if r.arch.norm == "RMSNorm" else "x random, mean 0, variance 1"
 
 
 def mlp_random_inputs(r: ModelStudy) -> Shown:
     random_out, actual_out = r.weight_stats["mlp_random_norm"], r.mean["mlp_out"]
-    series = {"MLP(x), x random, mean 0, variance 1": {"y": random_out}, "actual mlp_out": {"y": actual_out}}
+    through = " then ln2_post" if r.arch.post_norms else ""
+    series = {f"MLP(x){through}, {random_inputs(r)}": {"y": random_out}, "actual mlp_out": {"y": actual_out}}
     figure = plots.layer_lines(f"{r.slug}: MLP output on random normalised inputs", "mean L2 norm (log scale)", series)
     caption = (
         f"Fitted growth over {fit_span(r)}: ×{fitted_rate(r, random_out):.3f} per layer on random inputs, "
         f"×{fitted_rate(r, actual_out):.3f} for the actual output."
     )
+    if r.arch.norm == "RMSNorm":
+        caption += " The inputs are what a folded RMSNorm hands on: root mean square 1, not centred."
+    if r.arch.post_norms:
+        caption += " The output is the block's mlp_out, through ln2_post: its size is set by that gain, not by the input."
+    if not r.arch.pre_norms:
+        caption += " This MLP reads resid_mid raw (no norm before it), so random unit-RMS inputs are not what it reads."
     return Shown("09-mlp-random-inputs", "MLP on random inputs", figure, caption)
 
 
@@ -182,6 +199,11 @@ def std_and_bounds(r: ModelStudy) -> Shown:
         f"the fully correlated sum resid_mid + mlp_out (the triangle inequality). At {above:.0%} of layers it is at or "
         "above the uncorrelated value √(resid_mid² + mlp_out²): there mlp_out is not anti-correlated with resid_mid."
     )
+    if r.arch.norm == "RMSNorm":  # nothing centred: ‖x‖/√d_model is the root mean square, the mean included
+        caption += (
+            " With RMSNorm the vectors are not mean-zero: each curve is ‖x‖/√d_model, the root mean square of the "
+            "components, which includes their mean; the bounds hold for it all the same."
+        )
     return Shown("10-std-and-bounds", "Standard deviations and the addition bounds", figure, caption)
 
 
@@ -203,30 +225,45 @@ def mlp_weight_norms(r: ModelStudy) -> Shown:
 
 def activation_rate(r: ModelStudy) -> Shown:
     w = r.weight_stats
+    gated = r.nonlinearity in ("SwiGLU", "GeGLU")
     rates = {
         "actual run": r.act.mean("active"),
-        "random normalised inputs": w["active_random"],
+        "random unit-RMS inputs" if r.arch.norm == "RMSNorm" else "random normalised inputs": w["active_random"],
         f"{r.mlp_input} from positions 1–6 only": w["active_early_positions"],
         f"{r.mlp_input} from a random other layer": w["active_other_layer"],
     }
-    title = f"{r.slug}: fraction of MLP neurons with positive pre-activation ({r.nonlinearity})"
-    figure = plots.layer_lines(title, "fraction of pre-activations > 0", {k: {"y": v} for k, v in rates.items()}, log=False)
+    if gated:  # measures.nonlinearity: the gate g = x @ W_gate is hook_pre; silu(g) > 0 iff g > 0
+        title = f"{r.slug}: fraction of MLP gates with g > 0 ({r.nonlinearity}: gate > 0 fraction)"
+        ylabel, counted = "fraction of gate pre-activations > 0", "gate > 0 fraction"
+    else:
+        title = f"{r.slug}: fraction of MLP neurons with positive pre-activation ({r.nonlinearity})"
+        ylabel, counted = "fraction of pre-activations > 0", "fraction of positive pre-activations"
+    figure = plots.layer_lines(title, ylabel, {k: {"y": v} for k, v in rates.items()}, log=False)
     actual, random = rates["actual run"], w["active_random"]
     act = r.act
     if act.early_seen <= act.reservoir:
         sample = f"all {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     else:
         sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} {r.mlp_input} vectors at positions 1–6"
+    gate = (
+        f"With {r.nonlinearity}, the MLP writes act(g)·(x @ W_in) with g = x @ W_gate: this is the fraction of gates g > 0 "
+        "(silu(g) > 0 iff g > 0), not a fraction of neurons on, since the linear factor may still make the product "
+        "small or negative. It is not the same quantity as a GELU or ReLU model's rate."
+    )
     meaning = {  # measures.nonlinearity: the same count, a different quantity
         "GELU": "With GELU, a neuron below 0 still passes a small negative value: this is the fraction on its near-linear side.",
         "ReLU": "With ReLU, this is the fraction of neurons whose output is not 0, a different quantity from a GELU "
         "model's rate, which counts neurons on GELU's near-linear side while the others still pass small values.",
+        "SwiGLU": gate,
+        "GeGLU": gate,
     }[r.nonlinearity]
     caption = (
-        f"In the actual run the fraction of positive pre-activations is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
+        f"In the actual run the {counted} is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
         f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}. The two resampled "
         f"controls feed each layer's MLP {sample} (at most {act.reservoir} are kept per layer). {meaning}"
     )
+    if gated:
+        return Shown(f"12-{r.nonlinearity.lower()}-gate-fraction", f"{r.nonlinearity} gate > 0 fraction", figure, caption)
     stem = f"12-{r.nonlinearity.lower()}-activation-rate"
     return Shown(stem, f"{r.nonlinearity} activation rate", figure, caption)
 
@@ -281,6 +318,31 @@ def frobenius_claim(r: ModelStudy) -> Shown:
     return Shown("15-frobenius-claim", "Footnote 5: ‖W x‖ on random inputs and ‖W‖_F", figure, caption)
 
 
+def centred_norms(r: ModelStudy) -> Shown | None:
+    """Figure 17, for a model whose residual is not mean-zero (RMSNorm: measures.CENTRED): ‖x‖ and ‖x − mean(x)‖ of
+    resid_post, at ordinary positions and at BOS. None for a LayerNorm model, whose processed residual has mean 0."""
+    if "resid_post" not in r.centred:
+        return None
+    norm, centred = r.mean["resid_post"], r.centred["resid_post"]
+    bos, bos_centred = r.act.bos("resid_post"), r.act.bos("centred_resid_post")
+    series = {
+        "‖x‖, mean over positions ≥ 1": {"y": norm, "color": "tab:blue"},
+        "‖x − mean(x)‖, mean over positions ≥ 1": {"y": centred, "color": "tab:blue", "linestyle": "--"},
+        "‖x‖ at BOS": {"y": bos, "color": plots.BOS_COLOUR},
+        "‖x − mean(x)‖ at BOS": {"y": bos_centred, "color": plots.BOS_COLOUR, "linestyle": "--"},
+    }
+    title = f"{r.slug}: ‖resid_post‖ with and without its mean over d_model"
+    figure = plots.layer_lines(title, "L2 norm (log scale)", series)
+    last = r.cfg.n_layers - 1
+    caption = (
+        f"RMSNorm does not subtract the mean, so nothing is centred and ‖x‖ includes the component along (1, …, 1). "
+        f"At layer {last}, mean ‖x − mean(x)‖ / mean ‖x‖ is {centred[-1] / norm[-1]:.3f} at ordinary positions and "
+        f"{bos_centred[-1] / bos[-1]:.3f} at BOS. Fitted growth over {fit_span(r)}: ×{fitted_rate(r, norm):.3f} per "
+        f"layer for ‖x‖, ×{fitted_rate(r, centred):.3f} for ‖x − mean(x)‖."
+    )
+    return Shown("17-centred-norm", "‖x‖ and ‖x − mean(x)‖", figure, caption)
+
+
 FIGURES = [
     norm_histograms,
     positions_one_prompt,
@@ -296,15 +358,18 @@ FIGURES = [
     reading_vs_writing,
     appendix1_bound,
     frobenius_claim,
+    centred_norms,  # RMSNorm models only
 ]
 
 
 def write(r: ModelStudy, directory: Path, makers=FIGURES) -> list[Shown]:
     """Draw and save one model's figures (PNG and SVG) into directory; return them for the report, in order
-    (the figures themselves closed: figure None)."""
+    (the figures themselves closed: figure None). A maker returning None has nothing for this kind of model."""
     drawn = []
     for make in makers:
         shown = make(r)
+        if shown is None:
+            continue
         if shown.drawn:
             plots.save(shown.figure, directory, shown.stem)
         drawn.append(replace(shown, figure=None))

@@ -12,8 +12,12 @@ Conventions, the post's:
   files name it: OPT's </s>); prompts batched together are right-padded;
 - "the mean over positions" pools every (prompt, position) pair with 1 <= position < the prompt's length:
   BOS and padding are excluded, and a long prompt weighs more than a short one;
-- norms are L2 norms of the processed model's vectors (LayerNorm folded, writing weights centred, so
-  every residual vector has mean 0 over d_model and ‖x‖ = std(x)·√d_model).
+- norms are L2 norms of the processed model's vectors. With LayerNorm (GPT-2, GPT-Neo, OPT, Pythia): LayerNorm
+  folded, writing weights centred, so every residual vector has mean 0 over d_model and ‖x‖ = std(x)·√d_model.
+  With RMSNorm (Llama, Qwen, OLMo 2, Gemma) only the gains are folded and nothing is centred: RMSNorm does not
+  subtract the mean, so centring is not an identity there. The residual keeps its mean over d_model, ‖x‖ includes
+  it, and the study also gives ‖x − mean(x)‖ (CENTRED) for these models. The report says which, per model
+  (analysis/differences.py, read from the processed model).
 """
 
 import numpy as np
@@ -21,6 +25,7 @@ import torch
 
 import instrument
 from minigpt import GPT2
+from minigpt.llama import RMSNorm
 
 # The five vectors the study follows through each block, by their hook names (blocks.{l}.hook_{stream}).
 STREAMS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -39,8 +44,16 @@ def vector_norm(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tenso
     return torch.linalg.vector_norm(x.float(), dim=-1, out=out)
 
 
+def centred_norm(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """‖x − mean(x)‖ over the last axis, in float32: [..., d] → [...]. The norm without the component along
+    (1, …, 1), which RMSNorm keeps and LayerNorm removes (with LayerNorm's processing it is ‖x‖ itself)."""
+    x = x.float()
+    return torch.linalg.vector_norm(x - x.mean(-1, keepdim=True), dim=-1, out=out)
+
+
 def positive_fraction(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """The fraction of x's entries > 0 over the last axis: [..., d_mlp] → [...] (figure 12's GELU activation rate).
+    """The fraction of x's entries > 0 over the last axis: [..., d_mlp] → [...] (figure 12's activation rate; the
+    gate > 0 fraction in a gated MLP, whose hook_pre is the gate).
     Counted, then divided: no float copy of the MLP's widest tensor."""
     return torch.sum(x > 0, dim=-1, dtype=torch.float32, out=out).div_(x.shape[-1])
 
@@ -49,6 +62,9 @@ def positive_fraction(x: torch.Tensor, out: torch.Tensor | None = None) -> torch
 # at one position becomes one number. A new per-position measure is one line here; the engine keeps its
 # sum, its sum of squares and its value at BOS for every layer, and NormStats.mean(name) reads it.
 PER_POSITION = {stream: (f"hook_{stream}", vector_norm) for stream in STREAMS} | {"active": ("mlp.hook_pre", positive_fraction)}
+# With RMSNorm the residual is not mean-zero, so ‖x‖ includes its mean: each stream's ‖x − mean(x)‖ too, summed by
+# the engine like PER_POSITION's, for those models only (`quantities`). With LayerNorm it would repeat ‖x‖.
+CENTRED = {f"centred_{stream}": (f"hook_{stream}", centred_norm) for stream in STREAMS}
 
 
 def streams(model: GPT2) -> tuple[str, ...]:
@@ -62,22 +78,50 @@ def mlp_input(model: GPT2) -> str:
     return "resid_mid" if "resid_mid" in streams(model) else "resid_pre"
 
 
+# One class reads several model types (minigpt.llama.Llama: llama, mistral, qwen2, qwen3): config.json's model_type,
+# which the study records in model.source, names them apart.
+MODEL_TYPES = {"mistral": "Mistral", "qwen2": "Qwen 2", "qwen3": "Qwen 3", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3"}
+
+
 def family(model: GPT2) -> str:
-    """Which of minigpt's families the model is: its class's name, Pythia's said as such."""
-    names = {"GPT2": "GPT-2", "GPTNeo": "GPT-Neo", "OPT": "OPT", "GPTNeoX": "GPT-NeoX (Pythia)"}
+    """Which of minigpt's families the model is: its class's name, Pythia's said as such; a model type that shares
+    a class (Qwen and Mistral are minigpt.llama.Llama) by config.json's model_type, where model.source records it."""
+    model_type = getattr(model, "source", {}).get("model_type")
+    if model_type in MODEL_TYPES:
+        return MODEL_TYPES[model_type]
+    names = {"GPT2": "GPT-2", "GPTNeo": "GPT-Neo", "OPT": "OPT", "GPTNeoX": "GPT-NeoX (Pythia)", "OLMo2": "OLMo 2"}
     return names.get(type(model).__name__, type(model).__name__)  # a class minigpt does not name: as it is called
 
 
+def gated(model: GPT2) -> bool:
+    """A gated MLP (minigpt.llama.GatedMLP: Llama, Qwen, OLMo 2, Gemma): silu or GELU of x @ W_gate times x @ W_in."""
+    return hasattr(model.blocks[0].mlp, "W_gate")
+
+
 def nonlinearity(model: GPT2) -> str:
-    """The MLP's nonlinearity. It decides what "pre-activation > 0" (figure 12) counts: with ReLU, the neurons
-    whose output is not exactly 0; with GELU, which passes small negative values too, the neurons on its
-    near-linear side. The two fractions are different quantities and are not compared as one."""
-    return "ReLU" if model.blocks[0].mlp.activation is torch.relu else "GELU"
+    """The MLP's nonlinearity. It decides what figure 12 counts: with ReLU, the neurons whose output is not
+    exactly 0; with GELU, which passes small negative values too, the neurons on its near-linear side; with a
+    gated MLP (SwiGLU: silu, GeGLU: GELU), the gates g = x @ W_gate > 0 (hook_pre is the gate; silu(g) > 0 iff
+    g > 0), whose output silu(g)·(x @ W_in) the linear factor may still make small or negative. The fractions
+    are different quantities and are not compared as one."""
+    activation = model.blocks[0].mlp.activation
+    if gated(model):
+        return "SwiGLU" if activation is torch.nn.functional.silu else "GeGLU"
+    return "ReLU" if activation is torch.relu else "GELU"
+
+
+def norm_kind(model: GPT2) -> str:
+    """What normalises this model's residual stream, "RMSNorm" or "LayerNorm" (the norms of its blocks)."""
+    return "RMSNorm" if any(isinstance(m, RMSNorm) for m in model.blocks[0].modules()) else "LayerNorm"
 
 
 def quantities(model: GPT2) -> dict:
-    """PER_POSITION's quantities that this model has."""
-    return {q: read for q, read in PER_POSITION.items() if q not in STREAMS or q in streams(model)}
+    """PER_POSITION's quantities that this model has, and CENTRED's where the residual is not mean-zero (RMSNorm)."""
+    have = streams(model)
+    found = {q: read for q, read in PER_POSITION.items() if q not in STREAMS or q in have}
+    if norm_kind(model) == "RMSNorm":
+        found |= {q: read for q, read in CENTRED.items() if q.removeprefix("centred_") in have}
+    return found
 
 
 def pad_batch(prompts: list, pad: int, width: int | None = None) -> tuple[torch.Tensor, list[int]]:
@@ -148,6 +192,13 @@ def bos_norm(per_prompt: list[np.ndarray]) -> np.ndarray:
     return np.mean([n[:, 0] for n in per_prompt], axis=0)
 
 
+def bos_ratio(per_prompt: list[np.ndarray]) -> np.ndarray:
+    """[n_layers]: the BOS position's norm over the median norm of the ordinary positions (prompt, position >= 1),
+    per layer: how much larger the first position's "massive activation" is than a typical vector."""
+    ordinary = np.concatenate([n[:, 1:] for n in per_prompt], axis=1)
+    return bos_norm(per_prompt) / np.median(ordinary, axis=1)
+
+
 PADDING_EXTRA = 4  # the padding figure's prompts are padded this many positions beyond the longest of them
 
 
@@ -174,7 +225,8 @@ def padding_norms(
 
 def rms_over_positions(per_prompt: list[np.ndarray]) -> np.ndarray:
     """Figure 10: sqrt(mean ‖x‖²) per layer over the (prompt, position >= 1) pairs; ÷ √d_model, the standard
-    deviation of all of x's components (the residual has mean 0)."""
+    deviation of all of x's components where the residual has mean 0 (LayerNorm processed), their root mean square,
+    the mean included, with RMSNorm."""
     return np.sqrt(mean_over_positions([n.astype(np.float64) ** 2 for n in per_prompt]))
 
 
@@ -222,19 +274,27 @@ def other_layers(n_layers: int, seed: int = 0) -> list[int]:
     return [int(rng.choice([k for k in range(n_layers) if k != l])) for l in range(n_layers)]
 
 
+def mlp_pre(block, resid: torch.Tensor) -> torch.Tensor:
+    """What block's MLP writes to its hook_pre when it reads the residual vectors resid [n, d_model] (its MLP
+    input, through ln2 where the block has one: OLMo 2's MLP reads resid_mid raw): the pre-activations
+    x @ W_in + b_in, or a gated MLP's gate x @ W_gate, as MLP.forward and GatedMLP.forward compute them."""
+    mlp, ln2 = block.mlp, getattr(block, "ln2", None)
+    x = ln2(resid) if ln2 is not None else resid
+    gate = getattr(mlp, "W_gate", None)
+    return x @ gate if gate is not None else x @ mlp.W_in + mlp.b_in  # [n, d_mlp]
+
+
 @torch.no_grad()
 def active_count(model: GPT2, layer: int, resid: torch.Tensor) -> int:
-    """How many of layer's MLP pre-activations are > 0 when its ln2 reads the residual vectors resid
-    [n, d_model] (the pre-activations alone: the MLP's second matrix is not needed for them)."""
-    block = model.blocks[layer]
-    pre = block.ln2(resid.to(model.W_E.dtype)) @ block.mlp.W_in + block.mlp.b_in  # [n, d_mlp], as MLP.forward computes it
-    return int(torch.count_nonzero(pre > 0))
+    """How many of layer's MLP pre-activations (a gated MLP's gates) are > 0 when it reads the residual vectors
+    resid [n, d_model] (the pre-activations alone: the MLP's other matrices are not needed for them)."""
+    return int(torch.count_nonzero(mlp_pre(model.blocks[layer], resid.to(model.W_E.dtype)) > 0))
 
 
 def early_controls(model: GPT2, resid_mid: list[torch.Tensor], seed: int = 0) -> dict[str, np.ndarray]:
     """Figure 12's controls, [n_layers] each, from resid_mid[l] [n, d_model]: layer l's resid_mid vectors (what
     its MLP reads: `mlp_input`) at some (prompt, position 1..6) pairs, the same pairs at every layer. The fraction
-    of layer l's MLP pre-activations > 0 when it reads (a) its own resid_mid[l], (b) resid_mid[other_layers[l]]."""
+    of layer l's MLP pre-activations (gates) > 0 when it reads (a) its own resid_mid[l], (b) resid_mid[other_layers[l]]."""
     L, d_mlp = model.cfg.n_layers, model.cfg.d_mlp
     other = other_layers(L, seed)
     own = [active_count(model, l, resid_mid[l]) / (len(resid_mid[l]) * d_mlp) for l in range(L)]

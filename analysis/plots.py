@@ -362,10 +362,15 @@ def per_layer_by_run(
     nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), layout="constrained", squeeze=False)
     fig.suptitle(title)
+    # One colour per run across every panel, and every run in the legend, also where a panel lacks some runs
+    # (a model without ln1 has no ln1 gain). tab10 has 10 colours: runs beyond them are not drawn, as before.
+    colours = dict(zip(dict.fromkeys(run for runs in panels.values() for run in runs), plt.cm.tab10.colors))
     for ax, (name, runs) in zip(axes.ravel(), panels.items()):
-        for colour, (run, values) in zip(plt.cm.tab10.colors, runs.items()):
+        for run, values in runs.items():
+            if run not in colours:
+                continue
             x = (np.arange(len(values)) + 1) / len(values) if by_depth else np.arange(len(values))
-            ax.plot(x, values, "o-", markersize=3, color=colour, label=run)
+            ax.plot(x, values, "o-", markersize=3, color=colours[run], label=run)
         ax.set(title=name, xlabel=DEPTH_LABEL if by_depth else LAYER_LABEL)
         if by_depth:
             ax.set_xlim(0, 1.02)
@@ -375,6 +380,6 @@ def per_layer_by_run(
         ax.grid(True, alpha=0.3)
     for ax in axes.ravel()[len(panels) :]:
         ax.set_visible(False)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right center", fontsize="small", title=legend)
+    handles = [plt.Line2D([], [], marker="o", markersize=3, color=colour) for colour in colours.values()]
+    fig.legend(handles, list(colours), loc="outside right center", fontsize="small", title=legend)
     return fig

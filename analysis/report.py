@@ -5,17 +5,20 @@ Each figure and its caption is drawn in figures.py; this file puts them together
 
 import csv
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import outdir
-from analysis import rates
+from analysis import differences, rates
 from analysis.inputs import Prompts
 from analysis.progress import Progress
 from analysis.study import ModelStudy
+from analysis.weights_table import SIDE_BY_SIDE, per_layer, side_by_side, weight_decay, weight_growth
+from analysis.weights_table import columns as weight_columns
+
+__all__ = ["Inputs", "summary", "weight_decay", "write_outputs"]  # weight_decay: weights_table's, read here too
 
 
 @dataclass
@@ -37,56 +40,6 @@ class Inputs:
         cut = f"; {self.truncated} cut to the model's context of {self.n_ctx} tokens (--truncate)" if self.truncated else ""
         tokens = f"{self.n_tokens} tokens including one BOS per prompt"
         return f"{len(p.texts)} prompts from {p.path}{how}, {tokens}{cut}."
-
-
-# The weight decay each family's released models were pretrained with, by hub repository (the models' files
-# do not record it): Pythia's paper (Biderman et al. 2023), OPT's (Zhang et al. 2022), GPT-Neo's training
-# configs (EleutherAI/gpt-neo, configs/*.json). GPT-2's paper gives none. A local directory, a fine-tuned or any
-# other repository: unknown.
-PUBLISHED_WEIGHT_DECAY = {
-    r"EleutherAI/pythia-[\d.]+[mb](-deduped)?": "0.01 (Pythia paper)",
-    r"facebook/opt-[\d.]+[mb]": "0.1 (OPT paper)",
-    r"EleutherAI/gpt-neo-(125m|1\.3b|2\.7b)": "0.1 (GPT-Neo configs)",
-    r"(openai-community/)?gpt2(-medium|-large|-xl)?|distilbert/distilgpt2": "not published",
-}
-
-# The weight measures set side by side across models, by weight_stats key, with their heading and unit: the
-# gains and matrices as trained, and the matrices as the study reads them. W_OV is the mean over heads of
-# ‖W_V[h] W_O[h]‖_F (weight_measures.W_OV_frobenius), not the norm of the layer's sum over heads.
-SIDE_BY_SIDE = {
-    "ln1_gain_rms": ("ln1 gain", "RMS of w over d_model"),
-    "ln2_gain_rms": ("ln2 gain", "RMS of w over d_model"),
-    "W_OV_as_trained": ("‖W_OV‖ as trained", "Frobenius norm, mean of heads"),
-    "W_OV_frobenius": ("‖W_OV‖ processed", "Frobenius norm, mean of heads"),
-    "W_in_as_trained": ("‖W_in‖ as trained", "Frobenius norm"),
-    "W_in_norm": ("‖W_in‖ processed", "Frobenius norm"),
-    "W_out_as_trained": ("‖W_out‖ as trained", "Frobenius norm"),
-    "W_out_norm": ("‖W_out‖ processed", "Frobenius norm"),
-}
-
-
-def weight_decay(r: ModelStudy) -> str:
-    repo = r.source.get("repo") or ""
-    found = (decay for pattern, decay in PUBLISHED_WEIGHT_DECAY.items() if re.fullmatch(pattern, repo, re.IGNORECASE))
-    return next(found, "unknown")
-
-
-def per_layer(r: ModelStudy, key: str) -> np.ndarray:
-    """A weight measure per layer: W_OV's, given per head, as the mean over heads."""
-    values = r.weight_stats[key]
-    return values.mean(1) if values.ndim == 2 else values
-
-
-def weight_growth(r: ModelStudy) -> dict[str, float]:
-    """Each SIDE_BY_SIDE measure's least-squares growth per layer over the model's fit layers (rates.growth_rate's
-    fit_rate; ×1: flat). A gain that grows with depth is in the processed matrix that reads it too, as a factor."""
-    g = r.rates
-    return {key: rates.growth_rate(per_layer(r, key), g["first_layer"], g["last_layer"])["fit_rate"] for key in SIDE_BY_SIDE}
-
-
-def times(rate: float | None) -> str:
-    """A rate per layer as the tables show it; "none" where rates.growth_rate found no rate (an overflow, a NaN)."""
-    return "none" if rate is None else f"×{rate:.3f}"
 
 
 def nonfinite_layers(r: ModelStudy) -> dict[str, str]:
@@ -128,7 +81,7 @@ def model_line(r: ModelStudy) -> str:
     return (
         f"- **{r.name}**: {r.family}, {r.cfg.n_layers} layers, d_model {r.cfg.d_model}, {r.nonlinearity} MLP; prompts "
         f"start with `{bos}` (id {bos_id}), padding is `{pad}` (id {pad_id}); {r.n_tokens} tokens{cut}; "
-        f"revision `{s['revision']}`; {s['dtype']}"
+        f"revision `{s['revision']}`; {s['dtype']}; processed: {r.arch.processing}"
     )
 
 
@@ -142,68 +95,42 @@ def not_drawn(results: list[ModelStudy], shown: dict) -> list[str]:
     ]
 
 
+# What figure 12's count is, by measures.nonlinearity.
+COUNTED = {
+    "ReLU": "with ReLU it is the fraction of neurons whose output is not 0",
+    "GELU": "with GELU, which passes small negative values too, the fraction on its near-linear side",
+    "SwiGLU": "with SwiGLU, the fraction of gates g = x @ W_gate > 0 (silu(g) > 0 iff g > 0), the output being silu(g) times "
+    "a linear term that may be small or negative",
+    "GeGLU": "with GeGLU, the fraction of gates g = x @ W_gate > 0, the output being GELU(g) times a linear term",
+}
+
+
 def nonlinearities(results: list[ModelStudy]) -> list[str]:
-    """Where GELU and ReLU models are compared: figure 12's count is not one quantity (measures.nonlinearity)."""
+    """Where models of different MLPs are compared: figure 12's count is not one quantity (measures.nonlinearity)."""
     kinds = sorted({r.nonlinearity for r in results})
     if len(kinds) < 2:
         return []
     by_kind = "; ".join(f"{kind}: {', '.join(r.slug for r in results if r.nonlinearity == kind)}" for kind in kinds)
     return [
-        f"Figure 12 counts positive MLP pre-activations in every model ({by_kind}), but the count is not one quantity: "
-        "with ReLU it is the fraction of neurons whose output is not 0; with GELU, which passes small negative values "
-        "too, the fraction on its near-linear side. Each model's figure 12 says which it is; compare the two kinds by "
-        "their trend with depth, not by their level.",
+        f"Figure 12 counts positive MLP pre-activations (a gated MLP's gates) in every model ({by_kind}), but the count "
+        "is not one quantity: "
+        + "; ".join(COUNTED[kind] for kind in kinds)
+        + ". Each model's figure 12 says which it is; compare the kinds by their trend with depth, not by their level.",
         "",
     ]
-
-
-def side_by_side(results: list[ModelStudy]) -> list[str]:
-    """The weight measures across models: where each model stores its growth (the post's open question about
-    weight decay: PUBLISHED_WEIGHT_DECAY)."""
-    headings = [heading for heading, _ in SIDE_BY_SIDE.values()]
-    lines = [
-        "## Where the growth is stored: the weights side by side",
-        "",
-        "Least-squares growth per layer over each model's fit layers (×1 = flat). *As trained* is the released "
-        "weights. *Processed* is what the study reads: each LayerNorm's gain folded into the matrices that read it "
-        "(W_V of W_OV, W_in) and their input side centred, and the writing weights (W_O of W_OV, W_out) centred. "
-        "A gain that grows with depth grows the processed matrix by the same factor, so where a matrix as trained "
-        "is flat and its processed form grows, the growth is stored in the gain. ‖W_OV‖ is the mean over heads of "
-        "‖W_V[h] W_O[h]‖_F. Weight decay: as each family's release states it for its pretrained models, by hub "
-        "repository (unknown for a local directory).",
-        "",
-        "| model | weight decay | ‖resid_post‖ | " + " | ".join(headings) + " |",
-        "|---|---|---:|" + "---:|" * len(SIDE_BY_SIDE),
-    ]
-    for r in results:
-        fits = weight_growth(r)
-        cells = " | ".join(times(fits[key]) for key in SIDE_BY_SIDE)
-        lines.append(f"| {r.slug} | {weight_decay(r)} | {times(r.rates['fit_rate'])} | {cells} |")
-    lines += [
-        "",
-        "The same measures at layer 0 and at the last layer (all layers, not the fit layers):",
-        "",
-        "| model | " + " | ".join(headings) + " |",
-        "|---|" + "---:|" * len(SIDE_BY_SIDE),
-    ]
-    for r in results:
-        ends = (f"{values[0]:.3g} → {values[-1]:.3g}" for values in (per_layer(r, key) for key in SIDE_BY_SIDE))
-        lines.append(f"| {r.slug} | " + " | ".join(ends) + " |")
-    if len(results) > 1:
-        lines += ["", "![the weights by depth, every model](16-weights-by-model.png)"]
-    return lines + [""]
 
 
 def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, shown: dict) -> None:
     lines = [
         "# Residual stream norms grow exponentially over the forward pass: reproduction",
         "",
-        f"{inputs.sentence(len(results))} Averages exclude BOS and padding. Weights processed as in the study (LayerNorm folded, "
-        f"writing weights centred).{processes_sentence(results)}",
+        f"{inputs.sentence(len(results))} Averages exclude BOS and padding. {differences.processing_sentence(results)}"
+        f"{processes_sentence(results)}",
         "",
     ]
     lines += [model_line(r) for r in results] + [""]
     missing, kinds = not_drawn(results, shown), nonlinearities(results)
+    missing += [line for r in results for line in differences.model_differences(r)]
     if missing or kinds:
         lines += ["## What each model cannot have", ""]
         lines += [*missing, ""] if missing else []
@@ -214,6 +141,7 @@ def write_report(results: list[ModelStudy], directory: Path, inputs: Inputs, sho
         figure_3 = "Not drawn: no model has a rate."
     lines += ["## 3. Mean norm by layer, every model", "", figure_3, ""]
     lines += [rates.growth_sentence(r.slug, r.rates, r.cfg.n_layers) + " " for r in results] + [""]
+    lines += differences.bos_section(results)
     lines += side_by_side(results)
     for r in results:
         lines += [f"# {r.slug}", ""]
@@ -240,10 +168,13 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
             "pad": {"id": r.pad[0], "text": r.pad[1]},
             "revision": r.source["revision"],
             "source": r.source,
+            "norm": r.arch.norm,
+            "processed": r.arch.processing,
             "mean_norm": {s: r.mean[s].tolist() for s in r.mean},
             "bos_norm": {s: r.act.bos(s).tolist() for s in r.mean},
+            "bos_over_median_resid_post": r.act.bos_ratio().tolist(),
             "growth": {"hook": "resid_post"} | {k: v for k, v in r.rates.items() if k != "fit_intercept"},
-            "mlp_active_fraction": r.act.mean("active").tolist(),
+            active_key(r): r.act.mean("active").tolist(),
             "tokens": r.n_tokens,
             "truncated": r.truncated,
             "weight_decay_published": weight_decay(r),
@@ -251,6 +182,13 @@ def summary(results: list[ModelStudy], inputs: Inputs) -> dict:
             "appendix1": {"violations": a["violations"], "worst_excess": a["worst_excess"]},
             "padding": None if r.padding is None else {k: v.tolist() for k, v in r.padding.items()},
         }
+        if r.centred:  # RMSNorm models: ‖x − mean(x)‖ beside ‖x‖
+            centred_growth = rates.growth_rate(r.centred["resid_post"], *fit_span(r))
+            models[r.name] |= {
+                "centred_norm": {s: v.tolist() for s, v in r.centred.items()},
+                "bos_centred_norm": {s: r.act.bos(f"centred_{s}").tolist() for s in r.centred},
+                "centred_growth": {"hook": "resid_post"} | {k: v for k, v in centred_growth.items() if k != "fit_intercept"},
+            }
     n_prompts = len(inputs.prompts.texts)
     found = {
         "models": models,
@@ -308,13 +246,24 @@ def processes_sentence(results: list[ModelStudy]) -> str:
     )
 
 
+def active_key(r: ModelStudy) -> str:
+    """Figure 12's count in summary.json and layers.csv: named as what it counts (measures.nonlinearity)."""
+    return "mlp_gate_positive_fraction" if r.nonlinearity in ("SwiGLU", "GeGLU") else "mlp_active_fraction"
+
+
+def fit_span(r: ModelStudy) -> tuple[int, int]:
+    return r.rates["first_layer"], r.rates["last_layer"]
+
+
 def layer_rows(r: ModelStudy) -> list[dict]:
     act, w, a = r.act, r.weight_stats, r.appendix
     columns = {f"mean_{s}": r.mean[s] for s in r.mean}
     columns |= {f"rms_{s}": act.rms(s) for s in r.mean}
     columns |= {f"bos_{s}": act.bos(s) for s in r.mean}
+    columns |= {f"mean_centred_{s}": v for s, v in r.centred.items()}
     columns |= {
-        "mlp_active_fraction": act.mean("active"),
+        "bos_over_median_resid_post": act.bos_ratio(),
+        active_key(r): act.mean("active"),
         "appendix1_growth_minus_1": a["growth_minus_1"],
         "appendix1_bound": a["bound"],
     }
@@ -345,8 +294,11 @@ def write_outputs(results: list[ModelStudy], directory: Path, inputs: Inputs, lo
     if len(results) > 1:  # one model's weights are figures 8, 11 and 13; this one sets models side by side
         plots.save(
             plots.per_layer_by_run(
-                {title: {r.slug: per_layer(r, key) for r in results} for key, (title, _) in SIDE_BY_SIDE.items()},
-                "Where the growth is stored: LayerNorm gains and weight norms by depth, every model",
+                {
+                    SIDE_BY_SIDE[key][0]: {r.slug: per_layer(r, key) for r in results if key in r.weight_stats}
+                    for key in weight_columns(results)
+                },
+                "Where the growth is stored: the norms' gains and weight norms by depth, every model",
                 legend="model",
                 units={title: unit for title, unit in SIDE_BY_SIDE.values()},
                 by_depth=True,

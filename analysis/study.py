@@ -4,6 +4,7 @@
 rates.py, and the engine (analysis/engine/) is how the forward passes run fast and small.
 """
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 import outdir
 import weights
-from analysis import engine, measures, rates, weight_measures
+from analysis import differences, engine, measures, rates, weight_measures
 from analysis.progress import Progress
 from minigpt import Config
 
@@ -41,8 +42,9 @@ class ModelStudy:
     name: str  # as given
     slug: str  # short name for titles and folders
     cfg: Config
-    family: str  # measures.family: GPT-2, GPT-Neo, OPT or GPT-NeoX (Pythia)
-    nonlinearity: str  # measures.nonlinearity: the MLP's, which says what figure 12's "active" means
+    family: str  # measures.family: GPT-2, GPT-Neo, OPT, GPT-NeoX (Pythia), Llama, Qwen 3, OLMo 2, …
+    nonlinearity: str  # measures.nonlinearity: the MLP's, which says what figure 12 counts (GELU, ReLU, SwiGLU, GeGLU)
+    arch: differences.Architecture  # what the model has that GPT-2 has not, and what processing did to it
     bos: tuple[int, str]  # the token every prompt starts with, as this model's tokenizer files name it: id, text
     pad: tuple[int, str]  # the token figure 5's prompts are padded with: id, text
     pad_embedding: tuple[float, float]  # ‖W_E[pad]‖ as trained, and the median ‖W_E[t]‖ over the vocabulary
@@ -52,6 +54,7 @@ class ModelStudy:
     example_text: tuple[str, str]  # the example prompt's BOS and first 8 tokens, decoded
     act: engine.NormStats  # what the forward passes leave: sums, a histogram, the example prompt, figure 12's counts
     mean: dict[str, np.ndarray]  # mean norm per layer of each stream the model has, BOS and padding excluded
+    centred: dict[str, np.ndarray]  # the same of ‖x − mean(x)‖, for RMSNorm models ({} with LayerNorm: it is ‖x‖)
     rates: dict  # rates.growth_rate of mean ‖resid_post‖ over the fit layers
     appendix: dict  # measures.appendix1 over every prompt
     weight_stats: dict[str, np.ndarray]  # weight_measures (processed, and as_trained) and figure 12's resampled rates
@@ -65,6 +68,12 @@ class ModelStudy:
 def slug(name: str) -> str:
     """A short name for titles and folders: a directory's own name, or the hub id with / replaced."""
     return Path(name).name if weights.hub.on_disk(Path(name), directory=True) else name.replace("/", "__")
+
+
+def model_type(directory: Path) -> str:
+    """config.json's model_type ("gpt2" where it has none, as weights.read_config reads it): Qwen and Mistral share
+    Llama's class, and the report names them by it (measures.family)."""
+    return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8")).get("model_type", "gpt2")
 
 
 def check_fit_layers(name: str, cfg: Config, fit_layers) -> tuple[int, int]:
@@ -104,18 +113,21 @@ def analyse(
     batch_positions: positions per forward pass (--batch-positions); None: as the device allows
     (engine.positions_per_pass)."""
     dtype_name = str(dtype).removeprefix("torch.")
-    log(f"loading {plan.name} ({dtype_name} on {device}, processed: LayerNorm folded, writing weights centred)")
+    log(f"loading {plan.name} ({dtype_name} on {device}, then processed)")
     # Read in float32 on the CPU, measured as trained, then processed and cast (as weights.load does it).
     # The study reads no logits: no unembedding (14% less memory at gpt2-medium).
     model, tokenizer = weights.from_directory(
         plan.directory, plan.source, processed=False, unembed=False, allow_nonfinite=plan.allow_nonfinite
     )
-    as_trained = weight_measures.as_trained(model)  # the LayerNorm gains, before they are folded away
+    model.source["model_type"] = model_type(plan.directory)
+    as_trained = weight_measures.as_trained(model)  # the norms' gains, before they are folded away
     # OPT pads with <pad>, its embedding's padding_idx (a row nn.Embedding gives no gradient): figure 5 says its size.
     rows = model.W_E.norm(dim=-1)
     pad_embedding = float(rows[tokenizer.pad]), float(rows.median())
     del rows
     weights.process(model, unembed=False)
+    arch = differences.architecture(model)  # what processing folded and left, read from the processed model
+    log(f"{plan.name}: processed: {arch.processing}")
     model = weights.to(model, dtype, device)
     model.source["processed"] = True  # from_directory recorded the files as read
     cfg, prompts = model.cfg, plan.prompts
@@ -165,12 +177,14 @@ def analyse(
     # act.early_controls measures.early_controls, act.padding measures.padding_means; tests/test_engine.py checks
     # each against the plain definition run on every prompt alone.
     mean = {s: act.mean(s) for s in measures.streams(model)}  # every stream the model has
+    centred = {s: act.mean(f"centred_{s}") for s in mean if f"centred_{s}" in act.summed}  # RMSNorm models only
     return ModelStudy(
         name=plan.name,
         slug=slug(plan.name),
         cfg=cfg,
         family=measures.family(model),
         nonlinearity=measures.nonlinearity(model),
+        arch=arch,
         bos=bos,
         pad=pad,
         pad_embedding=pad_embedding,
@@ -180,6 +194,7 @@ def analyse(
         example_text=example_text,
         act=act,
         mean=mean,
+        centred=centred,
         rates=rates.growth_rate(mean["resid_post"], *plan.fit_layers),
         appendix=act.appendix1(),
         weight_stats=weight_stats | act.early_controls(),

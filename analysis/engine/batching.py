@@ -24,16 +24,17 @@ FREE_FRACTION = 0.6
 RESERVE = 1 << 30  # bytes never counted as free: the CUDA context and cuBLAS's handles grow after the first pass
 
 
-def bytes_per_position(cfg: Config, dtype: torch.dtype, width: int, n_quantities: int = 6) -> int:
+def bytes_per_position(cfg: Config, dtype: torch.dtype, width: int, n_quantities: int = 6, gated: bool = False) -> int:
     """An upper estimate of the memory one position of a batch holds at the widest point of a forward pass of
     the study (`collect.per_position_norms`), for a batch padded to `width` positions. e is the dtype's
     size in bytes; statistics taken in float32 count 4 bytes each.
 
     - the block's vectors of size d_model alive at once: the residual, LayerNorm's output, q, k and v and their
       copies in the heads' order for the score product, z and z side by side, attn_out, resid_mid:
-      12·d_model·e; LayerNorm's float32 statistics (x, x − mean, its square): 3·d_model·4;
+      12·d_model·e (12·n_heads·d_head·e where the heads are wider than d_model, as Qwen 3's); LayerNorm's float32
+      statistics (x, x − mean, its square): 3·d_model·4;
     - the MLP: its pre-activation, GELU's output, GELU's temporary, and the bool mask of the "active" count:
-      d_mlp·(3e + 1);
+      d_mlp·(3e + 1); a gated MLP (`gated`) holds its second product x @ W_in too: d_mlp·(4e + 1);
     - attention: each position's row of scores, n_heads·width entries, in the model's dtype, and the softmax's
       float32 input and output: n_heads·width·(e + 8) in half precision; in float32 the scores are the
       softmax's input, n_heads·width·8;
@@ -44,30 +45,32 @@ def bytes_per_position(cfg: Config, dtype: torch.dtype, width: int, n_quantities
     estimate is 1.02× the measured peak attention-bound (width 512, 16 heads; bfloat16), 1.06× (float32), and
     1.2–1.6× bound by d_model (512, width 64). On CUDA the caching allocator rounds each block up (to 2 MiB
     for large ones) and cuBLAS may take a workspace, which FREE_FRACTION leaves room for: not yet measured on
-    a GPU (benchmarks/gpu.sh reports the peak GPU memory of a corpus run).
+    a GPU (benchmarks/gpu.sh reports the peak GPU memory of a corpus run). The gated MLP's and the wider heads'
+    terms, and the 11 quantities of an RMSNorm model, are counted the same way, not yet checked against a measurement.
     """
     e = torch.empty((), dtype=dtype).element_size()
-    block = 12 * cfg.d_model * e + 3 * cfg.d_model * 4
-    mlp = cfg.d_mlp * (3 * e + 1)
+    block = 12 * max(cfg.d_model, cfg.n_heads * cfg.d_head) * e + 3 * cfg.d_model * 4
+    mlp = cfg.d_mlp * ((4 if gated else 3) * e + 1)
     attention = cfg.n_heads * width * (8 if e == 4 else e + 8)
     kept = n_quantities * cfg.n_layers * 4
     return block + mlp + attention + kept
 
 
-def cuda_positions(cfg: Config, dtype: torch.dtype, width: int, free_bytes: int) -> int:
+def cuda_positions(cfg: Config, dtype: torch.dtype, width: int, free_bytes: int, **kinds) -> int:
     """Positions per pass on a GPU with free_bytes free (the weights already on it):
     FREE_FRACTION · (free_bytes − RESERVE) / bytes_per_position, within [1, MAX_POSITIONS]. A prompt longer
-    than that still runs, alone in its batch (collect.by_length)."""
+    than that still runs, alone in its batch (collect.by_length). kinds: bytes_per_position's n_quantities, gated."""
     usable = FREE_FRACTION * max(free_bytes - RESERVE, 0)
-    return int(min(MAX_POSITIONS, max(1, usable // bytes_per_position(cfg, dtype, width))))
+    return int(min(MAX_POSITIONS, max(1, usable // bytes_per_position(cfg, dtype, width, **kinds))))
 
 
-def batch_positions(device: torch.device, cfg: Config, dtype: torch.dtype, width: int) -> int:
+def batch_positions(device: torch.device, cfg: Config, dtype: torch.dtype, width: int, **kinds) -> int:
     """The positions per forward pass for a model on `device` whose longest batch is `width` positions wide:
     on CUDA from the memory free now (torch.cuda.mem_get_info), with what PyTorch's caching allocator holds
-    unused (a previous model's blocks, freed but kept for reuse), elsewhere CPU_POSITIONS."""
+    unused (a previous model's blocks, freed but kept for reuse), elsewhere CPU_POSITIONS. kinds: what
+    bytes_per_position needs beyond the shape (how many quantities the pass keeps, a gated MLP)."""
     if device.type != "cuda":
         return CPU_POSITIONS
     free, _ = torch.cuda.mem_get_info(device)
     cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-    return cuda_positions(cfg, dtype, width, free + cached)
+    return cuda_positions(cfg, dtype, width, free + cached, **kinds)

@@ -22,7 +22,10 @@ def positions_per_pass(model: GPT2, prompts: list, asked: int | None = None) -> 
     if asked is not None:
         return asked
     width = min(max(map(len, prompts)) + measures.PADDING_EXTRA, model.cfg.n_ctx)
-    return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width)
+    kinds = {}  # bytes_per_position's defaults are a LayerNorm model's: 6 quantities kept, an ungated MLP
+    if measures.norm_kind(model) == "RMSNorm":  # 11 quantities kept (CENTRED's beside them), a gated MLP
+        kinds = {"n_quantities": len(measures.quantities(model)), "gated": measures.gated(model)}
+    return batching.batch_positions(model.W_E.device, model.cfg, model.W_E.dtype, width, **kinds)
 
 
 def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -36,13 +39,14 @@ def per_position_norms(model: GPT2, tokens: torch.Tensor) -> dict[str, torch.Ten
     """
     L, present = model.cfg.n_layers, measures.quantities(model)
     kept = torch.empty(len(present), L, *tokens.shape, device=model.W_E.device)  # [quantity, layer, batch, pos]
-    into = {}  # hook name → (reduction, where its result goes)
+    into = {}  # hook name → [(reduction, where its result goes)]: one hook may feed several (‖x‖ and ‖x − mean(x)‖)
     for i, (hook, reduce) in enumerate(present.values()):
-        into |= {f"blocks.{l}.{hook}": (reduce, kept[i, l]) for l in range(L)}
+        for l in range(L):
+            into.setdefault(f"blocks.{l}.{hook}", []).append((reduce, kept[i, l]))
 
     def reduce_into(tensor: torch.Tensor, name: str) -> None:
-        reduce, out = into[name]
-        reduce(tensor, out=out)
+        for reduce, out in into[name]:
+            reduce(tensor, out=out)
 
     with torch.no_grad(), instrument.hooks(model, dict.fromkeys(into, reduce_into)):
         model(tokens, unembed=False)

@@ -83,6 +83,12 @@ class NormStats:
         fraction = (half - below) / counts[i]
         return float(10 ** (HISTOGRAM_EDGES[i] + fraction * (HISTOGRAM_EDGES[i + 1] - HISTOGRAM_EDGES[i])))
 
+    def bos_ratio(self) -> np.ndarray:
+        """measures.bos_ratio of ‖resid_post‖: the mean at BOS over the median of the averaged positions, the
+        median read from the histogram (`median_norm`, within its 1.2%-wide bins)."""
+        medians = [self.median_norm(layer) if self.histogram[layer].any() else np.nan for layer in range(self.n_layers)]
+        return self.bos("resid_post") / np.array(medians)
+
     def early_controls(self) -> dict[str, np.ndarray]:
         """measures.early_controls on the sample: [n_layers] each."""
         return {

@@ -1,0 +1,193 @@
+"""What a model has that GPT-2 has not, and what that changes in the study: report.md's per-family statements.
+
+`architecture` reads the processed model once (which norm, which gains processing folded and which it left, the
+key-value heads, the position embedding); the sentences below are built from it and from the study's numbers,
+for the report's "What each model cannot have" and its BOS section. A LayerNorm model (GPT-2, GPT-Neo, OPT,
+Pythia) gets none of them: what it cannot have is said by its figures (report.not_drawn, report.nonlinearities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from torch import nn
+
+from analysis import measures, rates
+from minigpt import GPT2
+from minigpt.llama import RMSNorm
+from minigpt.model import LayerNorm
+
+if TYPE_CHECKING:  # study imports this module; the sentences only read a ModelStudy's fields
+    from analysis.study import ModelStudy
+
+LAYER_NORM_PROCESSING = "LayerNorm folded, writing weights centred"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    norm: str  # "LayerNorm" or "RMSNorm" (measures.norm_kind)
+    processing: str  # what weights.process did to this model, one phrase
+    folded: tuple[str, ...]  # the block's norms whose gains processing folded into the weights that read them
+    left: tuple[str, ...]  # the block's norms whose gains are still applied where they are (post-norms, q/k norms)
+    pre_norms: bool  # ln1 and ln2 before the sublayers (GPT-2's place); OLMo 2 has none
+    post_norms: bool  # ln1_post and ln2_post after the sublayers, before hook_attn_out / hook_mlp_out
+    position_embedding: bool  # a learned W_pos added to the embedding (GPT-2, GPT-Neo, OPT); rotary models have none
+    n_heads: int
+    n_kv_heads: int  # key-value heads; fewer than n_heads with grouped-query attention
+    qk_norm: str | None  # "per head" (Qwen 3, Gemma 3), "whole width" (OLMo 2) or None
+
+
+def block_norms(model: GPT2) -> dict[str, nn.Module]:
+    """The norms of the first block by their path in it (ln1, ln2, ln1_post, ln2_post, attn.q_norm, attn.k_norm)."""
+    return {name: m for name, m in model.blocks[0].named_modules() if isinstance(m, LayerNorm | RMSNorm)}
+
+
+def architecture(model: GPT2) -> Architecture:
+    """Read from the processed model: a gain that processing folded is None (the weights that read it carry it)."""
+    norms = block_norms(model)
+    kind = measures.norm_kind(model)
+    folded = tuple(name for name, m in norms.items() if m.w is None)
+    left = tuple(name for name, m in norms.items() if m.w is not None)
+    attn = model.blocks[0].attn
+    q_norm = getattr(attn, "q_norm", None)
+    qk = None
+    if q_norm is not None:  # Qwen 3 and Gemma 3: a gain of width d_head; OLMo 2: n_heads · d_head
+        qk = "per head" if q_norm.w is not None and len(q_norm.w) == attn.W_Q.shape[-1] else "whole width"
+    if kind == "LayerNorm":
+        processing = LAYER_NORM_PROCESSING
+    else:
+        gains = f"{', '.join(folded)} gains folded into the weights that read them" if folded else "no gain folded"
+        kept = f"; {', '.join(left)} gains left as trained" if left else ""
+        processing = f"{gains}, nothing centred (RMSNorm does not subtract the mean){kept}"
+    return Architecture(
+        norm=kind,
+        processing=processing,
+        folded=folded,
+        left=left,
+        pre_norms="ln1" in norms,
+        post_norms="ln1_post" in norms,
+        position_embedding=getattr(model, "W_pos", None) is not None,
+        n_heads=attn.W_Q.shape[0],
+        n_kv_heads=attn.W_V.shape[0],
+        qk_norm=qk,
+    )
+
+
+def processing_sentence(results: list[ModelStudy]) -> str:
+    """report.md's opening words on the weights: GPT-2's phrase where every model is normalised by LayerNorm,
+    otherwise model by model (each model's line says what was done to it)."""
+    if all(r.arch.norm == "LayerNorm" for r in results):
+        return f"Weights processed as in the study ({LAYER_NORM_PROCESSING})."
+    return (
+        "Weights processed as the study does, as far as each model allows: LayerNorm models with LayerNorm folded and "
+        "writing weights centred; RMSNorm models with their gains folded and nothing centred (each model's line says which)."
+    )
+
+
+def number(x: float, spec: str = ".3g") -> str:
+    """x as the report writes it; NaN spelt as report.nonfinite_section spells it (float16 overflows, NaN weights)."""
+    return "NaN" if np.isnan(x) else format(x, spec)
+
+
+def fit(r: ModelStudy, values: np.ndarray) -> str:
+    rate = rates.growth_rate(values, r.rates["first_layer"], r.rates["last_layer"])["fit_rate"]
+    return "none" if rate is None else f"×{rate:.3f}"
+
+
+def mean_direction(r: ModelStudy) -> str:
+    norm, centred = r.mean["resid_post"][-1], r.centred["resid_post"][-1]
+    return (
+        f"- {r.slug}, ‖x‖ includes the mean: RMSNorm divides by the root mean square without subtracting the mean, "
+        "so the residual is not mean-zero and centring the writing weights would change the model: only the gains "
+        f"are folded. At the last layer mean ‖x‖ is {number(norm)} and mean ‖x − mean(x)‖ {number(centred)} "
+        f"({number(centred / norm, '.1%')} of it); over the fit layers they grow {fit(r, r.mean['resid_post'])} and "
+        f"{fit(r, r.centred['resid_post'])} per layer (figure 17; summary.json's centred_norm)."
+    )
+
+
+def post_norms(r: ModelStudy) -> str:
+    """OLMo 2 and Gemma normalise each sublayer's output: attn_out and mlp_out are unit-RMS vectors times a gain."""
+    w, d = r.weight_stats, r.cfg.d_model
+    where = "instead of its input" if not r.arch.pre_norms else "as well as its input"
+    sentence = (
+        f"- {r.slug}, post-sublayer norms unfolded: {r.family} normalises each sublayer's output {where} (ln1_post, "
+        "ln2_post), so attn_out and mlp_out are vectors of root mean square 1 times a gain, whatever the size of what "
+        "the sublayer read; their growth with depth is stored in these gains, which cannot be folded into what reads "
+        "the residual and are left as trained."
+    )
+    if "ln1_post_gain_rms" in w and "ln2_post_gain_rms" in w:
+        sentence += (
+            f" At the last layer mean ‖attn_out‖ is {number(r.mean['attn_out'][-1])} against √d_model × RMS(ln1_post "
+            f"gain) = {number(np.sqrt(d) * w['ln1_post_gain_rms'][-1])}, mean ‖mlp_out‖ {number(r.mean['mlp_out'][-1])} "
+            f"against {number(np.sqrt(d) * w['ln2_post_gain_rms'][-1])}; the gains grow {fit(r, w['ln1_post_gain_rms'])} and "
+            f"{fit(r, w['ln2_post_gain_rms'])} per layer."
+        )
+    if not r.arch.pre_norms:
+        sentence += (
+            " No norm reads the residual before attention or the MLP: they read it raw, so the random normalised "
+            "inputs of figures 9 and 12 are not what they read."
+        )
+    return sentence
+
+
+def model_differences(r: ModelStudy) -> list[str]:
+    """The bullets of "What each model cannot have" for one model normalised by RMSNorm; [] for a LayerNorm model."""
+    a = r.arch
+    if a.norm != "RMSNorm":
+        return []
+    lines = [mean_direction(r)]
+    if a.post_norms:
+        lines.append(post_norms(r))
+    if a.qk_norm:
+        lines.append(
+            f"- {r.slug}, q and k normalised {a.qk_norm} (q_norm, k_norm): their gains scale the queries and keys, "
+            "not the residual, and are left as trained."
+        )
+    if not a.position_embedding:
+        lines.append(
+            f"- {r.slug}, no W_pos: positions are rotations of q and k (rotary), so nothing is added to the token's "
+            "embedding and layer 0's resid_pre is its row of W_E alone."
+        )
+    if a.n_kv_heads < a.n_heads:
+        group = a.n_heads // a.n_kv_heads
+        lines.append(
+            f"- {r.slug}, grouped key-value heads: {a.n_kv_heads} key-value heads for {a.n_heads} query heads; query "
+            f"head h reads W_V[h // {group}], so ‖W_OV[h]‖ = ‖W_V[h // {group}] W_O[h]‖ is per query head, the {group} "
+            "heads of each group sharing one W_V (figures 8 and 15, the weight tables)."
+        )
+    if r.nonlinearity in ("SwiGLU", "GeGLU"):
+        lines.append(
+            f"- {r.slug}, figure 12 counts gates: a gated MLP ({r.nonlinearity}) writes act(g)·(x @ W_in) with "
+            "g = x @ W_gate, and no single pre-activation says whether a neuron is on. Figure 12 gives the gate > 0 "
+            "fraction (hook_pre is the gate; silu(g) > 0 iff g > 0), not the GELU or ReLU models' active fraction."
+        )
+    bos_id, bos = r.bos
+    if r.family.startswith("Qwen"):
+        lines.append(
+            f"- {r.slug}, no BOS token of its own: Qwen's tokenizer puts nothing before a text. The study starts every "
+            f"prompt with config.json's bos_token_id, `{bos}` (id {bos_id}), the token that ends a document, so its "
+            "position 0 is that token, as in GPT-2."
+        )
+    return lines
+
+
+def bos_section(results: list[ModelStudy]) -> list[str]:
+    """The first position's massive activation, per model: ‖x_BOS‖ over the median ‖x‖ of ordinary positions."""
+    lines = [
+        "## The BOS position",
+        "",
+        "‖resid_post‖ at position 0 (BOS) over the median ‖resid_post‖ of the ordinary positions (position ≥ 1), per "
+        "layer; the median read from figure 1's histogram (bins 1.2% wide).",
+        "",
+    ]
+    for r in results:
+        ratio = r.act.bos_ratio()
+        bos_id, bos = r.bos
+        line = f"- **{r.slug}** (`{bos}`, id {bos_id}): ×{number(ratio[-1])} at the last layer (layer {r.cfg.n_layers - 1})"
+        if not np.isnan(ratio).all():
+            peak = int(np.nanargmax(ratio))
+            line += f"; largest at layer {peak}, ×{number(ratio[peak])}"
+        lines.append(line + ".")
+    return [*lines, ""]
