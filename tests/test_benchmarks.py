@@ -65,6 +65,10 @@ def test_the_readmes_reading_path_is_within_its_budget():
     total = int(re.search(r"\*\*total\*\* \((\d+) files\) \| \*\*([\d,]+)\*\*", result.stdout)[2].replace(",", ""))
     assert 0 < total <= 2500 and "| minigpt/model.py |" in result.stdout and "| analysis/study.py |" in result.stdout
     assert "| analysis/engine/" not in result.stdout and "| training/train.py |" not in result.stdout  # further reading
+    # Issue 29: the step to a model of today is counted apart, within 800 lines, and names Llama's file.
+    today = result.stdout.split("Then, a model of today")[1]
+    total = int(re.search(r"\*\*total\*\* \((\d+) files\) \| \*\*([\d,]+)\*\*", today)[2].replace(",", ""))
+    assert 0 < total <= 800 and "| minigpt/llama.py |" in today and "| weights/rewrites.py |" not in today  # counted once
 
 
 def test_the_reading_path_counts_every_line_stops_at_further_reading_and_refuses_a_missing_file(tmp_path):
@@ -77,6 +81,13 @@ def test_the_reading_path_counts_every_line_stops_at_further_reading_and_refuses
     result = reading_path("--readme", str(tmp_path / "README.md"), "--budget", "13")
     assert result.returncode == 0 and "| pkg/a.py | 3 |" in result.stdout and "**13**" in result.stdout, result.stdout
     assert reading_path("--readme", str(tmp_path / "README.md"), "--budget", "12").returncode == 1
+    today = text.replace("### Further reading", "### Then, a model of today\n\n3. `sub/c.py`, `pkg/a.py`\n\n### Further reading")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.py").write_text("z = 3\n" * 100)
+    (tmp_path / "README.md").write_text(today)
+    result = reading_path("--readme", str(tmp_path / "README.md"), "--budget", "13", "--today-budget", "100")
+    assert result.returncode == 0 and "| sub/c.py | 100 |" in result.stdout and result.stdout.count("| pkg/a.py |") == 1
+    assert reading_path("--readme", str(tmp_path / "README.md"), "--budget", "13", "--today-budget", "99").returncode == 1
     (tmp_path / "README.md").write_text(text.replace("`pkg/`", "`pkg/gone.py`"))
     result = reading_path("--readme", str(tmp_path / "README.md"))
     assert result.returncode == 2 and result.stderr.strip().endswith(
