@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # study imports this module; the sentences only read a ModelS
 
 LAYER_NORM_PROCESSING = "LayerNorm folded, writing weights centred"
 
+ACTIVATION = {"SwiGLU": "silu", "GeGLU": "gelu"}  # a gated MLP's name → its gate's activation
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -157,11 +159,12 @@ def model_differences(r: ModelStudy) -> list[str]:
             f"head h reads W_V[h // {group}], so ‖W_OV[h]‖ = ‖W_V[h // {group}] W_O[h]‖ is per query head, the {group} "
             "heads of each group sharing one W_V (figures 8 and 15, the weight tables)."
         )
-    if r.nonlinearity in ("SwiGLU", "GeGLU"):
+    if r.nonlinearity in ACTIVATION:
         lines.append(
             f"- {r.slug}, figure 12 counts gates: a gated MLP ({r.nonlinearity}) writes act(g)·(x @ W_in) with "
             "g = x @ W_gate, and no single pre-activation says whether a neuron is on. Figure 12 gives the gate > 0 "
-            "fraction (hook_pre is the gate; silu(g) > 0 iff g > 0), not the GELU or ReLU models' active fraction."
+            f"fraction (hook_pre is the gate; {ACTIVATION[r.nonlinearity]}(g) > 0 iff g > 0), not the GELU or ReLU models' "
+            "active fraction."
         )
     bos_id, bos = r.bos
     if r.family.startswith("Qwen"):

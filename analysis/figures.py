@@ -247,7 +247,8 @@ def activation_rate(r: ModelStudy) -> Shown:
         sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     gate = (
         f"With {r.nonlinearity}, the MLP writes act(g)·(x @ W_in) with g = x @ W_gate: this is the fraction of gates g > 0 "
-        "(silu(g) > 0 iff g > 0), not a fraction of neurons on, since the linear factor may still make the product "
+        f"({'silu' if r.nonlinearity == 'SwiGLU' else 'gelu'}(g) > 0 iff g > 0), not a fraction of neurons on, "
+        "since the linear factor may still make the product "
         "small or negative. It is not the same quantity as a GELU or ReLU model's rate."
     )
     meaning = {  # measures.nonlinearity: the same count, a different quantity

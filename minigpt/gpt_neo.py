@@ -34,6 +34,16 @@ class NeoConfig(Config):
     local_layers: tuple[int, ...] = ()  # the layers that attention_types marks "local"; the others are global
 
 
+def window_mask(n_pos: int, window: int | None, device) -> torch.Tensor:
+    """[query_pos, key_pos], True where the key is hidden: the future, and, with a window, keys `window` or more
+    positions back (a query reads itself and the window − 1 before it). window None: GPT-2's causal mask."""
+    positions = torch.arange(n_pos, device=device)
+    back = positions[:, None] - positions[None, :]  # [query_pos, key_pos]: how far back the key is
+    if window is None:
+        return back < 0
+    return (back < 0) | (back >= window)
+
+
 class NeoAttention(Attention):
     """GPT-2's attention (same parameters, hooks and forward pass) with unscaled scores and, on local layers, a window."""
 
@@ -48,11 +58,7 @@ class NeoAttention(Attention):
 
     def hidden(self, n_pos: int, device) -> torch.Tensor:
         """The future, and, on a local layer, keys `window` or more positions back (difference 2)."""
-        positions = torch.arange(n_pos, device=device)
-        back = positions[:, None] - positions[None, :]  # [query_pos, key_pos]: how far back the key is
-        if self.window is None:
-            return back < 0  # global: GPT-2's causal mask
-        return (back < 0) | (back >= self.window)
+        return window_mask(n_pos, self.window, device)
 
 
 class GPTNeo(GPT2):

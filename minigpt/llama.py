@@ -4,7 +4,9 @@ Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B …): GPT-2, except…
 1. RMSNorm in place of LayerNorm: x / √(mean(x²) + ε) · w, with no centring and no bias (HF's LlamaRMSNorm,
    ε rms_norm_eps). So the residual stream is not made mean-zero by what reads it, and ‖x‖ includes its mean.
 2. No learned position embedding: GPT-NeoX's rotary embedding (gpt_neox.py, difference 1) on the whole head,
-   every pair of dimensions turned (HF's LlamaRotaryEmbedding, rope_theta). Llama 3 stretches the slow pairs
+   every pair of dimensions turned (HF's LlamaRotaryEmbedding, rope_theta). The pairs are (i, i + d_head/2), HF's
+   rotate_half, where Meta's own code pairs (2i, 2i + 1): HF's conversion permuted the rows of q_proj and k_proj
+   to match, so for files from the hub this pairing is the right one. Llama 3 stretches the slow pairs
    for long contexts (rope_type "llama3", HF's _compute_llama3_parameters); "linear" divides every frequency by
    its factor. `LlamaAttention.frequencies`.
 3. Grouped-query attention: n_kv_heads key and value heads (num_key_value_heads), each read by n_heads / n_kv_heads
@@ -12,10 +14,12 @@ Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B …): GPT-2, except…
    [n_kv_heads, d_model, d_head], and hook_k, hook_v are per key-value head, as in TransformerLens.
 4. A gated MLP, SwiGLU: post = silu(x @ W_gate) · (x @ W_in), out = post @ W_out (HF's LlamaMLP: down_proj(act(gate_proj(x))
    · up_proj(x))). hook_pre is the gate's pre-activation, hook_pre_linear x @ W_in, hook_post their product, as
-   TransformerLens's GatedMLP names them.
+   TransformerLens's GatedMLP names them. So W_in changes role: in GPT-2 it makes hook_pre; here W_gate does, and
+   W_in makes the linear factor the gate multiplies.
 5. No biases, except where config.json asks: attention_bias (q, k, v and o; Qwen 2 always has q, k and v biases,
    never o's). The model keeps b_Q, b_K, b_V, b_O, b_in, b_out as zeros otherwise, as GPT-Neo keeps its q, k, v
-   biases, so that every family has GPT-2's parameters.
+   biases, so that the measures and rewrites written for GPT-2's biases read these too (the norms have no b, and
+   there is no W_pos).
 6. Qwen 3 normalises each head's query and key with an RMSNorm of its own (q_norm, k_norm, gains [d_head]) before
    the rotation (HF's Qwen3Attention).
 7. A sliding window where config.json sets one (Mistral's sliding_window; Qwen's layer_types): on those layers a
@@ -36,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, check_positive
-from .gpt_neo import NeoAttention
+from .gpt_neo import window_mask
 from .gpt_neox import RotaryAttention, frequencies
 from .model import GPT2, MLP, Block, HookPoint
 
@@ -75,8 +79,10 @@ class LlamaConfig(Config):
 class RMSNorm(nn.Module):
     """Scale to unit root mean square, then apply the gain w (difference 1): LayerNorm without its centring and bias.
 
-    As LayerNorm, the statistic is taken in float32 whatever the model's dtype, and after `weights.process` w is
-    None: the weights that read the output carry it. hook_scale is √(mean(x²) + ε), hook_normalized the output.
+    As LayerNorm, the statistic is taken in float32 whatever the model's dtype. `weights.process` folds the gain of
+    a norm that reads the residual stream (ln1, ln2 before a sublayer, ln_final before W_U) into the weights that read its
+    output, and sets its w to None; the gains of OLMo 2's and Gemma's post-sublayer norms and of the q/k norms stay.
+    hook_scale is √(mean(x²) + ε), hook_normalized the output.
     `width` is d_model, or d_head for Qwen 3's per-head q_norm and k_norm.
     """
 
@@ -112,7 +118,11 @@ def llama3_frequencies(inv_freq: torch.Tensor, cfg: LlamaConfig) -> torch.Tensor
 
 
 class LlamaAttention(RotaryAttention):
-    """GPT-NeoX's rotary attention on the whole head, with key-value heads shared by groups of query heads."""
+    """GPT-NeoX's rotary attention on the whole head, with key-value heads shared by groups of query heads.
+
+    GPT-2's attention builds W_K and W_V with one matrix per query head; they are replaced here by one per key-value
+    head (on the meta device while a checkpoint is read: nothing is allocated). GPT-NeoX's `frequencies` reads its
+    config's rotary_dims, which LlamaConfig has not: it is overridden below, on the whole head."""
 
     def __init__(self, cfg: LlamaConfig, local: bool = False):
         super().__init__(cfg)
@@ -150,7 +160,9 @@ class LlamaAttention(RotaryAttention):
         """Each value head repeated for the query heads of its group (difference 3)."""
         return super().mix(pattern, v.repeat_interleave(self.group, dim=2))  # [batch, pos, n_heads, d_head]
 
-    hidden = NeoAttention.hidden  # difference 7: GPT-Neo's mask, a window on local layers, causal on the others
+    def hidden(self, n_pos: int, device) -> torch.Tensor:
+        """Difference 7: on a sliding-window layer, GPT-Neo's window (gpt_neo.py); on the others, GPT-2's causal mask."""
+        return window_mask(n_pos, self.window, device)
 
 
 class GatedMLP(MLP):

@@ -8,9 +8,11 @@ W_OV = W_V @ W_O is a one-liner, and each executed line is the algebra itself: e
 Every intermediate tensor passes through a `HookPoint`, an identity module whose module path
 (e.g. "blocks.3.attn.hook_pattern") is its name; `instrument` attaches to them.
 
-The other families (gpt_neo.py, opt.py, gpt_neox.py) subclass these pieces and override only what differs:
-Attention's `rotate`, `scores`, `hidden` and `mix`, GPT2's `block` (which builds each layer's Block, with the MLP's
-`activation` given there) and `embed`.
+The other families (gpt_neo.py, opt.py, gpt_neox.py, llama.py and the files built on it) subclass these pieces
+and override only what differs: Attention's `rotate`, `scores`, `hidden` and `mix`, GPT2's `block` (which builds
+each layer's Block, with the MLP's `activation` given there) and `embed`. Where a family's difference is the
+block's or the MLP's wiring itself (Pythia's parallel block, the norms after OLMo 2's and Gemma's sublayers,
+Llama's gated MLP), its forward is that difference, written out.
 """
 
 import math

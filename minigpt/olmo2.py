@@ -9,12 +9,18 @@ unembedding), and, where OLMo 2 parts from Llama (HF's modeling_olmo2.py):
    (post_attention_layernorm), the MLP's through ln2_post (post_feedforward_layernorm), before it is added to the
    residual stream. hook_attn_out and hook_mlp_out are after those norms, as TransformerLens places them for
    Gemma, so that resid_mid = resid_pre + attn_out and resid_post = resid_mid + mlp_out still hold exactly.
-   Nothing reads the residual stream through a norm but the final one (ln_final), so no rewrite can fold these
-   gains anywhere: weights.process leaves them, and says so.
+   These gains scale what is written to the residual stream, after the sublayer's last matrix and through a
+   normalisation, so no matrix can take them in: weights.process leaves them, and says so. (Moving a gain out of
+   the sublayer's weights would not help either: RMSNorm(c·y) = RMSNorm(y) only while ε is negligible against
+   mean(y²).) The only norm that reads the residual stream is the final one, ln_final, which folds into W_U.
 3. q_norm and k_norm: one RMSNorm over the whole query (n_heads·d_head wide) and one over the whole key
    (n_kv_heads·d_head), before they are split into heads and before the rotation (Olmo2Attention:
    q_norm(q_proj(x))). hook_q and hook_k are the projections, before these norms; Qwen 3's and Gemma 3's
    q/k norms are per head instead (llama.py, difference 6).
+
+In half precision, HF's OLMo 2 multiplies its norms' gains and turns q and k in float32 before rounding; here
+both are rounded as in Llama's file (float32 results are the same within 2.2e-5; bfloat16 logits differ from HF's
+bfloat16 by about as much as either differs from float32).
 
 As in GPT-2: one residual stream written by attention then the MLP, a final norm before the unembedding.
 """

@@ -226,6 +226,27 @@ def test_other_settings_the_classes_read_match_hugging_face(tmp_path, kind, chan
     check_against_hf(directory, f"{kind} {changes}")
 
 
+@pytest.mark.parametrize("kind, changes", [("mistral", {}), ("qwen2", {"use_sliding_window": True})])
+def test_an_absent_sliding_window_is_hfs_default_of_4096_and_null_is_none(checkpoints, tmp_path, kind, changes):
+    """HF's MistralConfig and Qwen2Config give sliding_window 4096 where config.json lacks it, and none where it is
+    null: a config.json without the field must not read as a model without a window (silent past 4096 tokens)."""
+    from transformers import AutoConfig
+
+    directory = tmp_path / kind
+    shutil.copytree(checkpoints[kind], directory)
+    config = json.loads((directory / "config.json").read_text()) | changes
+    config.pop("sliding_window", None)
+    config.pop("layer_types", None)
+    config["max_window_layers"] = 0
+    (directory / "config.json").write_text(json.dumps(config))
+    cfg = weights.read_config(directory)
+    hf = AutoConfig.from_pretrained(directory)
+    assert cfg.window_size == hf.sliding_window == 4096 and cfg.local_layers == tuple(range(cfg.n_layers))
+    (directory / "config.json").write_text(json.dumps(config | {"sliding_window": None}))
+    if kind == "mistral":
+        assert weights.read_config(directory).window_size is None and not weights.read_config(directory).local_layers
+
+
 def test_both_config_forms_and_save_pretrained_files_read_the_same(checkpoints, tmp_path):
     """transformers 5's save_pretrained writes rope_parameters (and Qwen's layer_types) in place of rope_theta and
     rope_scaling, drops a tied lm_head and writes float32: the same config, exactly the same model."""

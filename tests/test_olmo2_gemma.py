@@ -114,6 +114,21 @@ def test_gemma_reads_its_config(checkpoints):
     assert (linear.cfg.rope_type, linear.cfg.rope_factor) == ("linear", 8.0)
 
 
+@pytest.mark.parametrize("name", ["gemma2", "gemma3_text"])
+def test_gemma_fields_config_json_lacks_take_hfs_defaults(checkpoints, tmp_path, name):
+    """Gemma's head_dim defaults to 256 (not d_model / n_heads) and sliding_window to 4096, as in HF's configs."""
+    from transformers import AutoConfig
+
+    directory = tmp_path / name
+    shutil.copytree(checkpoints[name], directory)
+    config = json.loads((directory / "config.json").read_text())
+    for field in ("head_dim", "sliding_window"):
+        config.pop(field, None)
+    (directory / "config.json").write_text(json.dumps(config))
+    cfg, hf = weights.read_config(directory), AutoConfig.from_pretrained(directory)
+    assert (cfg.d_head, cfg.window_size) == (hf.head_dim, hf.sliding_window) == (256, 4096)
+
+
 def test_gemma_gains_are_read_as_one_plus_the_stored_value(checkpoints):
     from safetensors.torch import load_file
 

@@ -12,7 +12,7 @@ each head's q_norm and k_norm, as Qwen 3's. And every RMSNorm gain is stored as 
 from minigpt.gemma import Gemma, GemmaConfig
 
 from .keys import KeyMap, Layout, fields, make_config, refuse_unless
-from .llama import IGNORED, llama_key_map, rms_norm, rope
+from .llama import IGNORED, llama_key_map, rms_norm, rope, window_field
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 # Before layer_types, config.json said which layers slide by a period: Gemma 2's every other layer from layer 0,
@@ -91,7 +91,7 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
         n_layers=n_layers,
         d_model=d_model,
         n_heads=n_heads,
-        d_head=get("head_dim", int, d_model // n_heads),
+        d_head=get("head_dim", int, 256),  # Gemma2Config's and Gemma3TextConfig's default, not d_model / n_heads
         d_mlp=get("intermediate_size", int),
         d_vocab=get("vocab_size", int),
         n_ctx=get("max_position_embeddings", int),
@@ -99,7 +99,7 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
         n_kv_heads=get("num_key_value_heads", int, n_heads),
         qk_norm=model_type == "gemma3_text",
         tied=True,
-        window_size=get("sliding_window", int) if local_layers else None,
+        window_size=window_field(hf, path) if local_layers else None,
         local_layers=local_layers,
         query_pre_attn_scalar=float(get("query_pre_attn_scalar", float, 256)),
         attn_softcap=attn_softcap,

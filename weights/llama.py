@@ -117,6 +117,14 @@ def rope(hf: dict, path) -> dict:
     return found
 
 
+DEFAULT_WINDOW = 4096  # HF's MistralConfig, Qwen2Config, Qwen3Config, Gemma2Config and Gemma3TextConfig
+
+
+def window_field(hf: dict, path) -> int | None:
+    """config.json's sliding_window: absent, HF's default of 4096 positions; null, no window."""
+    return fields(hf, path)("sliding_window", int, None) if "sliding_window" in hf else DEFAULT_WINDOW
+
+
 def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
     """(window, the layers that use it). Llama: none. Mistral: sliding_window on every layer, or none if null.
     Qwen 2 and 3: the window is sliding_window only if use_sliding_window; layer_types names the layers, or, in
@@ -125,9 +133,9 @@ def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> tuple[int 
     if model_type == "llama":
         return None, ()
     if model_type == "mistral":
-        window = get("sliding_window", int, None)
+        window = window_field(hf, path)
         return window, tuple(range(n_layers)) if window else ()
-    window = get("sliding_window", int, None) if get("use_sliding_window", bool, False) else None
+    window = window_field(hf, path) if get("use_sliding_window", bool, False) else None
     types = get("layer_types", list, None)
     if types is None:
         first = json_field(hf, path, "max_window_layers", int, 28, minimum=0)

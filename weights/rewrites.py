@@ -16,7 +16,7 @@ What applies where:
   which does not subtract the mean. fold_layer_norm folds the pre-norms' gains, and nothing is centred;
   center_writing_weights is refused (it is not an identity there) and `process` skips it; center_unembed is
   refused where logits are softcapped (Gemma 2); fold_value_biases applies, per key-value head.
-  tests/test_llama.py checks each for every kind.
+  tests/test_llama.py checks each for every kind of Llama's file, tests/test_olmo2_gemma.py for OLMo 2 and Gemma.
 """
 
 import torch
@@ -103,8 +103,9 @@ def fold_rms_norm(model: GPT2) -> GPT2:
     Left as they are, because no weight reads their output linearly alone:
       the post-sublayer norms ln1_post and ln2_post (OLMo 2, Gemma): their output is added to the residual
         stream directly, and the weights before them (W_O, W_out) are undone by the normalisation;
-      q_norm and k_norm (Qwen 3, OLMo 2, Gemma 3): their output is rotated, which mixes dimensions i and
-        i + d_head/2, so a gain that differs between the two cannot move past the rotation.
+      q_norm and k_norm (Qwen 3, OLMo 2, Gemma 3): no weight reads q or k, only their product q·k, and a rotation
+        comes between, mixing dimensions i and i + d_head/2, so a gain that differs between the two cannot move
+        past it (and one equal within each pair could at most be merged from one norm into the other).
     Invariant: logits exactly (up to float rounding); residual stream unchanged (hook_normalized loses w).
     """
     blocks = list(model.blocks)
