@@ -165,6 +165,29 @@ def test_architecture_says_what_processing_folded_and_what_each_model_has(llama,
 GAIN_GROWTH = 1.1  # the Llama checkpoint's RMSNorm gains grow ×1.1 per layer: growth stored in the gains, a known answer
 
 
+def with_released_tokenizer(directory: Path, name: str) -> Path:
+    """The checkpoint's GPT-2 vocabulary files replaced by a tiny tokenizer.json in the released form (Llama 3.2's, with
+    <|begin_of_text|> named as BOS; Qwen 3's, naming none, config.json's bos_token_id its <|endoftext|>), as
+    tests/test_tokenizer_families.py builds them with `tokenizers`."""
+    from test_tokenizer_families import FILES
+
+    text = FILES[name]()
+    ids = {token["content"]: token["id"] for token in json.loads(text)["added_tokens"]}
+    for old in ("vocab.json", "merges.txt"):
+        (directory / old).unlink()
+    (directory / "tokenizer.json").write_text(text, encoding="utf-8")
+    if name.startswith("llama"):
+        said = {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}
+        ids_in_config = {"bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": ids["<|end_of_text|>"]}
+    else:
+        said = {"bos_token": None, "add_bos_token": False, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+        ids_in_config = {"bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|endoftext|>"]}
+    (directory / "tokenizer_config.json").write_text(json.dumps(said))
+    config = json.loads((directory / "config.json").read_text()) | ids_in_config
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
 @pytest.fixture(scope="module")
 def new_family_report(small_checkpoint, tmp_path_factory):
     from llama_checkpoints import write_llama
@@ -174,8 +197,8 @@ def new_family_report(small_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("new-families")
     checkpoints = {
         "gpt2": small_checkpoint,
-        "llama3": write_llama(root / "llama3", "llama3", seed=5, gain_growth=GAIN_GROWTH),
-        "qwen3": write_llama(root / "qwen3", "qwen3", seed=6),
+        "llama3": with_released_tokenizer(write_llama(root / "llama3", "llama3", seed=5, gain_growth=GAIN_GROWTH), "llama3.2"),
+        "qwen3": with_released_tokenizer(write_llama(root / "qwen3", "qwen3", seed=6), "qwen3"),
         "olmo2": write_released(root / "olmo2", "olmo2", seed=7),
     }
     prompts = root / "prompts.txt"
@@ -211,7 +234,10 @@ def test_one_study_runs_gpt2_llama_qwen3_and_olmo2_and_says_what_each_cannot_hav
         f"- {new['qwen3']}, q and k normalised per head" in section
         and f"- {new['olmo2']}, q and k normalised whole width" in section
     )
-    assert f"- {new['qwen3']}, no BOS token of its own" in section and "(id 50256)" in section
+    qwen_bos = models["qwen3"]["bos"]
+    assert qwen_bos["text"] == "<|endoftext|>" and qwen_bos["id"] != 50256  # its own tokenizer's, named by config.json
+    assert f"- {new['qwen3']}, no BOS token of its own" in section and f"`<|endoftext|>` (id {qwen_bos['id']})" in section
+    assert models["llama3"]["bos"]["text"] == "<|begin_of_text|>"
     gpt2 = checkpoints["gpt2"].name
     assert f"- {gpt2}," not in section and "centred_norm" not in models["gpt2"] and models["gpt2"]["norm"] == "LayerNorm"
     assert models["gpt2"]["processed"] == "LayerNorm folded, writing weights centred"
@@ -219,8 +245,8 @@ def test_one_study_runs_gpt2_llama_qwen3_and_olmo2_and_says_what_each_cannot_hav
     assert "ln1_post, ln2_post gains left as trained" in models["olmo2"]["processed"]
     bos = report.split("## The BOS position")[1].split("\n## ")[0]
     for kind, path in checkpoints.items():
-        ratio = models[kind]["bos_over_median_resid_post"]
-        assert f"- **{path.name}** (`<|endoftext|>`, id 50256): ×{ratio[-1]:.3g} at the last layer" in bos
+        ratio, token = models[kind]["bos_over_median_resid_post"], models[kind]["bos"]
+        assert f"- **{path.name}** (`{token['text']}`, id {token['id']}): ×{ratio[-1]:.3g} at the last layer" in bos
     assert all(m["appendix1"]["violations"] == 0 for m in models.values())
 
 
