@@ -100,6 +100,12 @@ def fit(r: ModelStudy, values: np.ndarray) -> str:
 
 def mean_direction(r: ModelStudy) -> str:
     norm, centred = r.mean["resid_post"][-1], r.centred["resid_post"][-1]
+    if not (np.isfinite(norm) and np.isfinite(centred)):
+        return (
+            f"- {r.slug}, ‖x‖ includes the mean: RMSNorm divides by the root mean square without subtracting the mean, "
+            "so the residual is not mean-zero; ‖x‖ and ‖x − mean(x)‖ are not finite at the last layer (see "
+            '"Activations that are not finite").'
+        )
     return (
         f"- {r.slug}, ‖x‖ includes the mean: RMSNorm divides by the root mean square without subtracting the mean, "
         "so the residual is not mean-zero and centring the writing weights would change the model: only the gains "
@@ -134,6 +140,22 @@ def post_norms(r: ModelStudy) -> str:
     return sentence
 
 
+def gemma(r: ModelStudy) -> str:
+    """What Gemma adds to Llama's differences that bears on the residual stream's size."""
+    cfg = r.cfg
+    caps = [f"the attention scores at ±{cfg.attn_softcap:g}"] if cfg.attn_softcap else []
+    caps += [f"the logits at ±{cfg.final_softcap:g} (which the study does not read)"] if cfg.final_softcap else []
+    capped = f"; it caps {' and '.join(caps)} with c·tanh(s/c)" if caps else ""
+    return (
+        f"- {r.slug}, a scaled embedding: each token's row of W_E is multiplied by √d_model = {np.sqrt(cfg.d_model):.3g} "
+        "before the first block, so the residual stream starts √d_model times the size of W_E's rows"
+        f"{capped}; {len(cfg.local_layers)} of its {cfg.n_layers} layers attend within a window of "
+        f"{cfg.window_size} positions, the others to every earlier position."
+        if cfg.local_layers
+        else f"{capped}; every layer attends to every earlier position."
+    )
+
+
 def model_differences(r: ModelStudy) -> list[str]:
     """The bullets of "What each model cannot have" for one model normalised by RMSNorm; [] for a LayerNorm model."""
     a = r.arch
@@ -148,14 +170,16 @@ def model_differences(r: ModelStudy) -> list[str]:
             "not the residual, and are left as trained."
         )
     if not a.position_embedding:
+        row = "its row of W_E times √d_model" if r.family.startswith("Gemma") else "its row of W_E alone"
         lines.append(
             f"- {r.slug}, no W_pos: positions are rotations of q and k (rotary), so nothing is added to the token's "
-            "embedding and layer 0's resid_pre is its row of W_E alone."
+            f"embedding and layer 0's resid_pre is {row}."
         )
     if a.n_kv_heads < a.n_heads:
         group = a.n_heads // a.n_kv_heads
         lines.append(
-            f"- {r.slug}, grouped key-value heads: {a.n_kv_heads} key-value heads for {a.n_heads} query heads; query "
+            f"- {r.slug}, grouped key-value heads: {a.n_kv_heads} key-value head{'s' * (a.n_kv_heads > 1)} for {a.n_heads} "
+            "query heads; query "
             f"head h reads W_V[h // {group}], so ‖W_OV[h]‖ = ‖W_V[h // {group}] W_O[h]‖ is per query head, the {group} "
             "heads of each group sharing one W_V (figures 8 and 15, the weight tables)."
         )
@@ -166,6 +190,8 @@ def model_differences(r: ModelStudy) -> list[str]:
             f"fraction (hook_pre is the gate; {ACTIVATION[r.nonlinearity]}(g) > 0 iff g > 0), not the GELU or ReLU models' "
             "active fraction."
         )
+    if r.family.startswith("Gemma"):
+        lines.append(gemma(r))
     bos_id, bos = r.bos
     if r.family.startswith("Qwen"):
         lines.append(
@@ -189,8 +215,10 @@ def bos_section(results: list[ModelStudy]) -> list[str]:
         ratio = r.act.bos_ratio()
         bos_id, bos = r.bos
         line = f"- **{r.slug}** (`{bos}`, id {bos_id}): ×{number(ratio[-1])} at the last layer (layer {r.cfg.n_layers - 1})"
-        if not np.isnan(ratio).all():
-            peak = int(np.nanargmax(ratio))
-            line += f"; largest at layer {peak}, ×{number(ratio[peak])}"
+        finite = np.isfinite(ratio)
+        if finite.any():
+            peak = int(np.argmax(np.where(finite, ratio, -np.inf)))
+            over = "" if finite.all() else f" of the finite layers ({rates.layer_list(np.flatnonzero(finite).tolist())})"
+            line += f"; largest{over} at layer {peak}, ×{number(ratio[peak])}"
         lines.append(line + ".")
     return [*lines, ""]

@@ -344,12 +344,12 @@ def read_pre_tokenizer(pre: dict | None) -> tuple:
             refuse(field, part, "minigpt reads Split with behavior Isolated and invert false before ByteLevel")
         steps.append(read_split_pattern(part.get("pattern"), f"{field}.pattern"))
     byte_level = parts[-1]
-    # tokenizers' defaults when a field is absent: add_prefix_space true, use_regex true. (trim_offsets moves
-    # the offsets of the tokens only, which minigpt does not report.)
-    if byte_level.get("add_prefix_space", True):
-        steps.append(PREFIX_SPACE)
-    if byte_level.get("use_regex", True):
-        steps.append(GPT2_REGEX)
+    # tokenizers' defaults when a field is absent: add_prefix_space true, use_regex true; a string "false" is refused,
+    # as tokenizers refuses it. (trim_offsets moves only the tokens' offsets, which minigpt does not report.)
+    for flag, step in (("add_prefix_space", PREFIX_SPACE), ("use_regex", GPT2_REGEX)):
+        if not isinstance(value := byte_level.get(flag, True), bool):
+            malformed(f"pre_tokenizer{f'.pretokenizers[{len(parts) - 1}]' * sequence}.{flag}", value, "true or false")
+        steps += [step] * value
     return tuple(steps)
 
 

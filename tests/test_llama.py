@@ -316,6 +316,7 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
             "layer_types is ['full_attention', 'full_attention', 'full_attention']",
         ),
         ("qwen2", {"layer_types": ["full_attention", "chunked_attention"] * 2}, "expected 4 of 'sliding_attention'"),
+        ("qwen2", {"layer_types": [["a"], {}, "full_attention", "full_attention"]}, "expected 4 of 'sliding_attention'"),
         ("qwen3", {"layer_types": ["sliding_attention"] * 4}, "layer_types names sliding_attention layers, but"),
         ("qwen3", {"head_dim": 15}, "d_head must be even for the rotary embedding's pairs, found 15"),
         ("qwen3", {"rms_norm_eps": 0}, "rms_norm_eps is 0; expected a positive number"),

@@ -129,6 +129,20 @@ def test_gemma_fields_config_json_lacks_take_hfs_defaults(checkpoints, tmp_path,
     assert (cfg.d_head, cfg.window_size) == (hf.head_dim, hf.sliding_window) == (256, 4096)
 
 
+def test_gemma2_alternates_its_layers_whatever_sliding_window_pattern_says(checkpoints, tmp_path):
+    """Gemma2Config does not read sliding_window_pattern (Gemma 3's field): its layers alternate from layer 0."""
+    from transformers import AutoConfig
+
+    directory = tmp_path / "gemma2"
+    shutil.copytree(checkpoints["gemma2"], directory)
+    config = json.loads((directory / "config.json").read_text()) | {"sliding_window_pattern": 3}
+    config.pop("layer_types", None)
+    (directory / "config.json").write_text(json.dumps(config))
+    hf = AutoConfig.from_pretrained(directory)
+    expected = tuple(i for i, kind in enumerate(hf.layer_types) if kind == "sliding_attention")
+    assert weights.read_config(directory).local_layers == expected == (0, 2)
+
+
 def test_gemma_gains_are_read_as_one_plus_the_stored_value(checkpoints):
     from safetensors.torch import load_file
 

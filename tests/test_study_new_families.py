@@ -292,3 +292,39 @@ def test_the_weight_decay_of_llama_qwen_and_olmo_releases_is_unknown_until_a_sou
 
     for repo in ("meta-llama/Llama-3.2-1B", "Qwen/Qwen3-0.6B", "allenai/OLMo-2-0425-1B"):
         assert report.weight_decay(SimpleNamespace(source={"repo": repo})) == "unknown", repo
+
+
+def test_a_gemma_study_says_what_gemma_adds(tmp_path):
+    """Gemma 2 (tiny, GPT-2's vocabulary files as its tokenizer, since Gemma's own is refused): the report says its
+    embedding is scaled by √d_model, its soft caps, its window, and that its gates are GELU's."""
+    import shutil
+
+    from olmo_gemma_checkpoints import gpt2_vocab_files
+
+    from analysis import growth
+
+    directory = write_released(tmp_path / "gemma2", "gemma2", seed=4, change={"vocab_size": 50304})
+    for name, path in zip(("vocab.json", "merges.txt"), gpt2_vocab_files()):
+        shutil.copy(path, directory / name)
+    prompts = tmp_path / "prompts.txt"
+    shipped = (Path(__file__).parent.parent / "analysis" / "prompts.txt").read_text(encoding="utf-8")
+    prompts.write_text("\n".join(shipped.splitlines()[:6]), encoding="utf-8")
+    out = tmp_path / "report"
+    assert growth.main(["--model", str(directory), "--prompts-file", str(prompts), "--out", str(out), "--truncate"]) == 0
+    section = (out / "report.md").read_text().split("## What each model cannot have")[1].split("\n## ")[0]
+    assert "- gemma2, a scaled embedding: each token's row of W_E is multiplied by √d_model = 8 " in section
+    assert "it caps the attention scores at ±5 and the logits at ±5 (which the study does not read)" in section
+    assert "layer 0's resid_pre is its row of W_E times √d_model" in section
+    assert "gelu(g) > 0 iff g > 0" in section and "silu" not in section
+
+
+def test_the_bos_peak_is_taken_over_the_finite_layers_and_says_so():
+    """A float16 overflow leaves NaN ratios at the deep layers: the peak is the finite layers', named as such."""
+    from types import SimpleNamespace
+
+    from analysis.differences import bos_section
+
+    ratio = np.array([2.0, 5.0, 3.0, np.nan, np.nan])
+    r = SimpleNamespace(act=SimpleNamespace(bos_ratio=lambda: ratio), slug="m", bos=(0, "<s>"), cfg=SimpleNamespace(n_layers=5))
+    line = bos_section([r])[4]
+    assert line == "- **m** (`<s>`, id 0): ×NaN at the last layer (layer 4); largest of the finite layers (0–2) at layer 1, ×5."

@@ -448,3 +448,12 @@ def test_a_post_processor_that_would_change_the_ids_is_refused_in_one_line(edit)
     assert message.endswith(
         "is not implemented (minigpt's encode adds none; it reads ByteLevel and a template putting one token (its own id) first)"
     )
+
+
+@pytest.mark.parametrize("flag", ["add_prefix_space", "use_regex"])
+def test_a_byte_level_flag_that_is_not_a_boolean_is_refused_naming_it(flag):
+    """ "false" as a string is true to Python: read as such, "Hello" would gain a space (tokenizers refuses the file)."""
+    obj = json.loads(FILES["llama3.2"]())
+    obj["pre_tokenizer"]["pretokenizers"][1][flag] = "false"
+    with pytest.raises(ValueError, match=re.escape(f'pre_tokenizer.pretokenizers[1].{flag} is "false"; expected true or false')):
+        JsonTokenizer.from_tokenizer_json(obj)

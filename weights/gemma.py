@@ -27,7 +27,8 @@ def one_plus(w):
 
 def layer_types(hf: dict, path, model_type: str, n_layers: int) -> list[str]:
     get = fields(hf, path)
-    period = get("sliding_window_pattern", int, DEFAULT_PERIOD[model_type])
+    # Gemma3TextConfig reads sliding_window_pattern; Gemma2Config does not (its layers alternate whatever it says).
+    period = get("sliding_window_pattern", int, 6) if model_type == "gemma3_text" else DEFAULT_PERIOD[model_type]
     by_period = ["full_attention" if (i + 1) % period == 0 else "sliding_attention" for i in range(n_layers)]
     types = get("layer_types", list, by_period)
     refuse_unless(len(types) == n_layers, path, f"layer_types gives {len(types)} layers, num_hidden_layers is {n_layers}")

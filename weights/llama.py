@@ -141,7 +141,7 @@ def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> tuple[int 
         first = json_field(hf, path, "max_window_layers", int, 28, minimum=0)
         types = [SLIDING if window is not None and i >= first else FULL for i in range(n_layers)]
     refuse_unless(
-        len(types) == n_layers and set(types) <= {SLIDING, FULL},
+        len(types) == n_layers and all(kind in (SLIDING, FULL) for kind in types),
         path,
         f"layer_types is {types}; expected {n_layers} of {SLIDING!r} and {FULL!r}",
     )
