@@ -17,7 +17,7 @@ Conventions, the post's:
   With RMSNorm (Llama, Qwen, OLMo 2, Gemma) only the gains are folded and nothing is centred: RMSNorm does not
   subtract the mean, so centring is not an identity there. The residual keeps its mean over d_model, ‖x‖ includes
   it, and the study also gives ‖x − mean(x)‖ (CENTRED) for these models. The report says which, per model
-  (analysis/differences.py, read from the processed model).
+  (analysis/architecture.py reads it from the processed model; analysis/differences.py says it).
 """
 
 import numpy as np

@@ -14,7 +14,7 @@ import torch
 
 import outdir
 import weights
-from analysis import differences, engine, measures, rates, weight_measures
+from analysis import architecture, engine, measures, rates, weight_measures
 from analysis.progress import Progress
 from minigpt import Config
 
@@ -44,7 +44,7 @@ class ModelStudy:
     cfg: Config
     family: str  # measures.family: GPT-2, GPT-Neo, OPT, GPT-NeoX (Pythia), Llama, Qwen 3, OLMo 2, …
     nonlinearity: str  # measures.nonlinearity: the MLP's, which says what figure 12 counts (GELU, ReLU, SwiGLU, GeGLU)
-    arch: differences.Architecture  # what the model has that GPT-2 has not, and what processing did to it
+    arch: architecture.Architecture  # what the model has that GPT-2 has not, and what processing did to it
     bos: tuple[int, str]  # the token every prompt starts with, as this model's tokenizer files name it: id, text
     pad: tuple[int, str]  # the token figure 5's prompts are padded with: id, text
     pad_embedding: tuple[float, float]  # ‖W_E[pad]‖ as trained, and the median ‖W_E[t]‖ over the vocabulary
@@ -126,7 +126,7 @@ def analyse(
     pad_embedding = float(rows[tokenizer.pad]), float(rows.median())
     del rows
     weights.process(model, unembed=False)
-    arch = differences.architecture(model)  # what processing folded and left, read from the processed model
+    arch = architecture.architecture(model)  # what processing folded and left, read from the processed model
     log(f"{plan.name}: processed: {arch.processing}")
     model = weights.to(model, dtype, device)
     model.source["processed"] = True  # from_directory recorded the files as read

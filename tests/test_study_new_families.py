@@ -15,7 +15,7 @@ from olmo_gemma_checkpoints import write_released
 
 import instrument
 import weights
-from analysis import differences, engine, measures, weight_measures
+from analysis import architecture, engine, measures, weight_measures
 from minigpt.llama import Llama, LlamaConfig, RMSNorm
 
 
@@ -142,17 +142,17 @@ def test_architecture_says_what_processing_folded_and_what_each_model_has(llama,
     qwen = tiny_llama(qk_norm=True)
     qwen.source = {"model_type": "qwen3"}
     assert measures.family(qwen) == "Qwen 3" and measures.family(llama) == "Llama" and measures.family(olmo2) == "OLMo 2"
-    a = differences.architecture(qwen)
+    a = architecture.architecture(qwen)
     assert (a.norm, a.qk_norm, a.n_heads, a.n_kv_heads, a.position_embedding) == ("RMSNorm", "per head", 4, 2, False)
     assert (a.pre_norms, a.post_norms) == (True, False)
-    o = differences.architecture(olmo2)
+    o = architecture.architecture(olmo2)
     assert (o.qk_norm, o.pre_norms, o.post_norms) == ("whole width", False, True)
     assert "ln1_post" in o.left and "ln2_post" in o.left and "nothing centred" in o.processing
     # Folding a gain sets it to None (weights.process): the sentence follows what the model holds.
     folded = tiny_llama()
     for block in folded.blocks:
         block.ln1.w = block.ln2.w = None
-    assert differences.architecture(folded).processing == (
+    assert architecture.architecture(folded).processing == (
         "ln1, ln2 gains folded into the weights that read them, nothing centred (RMSNorm does not subtract the mean)"
     )
     assert isinstance(folded.blocks[0].ln1, RMSNorm)
