@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .gpt_neox import frequencies
+from .gpt_neox import inverse_frequencies
 from .llama import GatedMLP, Llama, LlamaAttention, LlamaConfig, RMSNorm
 from .model import Block, gelu_new
 
@@ -48,7 +48,7 @@ class GemmaConfig(LlamaConfig):
     query_pre_attn_scalar: float = 256.0  # the scores are multiplied by its −0.5th power (difference 5)
     attn_softcap: float | None = None  # attn_logit_softcapping: Gemma 2's cap on the scores (difference 6)
     final_softcap: float | None = None  # final_logit_softcapping: Gemma 2's cap on the logits
-    rope_local_base: float = 10000.0  # the rotary base of the sliding layers (difference 8; Gemma 2's is rope_base)
+    rope_local_base: float = 10000.0  # sliding layers' rotary base (difference 8); Gemma 2's reader sets rope_theta
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,11 +64,12 @@ class GemmaAttention(LlamaAttention):
     def frequencies(self, device) -> torch.Tensor:
         """Difference 8: a sliding layer turns by rope_local_base, never stretched; a global one as Llama's."""
         if self.window is not None:
-            return frequencies(self.cfg.d_head, self.cfg.rope_local_base, device)
+            return inverse_frequencies(self.cfg.d_head, self.cfg.rope_local_base, device)
         return super().frequencies(device)
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """q · k times query_pre_attn_scalar^−0.5 (difference 5), then c · tanh(s / c) where capped (difference 6)."""
+        """q · k times query_pre_attn_scalar^−0.5 (difference 5), then c · tanh(s / c) where capped (difference 6).
+        Not Llama's `scores` rescaled: that would round otherwise than HF's one multiplication."""
         k = k.repeat_interleave(self.group, dim=2)  # [batch, pos, n_heads, d_head]: grouped-query attention
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.cfg.query_pre_attn_scalar**-0.5  # [batch, n_heads, q, k]
         cap = self.cfg.attn_softcap

@@ -51,7 +51,7 @@ def gelu_erf(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-def frequencies(rotary_dims: int, base: float, device=None) -> torch.Tensor:
+def inverse_frequencies(rotary_dims: int, base: float, device=None) -> torch.Tensor:
     """[rotary_dims / 2]: how far pair i turns per position, base^(−2i/rotary_dims) radians, in float32 as HF computes it."""
     return 1.0 / (base ** (torch.arange(0, rotary_dims, 2, dtype=torch.float, device=device) / rotary_dims))
 
@@ -64,7 +64,7 @@ def rotary_cos_sin(n_pos: int, inv_freq: torch.Tensor, dtype) -> tuple[torch.Ten
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """[batch, pos, n_heads, d_head] with its first rotary_dims dims turned pair by pair: for the pair (a, b) =
     (x_i, x_{i+r/2}), (a·cos − b·sin, b·cos + a·sin). The other d_head − rotary_dims dims are unchanged."""
     r = cos.shape[-1]
@@ -86,11 +86,11 @@ class RotaryAttention(Attention):
     def rotate(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Difference 1: positions enter here, as rotations of q and k [batch, pos, n_heads, d_head]."""
         cos, sin = rotary_cos_sin(q.shape[1], self.frequencies(q.device), q.dtype)  # [pos, 1, rotary_dims]
-        return self.hook_rot_q(rotate(q, cos, sin)), self.hook_rot_k(rotate(k, cos, sin))
+        return self.hook_rot_q(rotate_pairs(q, cos, sin)), self.hook_rot_k(rotate_pairs(k, cos, sin))
 
     def frequencies(self, device) -> torch.Tensor:
         """[rotary_dims / 2] radians per position of each pair: rotary_emb_base^(−2i/rotary_dims)."""
-        return frequencies(self.cfg.rotary_dims, self.cfg.rotary_base, device)
+        return inverse_frequencies(self.cfg.rotary_dims, self.cfg.rotary_base, device)
 
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Difference 5: multiplied by d_head^−0.5, as HF does, rather than divided by √d_head."""
@@ -119,7 +119,7 @@ class GPTNeoX(GPT2):
         super().__init__(cfg)
         # Positions enter through the rotation of q and k (difference 1): no W_pos, and no hook_pos_embed.
         del self.W_pos, self.hook_pos_embed
-        self.W_pos = None
+        self.W_pos = None  # None, not absent: the rewrites and measures ask `model.W_pos is not None`
         # W_U is set by weights.load from embed_out (difference 3); b_U stays None (there is none) until the
         # rewrites give the model one, as they do GPT-2.
 

@@ -2,7 +2,8 @@
 Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B …): GPT-2, except…
 
 1. RMSNorm in place of LayerNorm: x / √(mean(x²) + ε) · w, with no centring and no bias (HF's LlamaRMSNorm,
-   ε rms_norm_eps). So the residual stream is not made mean-zero by what reads it, and ‖x‖ includes its mean.
+   ε rms_norm_eps). No norm subtracts the mean, so centring the writing weights is no longer an identity
+   (weights/rewrites.py): the residual keeps its mean, ‖x‖ includes it, and the study gives ‖x − mean(x)‖ too.
 2. No learned position embedding: GPT-NeoX's rotary embedding (gpt_neox.py, difference 1) on the whole head,
    every pair of dimensions turned (HF's LlamaRotaryEmbedding, rope_theta). The pairs are (i, i + d_head/2), HF's
    rotate_half, where Meta's own code pairs (2i, 2i + 1): HF's conversion permuted the rows of q_proj and k_proj
@@ -16,13 +17,13 @@ Qwen/Qwen2.5-0.5B, Qwen/Qwen3-0.6B …): GPT-2, except…
    · up_proj(x))). hook_pre is the gate's pre-activation, hook_pre_linear x @ W_in, hook_post their product, as
    TransformerLens's GatedMLP names them. So W_in changes role: in GPT-2 it makes hook_pre; here W_gate does, and
    W_in makes the linear factor the gate multiplies.
-5. No biases, except where config.json asks: attention_bias (q, k, v and o; Qwen 2 always has q, k and v biases,
-   never o's). The model keeps b_Q, b_K, b_V, b_O, b_in, b_out as zeros otherwise, as GPT-Neo keeps its q, k, v
-   biases, so that the measures and rewrites written for GPT-2's biases read these too (the norms have no b, and
-   there is no W_pos).
+5. No biases, except where config.json asks: attention_bias (q, k, v and o; read by Llama and Qwen 3, ignored by
+   Mistral as HF's class ignores it; Qwen 2 always has q, k and v biases, never o's). The others are zeros, as
+   GPT-Neo's q, k, v biases are, so that what reads GPT-2's biases reads these too (the norms have no b).
 6. Qwen 3 normalises each head's query and key with an RMSNorm of its own (q_norm, k_norm, gains [d_head]) before
    the rotation (HF's Qwen3Attention).
-7. A sliding window where config.json sets one (Mistral's sliding_window; Qwen's layer_types): on those layers a
+7. A sliding window where config.json sets one (Mistral's sliding_window, HF's 4096 where the field is absent;
+   Qwen's use_sliding_window and layer_types): on those layers a
    query reads only the `window_size` latest positions, itself included, as on GPT-Neo's local layers.
 8. The scores are multiplied by d_head^−0.5, GPT-NeoX's order; d_head is config.json's head_dim, which need not be
    d_model / n_heads (Qwen3-0.6B: 16 heads of 128 read a d_model of 1024).
@@ -41,7 +42,7 @@ from torch import nn
 
 from .config import Config, check_positive
 from .gpt_neo import window_mask
-from .gpt_neox import RotaryAttention, frequencies
+from .gpt_neox import RotaryAttention, inverse_frequencies
 from .model import GPT2, MLP, Block, HookPoint
 
 ROPE_TYPES = ("default", "linear", "llama3")
@@ -52,7 +53,7 @@ class LlamaConfig(Config):
     n_kv_heads: int = 4  # key and value heads; each serves n_heads / n_kv_heads query heads (difference 3)
     rope_base: float = 10000.0  # rope_theta: pair i turns by base^(−2i/d_head) per position
     rope_type: str = "default"  # "linear" or "llama3" stretch the rotation for long contexts (difference 2)
-    rope_factor: float = 1.0  # linear and llama3: how much slower the slow pairs turn
+    rope_factor: float = 1.0  # how much slower pairs turn: every pair with linear, the slow ones with llama3
     rope_low_freq_factor: float = 1.0  # llama3: pairs with wavelengths past original_context / this turn `factor` slower
     rope_high_freq_factor: float = 4.0  # llama3: pairs with wavelengths under original_context / this are unchanged
     rope_original_context: int = 8192  # llama3: original_max_position_embeddings
@@ -80,10 +81,11 @@ class RMSNorm(nn.Module):
     """Scale to unit root mean square, then apply the gain w (difference 1): LayerNorm without its centring and bias.
 
     As LayerNorm, the statistic is taken in float32 whatever the model's dtype. `weights.process` folds the gain of
-    a norm that reads the residual stream (ln1, ln2 before a sublayer, ln_final before W_U) into the weights that read its
-    output, and sets its w to None; the gains of OLMo 2's and Gemma's post-sublayer norms and of the q/k norms stay.
+    a norm that reads the residual stream (ln1, ln2 before a sublayer, ln_final before W_U) into the weights that
+    read its output, and sets its w to None; a norm whose gain no weight can take in keeps it (difference 6's, and
+    those of olmo2.py and gemma.py).
     hook_scale is √(mean(x²) + ε), hook_normalized the output.
-    `width` is d_model, or d_head for Qwen 3's per-head q_norm and k_norm.
+    `width` is d_model, or that of the q or k it normalises (Qwen 3: d_head; OLMo 2: n_heads·d_head).
     """
 
     def __init__(self, cfg: Config, width: int | None = None):
@@ -120,9 +122,9 @@ def llama3_frequencies(inv_freq: torch.Tensor, cfg: LlamaConfig) -> torch.Tensor
 class LlamaAttention(RotaryAttention):
     """GPT-NeoX's rotary attention on the whole head, with key-value heads shared by groups of query heads.
 
-    GPT-2's attention builds W_K and W_V with one matrix per query head; they are replaced here by one per key-value
-    head (on the meta device while a checkpoint is read: nothing is allocated). GPT-NeoX's `frequencies` reads its
-    config's rotary_dims, which LlamaConfig has not: it is overridden below, on the whole head."""
+    GPT-2's W_K and W_V (one per query head) are replaced by one per key-value head (a checkpoint is read into a model
+    on torch's "meta" device: shapes without memory). GPT-NeoX's `frequencies` reads its config's rotary_dims, which
+    LlamaConfig has not: it is overridden below, on the whole head."""
 
     def __init__(self, cfg: LlamaConfig, local: bool = False):
         super().__init__(cfg)
@@ -145,7 +147,7 @@ class LlamaAttention(RotaryAttention):
     def frequencies(self, device) -> torch.Tensor:
         """Difference 2: every pair turns, by rope_theta^(−2i/d_head) per position, stretched for long contexts."""
         cfg = self.cfg
-        inv_freq = frequencies(cfg.d_head, cfg.rope_base, device)  # [d_head / 2]
+        inv_freq = inverse_frequencies(cfg.d_head, cfg.rope_base, device)  # [d_head / 2]
         if cfg.rope_type == "linear":
             return inv_freq / cfg.rope_factor
         if cfg.rope_type == "llama3":
@@ -167,7 +169,8 @@ class LlamaAttention(RotaryAttention):
 
 class GatedMLP(MLP):
     """Difference 4: two matrices read the input, one through the activation (the gate); their product is written
-    out. b_in and b_out stay zeros (difference 5)."""
+    out. b_in and b_out stay zeros (difference 5), kept so that what reads GPT-2's MLP biases reads these; the gate
+    has no bias (HF's gate_proj has none, and no norm bias is ever folded into it: RMSNorm has none)."""
 
     def __init__(self, cfg: Config, activation=F.silu):
         super().__init__(cfg, activation=activation)
@@ -187,7 +190,7 @@ class Llama(GPT2):
     def __init__(self, cfg: LlamaConfig):
         super().__init__(cfg)
         del self.W_pos, self.hook_pos_embed  # positions are rotations of q and k (difference 2)
-        self.W_pos = None
+        self.W_pos = None  # None, not absent: the rewrites and measures ask `model.W_pos is not None`
         self.ln_final = RMSNorm(cfg)
         # W_U: lm_head, set by weights.load; None while tied to W_E (difference 9), as GPT-2's.
 

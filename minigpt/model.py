@@ -10,9 +10,11 @@ Every intermediate tensor passes through a `HookPoint`, an identity module whose
 
 The other families (gpt_neo.py, opt.py, gpt_neox.py, llama.py and the files built on it) subclass these pieces
 and override only what differs: Attention's `rotate`, `scores`, `hidden` and `mix`, GPT2's `block` (which builds
-each layer's Block, with the MLP's `activation` given there) and `embed`. Where a family's difference is the
-block's or the MLP's wiring itself (Pythia's parallel block, the norms after OLMo 2's and Gemma's sublayers,
-Llama's gated MLP), its forward is that difference, written out.
+each layer's Block, with the MLP's `activation` given there) and `embed` (and GPT-NeoX's rotation its
+`frequencies`). Where a family's difference is the block's or the MLP's wiring itself (Pythia's parallel block,
+the norms after OLMo 2's and Gemma's sublayers, Llama's gated MLP), its forward is that difference, written out;
+Gemma's model calls GPT2's forward and then caps the logits. In a family with grouped-query attention (llama.py)
+k and v are [batch, pos, n_kv_heads, d_head].
 """
 
 import math

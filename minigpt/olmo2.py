@@ -10,9 +10,9 @@ unembedding), and, where OLMo 2 parts from Llama (HF's modeling_olmo2.py):
    residual stream. hook_attn_out and hook_mlp_out are after those norms, as TransformerLens places them for
    Gemma, so that resid_mid = resid_pre + attn_out and resid_post = resid_mid + mlp_out still hold exactly.
    These gains scale what is written to the residual stream, after the sublayer's last matrix and through a
-   normalisation, so no matrix can take them in: weights.process leaves them, and says so. (Moving a gain out of
-   the sublayer's weights would not help either: RMSNorm(c·y) = RMSNorm(y) only while ε is negligible against
-   mean(y²).) The only norm that reads the residual stream is the final one, ln_final, which folds into W_U.
+   normalisation, so no matrix can take them in: weights.process leaves them, and says so. (Nor can they be
+   moved back into W_O or W_out: the normalisation in between would undo any scale put there.) The only norm that
+   reads the residual stream is the final one, ln_final, which folds into W_U.
 3. q_norm and k_norm: one RMSNorm over the whole query (n_heads·d_head wide) and one over the whole key
    (n_kv_heads·d_head), before they are split into heads and before the rotation (Olmo2Attention:
    q_norm(q_proj(x))). hook_q and hook_k are the projections, before these norms; Qwen 3's and Gemma 3's
@@ -35,7 +35,13 @@ from .model import Block
 
 @dataclass(frozen=True)
 class OLMo2Config(LlamaConfig):
-    """Llama's settings; a type of its own so that weights.load reads the files with OLMo 2's key map."""
+    """Llama's settings, a type of its own so that weights.load reads OLMo 2's key map; qk_norm (Qwen 3's per-head
+    norms: OLMo 2's are whole-width, always) and local_layers (it has no sliding window) are refused."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.qk_norm or self.local_layers:
+            raise ValueError("OLMo 2 has whole-width q/k norms and no sliding window: qk_norm and local_layers must be unset")
 
 
 class OLMo2Attention(LlamaAttention):

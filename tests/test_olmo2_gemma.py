@@ -384,3 +384,12 @@ def test_olmo2_downloads_through_the_hub_and_loads_as_from_its_directory(checkpo
     with torch.no_grad():
         expected = weights.read_model(checkpoints["olmo2"])(torch.tensor([[int(t) for t in tokens]]))
     assert found["type"] == "OLMo2" and torch.equal(found["logits"], expected)
+
+
+@pytest.mark.parametrize("setting", [{"qk_norm": True}, {"window_size": 8, "local_layers": (0,)}])
+def test_olmo2s_config_refuses_llamas_settings_it_has_no_use_for(setting):
+    """Qwen 3's per-head q/k norms would be applied to OLMo 2's whole-width gains; a window would be silently ignored."""
+    from minigpt.olmo2 import OLMo2Config
+
+    with pytest.raises(ValueError, match="qk_norm and local_layers must be unset"):
+        OLMo2Config(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=96, d_vocab=100, n_ctx=32, n_kv_heads=2, **setting)

@@ -3,11 +3,11 @@ as their hub repositories hold them, read into minigpt.llama.Llama.
 
 As for the other families (weights/families.py), two things:
   llama_config   config.json read into a LlamaConfig, in either of the forms transformers writes: 4.x's rope_theta
-                 and rope_scaling, or 5's rope_parameters. What minigpt/llama.py does not implement is refused in
-                 one line naming the field. Where the four classes of HF differ in what they read (which biases
-                 exist, where the sliding window applies, Qwen 3's head_dim default), each is read as its own class
-                 reads it.
-  llama_key_map  each parameter of Llama(cfg): the tensor it comes from and how.
+                 and rope_scaling, or 5's rope_parameters. What minigpt/llama.py does not implement is refused with
+                 a one-line message naming the field (`refuse_unless`). Where HF's four classes differ in what they
+                 read (biases, the sliding window, Qwen 3's head_dim default), each is read as its own class reads it.
+  llama_key_map  parameter → (key in the file, shape there, how it becomes the parameter), weights/keys.py's
+                 KeyMap; key None: not in the file, made by the function (`zeros`, a bias the release lacks).
 
 The files (meta-llama/Llama-3.2-1B, TinyLlama, SmolLM2, mistralai/Mistral-7B-v0.1, Qwen/Qwen2.5-0.5B,
 Qwen/Qwen3-0.6B): model.safetensors, sharded for the larger ones, bfloat16 as released, every key under "model."
@@ -72,7 +72,7 @@ def llama_config(hf: dict, path) -> LlamaConfig:
         local_layers=local_layers,
         qkv_bias=qkv_bias,
         o_bias=o_bias,
-        tied=get("tie_word_embeddings", bool, False),  # False in all four of HF's configs
+        tied=get("tie_word_embeddings", bool, False),  # HF's default, in all four config classes
     )
 
 
