@@ -12,7 +12,7 @@ each head's q_norm and k_norm, as Qwen 3's. And every RMSNorm gain is stored as 
 from minigpt.gemma import Gemma, GemmaConfig
 
 from .keys import KeyMap, Layout, fields, make_config, refuse_unless
-from .llama import IGNORED, llama_key_map, rms_norm, rope, window_field
+from .llama import IGNORED, llama_key_map, rms_norm, rope, sizes, window_field
 
 LAYER_TYPES = ("sliding_attention", "full_attention")
 # Before layer_types, config.json said which layers slide by a period: Gemma 2's every other layer from layer 0,
@@ -77,8 +77,8 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
         path,
         "attn_logit_softcapping is set, and HF's Gemma 3 does not apply it; minigpt will not guess (Gemma 3 has null)",
     )
-    n_layers, d_model, n_heads = get("num_hidden_layers", int), get("hidden_size", int), get("num_attention_heads", int)
-    types = layer_types(hf, path, model_type, n_layers)
+    shape = sizes(hf, path, d_head=256)  # Gemma2Config's and Gemma3TextConfig's head_dim, not d_model / n_heads
+    types = layer_types(hf, path, model_type, shape["n_layers"])
     local_layers = tuple(l for l, kind in enumerate(types) if kind == "sliding_attention")
     if model_type == "gemma2":  # one rotation for every layer
         rotary = rope(hf, path)
@@ -89,15 +89,7 @@ def gemma_config(hf: dict, path) -> GemmaConfig:
     return make_config(
         GemmaConfig,
         path,
-        n_layers=n_layers,
-        d_model=d_model,
-        n_heads=n_heads,
-        d_head=get("head_dim", int, 256),  # Gemma2Config's and Gemma3TextConfig's default, not d_model / n_heads
-        d_mlp=get("intermediate_size", int),
-        d_vocab=get("vocab_size", int),
-        n_ctx=get("max_position_embeddings", int),
-        ln_eps=get("rms_norm_eps", float, 1e-6),
-        n_kv_heads=get("num_key_value_heads", int, n_heads),
+        **shape,
         qk_norm=model_type == "gemma3_text",
         tied=True,
         window_size=window_field(hf, path) if local_layers else None,

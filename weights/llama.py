@@ -9,13 +9,11 @@ As for the other families (weights/families.py), two things:
   llama_key_map  parameter → (key in the file, shape there, how it becomes the parameter), weights/keys.py's
                  KeyMap; key None: not in the file, made by the function (`zeros`, a bias the release lacks).
 
-The files (meta-llama/Llama-3.2-1B, TinyLlama, SmolLM2, mistralai/Mistral-7B-v0.1, Qwen/Qwen2.5-0.5B,
-Qwen/Qwen3-0.6B): model.safetensors, sharded for the larger ones, bfloat16 as released, every key under "model."
-but lm_head.weight. An untied model (tie_word_embeddings false: TinyLlama, Mistral) carries lm_head.weight, its
-unembedding; a tied one (Llama-3.2-1B, Qwen2.5-0.5B, Qwen3-0.6B) leaves it out, or carries a copy of the
-embedding, which is checked and not read. Files written by transformers before 4.31 also hold each layer's
-rotary inv_freq buffer, which minigpt computes from config.json. Every layer is an nn.Linear, weight [out, in]:
-transposed once here, as for GPT-Neo and OPT.
+The files (meta-llama/Llama-3.2-1B, TinyLlama, SmolLM2, Mistral-7B-v0.1, Qwen2.5-0.5B, Qwen3-0.6B): model.safetensors
+(sharded for the larger ones), bfloat16 as released, keys under "model." but lm_head.weight: an untied model's
+unembedding (TinyLlama, Mistral), left out by a tied one (Llama-3.2-1B, Qwen) or a copy of the embedding, checked
+and not read. Files written before transformers 4.31 hold each layer's rotary inv_freq, which minigpt computes.
+Every layer is an nn.Linear, weight [out, in]: transposed once here, as for GPT-Neo and OPT.
 """
 
 import re
@@ -40,11 +38,9 @@ def llama_config(hf: dict, path) -> LlamaConfig:
         refuse_unless(not get("mlp_bias", bool, False), path, "mlp_bias is true; minigpt's gated MLP has no biases")
     for name in ("attn_logit_softcapping", "final_logit_softcapping"):  # Gemma 2's; no class here reads them
         refuse_unless(hf.get(name) is None, path, f"{name} is {hf.get(name)}; {model_type} has no softcapping in minigpt")
-    # pretraining_tp (Llama 2) only cut transformers 4.x's matrix products into slices whose sum is the same
-    # product; transformers 5 no longer reads it, and neither does minigpt.
-    d_model, n_layers = get("hidden_size", int), get("num_hidden_layers", int)
-    n_heads = get("num_attention_heads", int)
-    n_kv_heads = get("num_key_value_heads", int, n_heads)  # HF's default: one key-value head per query head
+    # pretraining_tp (Llama 2) only cut 4.x's matrix products into slices of the same sum: unread, as in transformers 5.
+    shape = sizes(hf, path, d_head=128 if model_type == "qwen3" else None)  # Qwen3Config's head_dim defaults to 128
+    n_heads, n_kv_heads = shape["n_heads"], shape["n_kv_heads"]  # refused naming config.json's fields
     refuse_unless(
         n_heads % n_kv_heads == 0,
         path,
@@ -52,27 +48,33 @@ def llama_config(hf: dict, path) -> LlamaConfig:
         "key-value heads in equal groups",
     )
     qkv_bias, o_bias = attention_biases(model_type, get)
-    window, local_layers = sliding_window(model_type, hf, path, n_layers)
     return make_config(
         LlamaConfig,
         path,
-        n_layers=n_layers,
-        d_model=d_model,
-        n_heads=n_heads,
-        # Qwen3Config's head_dim defaults to 128; the others' to hidden_size / num_attention_heads.
-        d_head=get("head_dim", int, 128 if model_type == "qwen3" else d_model // n_heads),
-        d_mlp=get("intermediate_size", int),
-        d_vocab=get("vocab_size", int),
-        n_ctx=get("max_position_embeddings", int),
-        ln_eps=get("rms_norm_eps", float, 1e-6),
-        n_kv_heads=n_kv_heads,
+        **shape,
         **rope(hf, path),
         qk_norm=model_type == "qwen3",
-        window_size=window,
-        local_layers=local_layers,
+        **sliding_window(model_type, hf, path, shape["n_layers"]),
         qkv_bias=qkv_bias,
         o_bias=o_bias,
         tied=get("tie_word_embeddings", bool, False),  # HF's default, in all four config classes
+    )
+
+
+def sizes(hf: dict, path, d_head: int | None = None, eps: float = 1e-6) -> dict:
+    """LlamaConfig's sizes as Llama's, OLMo 2's and Gemma's config.json name them (head_dim's default: d_head)."""
+    get = fields(hf, path)
+    d_model, n_heads = get("hidden_size", int), get("num_attention_heads", int)
+    return dict(
+        n_layers=get("num_hidden_layers", int),
+        d_model=d_model,
+        n_heads=n_heads,
+        d_head=get("head_dim", int, d_head or d_model // n_heads),  # else hidden_size / heads
+        d_mlp=get("intermediate_size", int),
+        d_vocab=get("vocab_size", int),
+        n_ctx=get("max_position_embeddings", int),
+        ln_eps=get("rms_norm_eps", float, eps),
+        n_kv_heads=get("num_key_value_heads", int, n_heads),  # HF's default: one key-value head per query head
     )
 
 
@@ -125,16 +127,16 @@ def window_field(hf: dict, path) -> int | None:
     return fields(hf, path)("sliding_window", int, None) if "sliding_window" in hf else DEFAULT_WINDOW
 
 
-def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
-    """(window, the layers that use it). Llama: none. Mistral: sliding_window on every layer, or none if null.
+def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> dict:
+    """LlamaConfig's window_size and local_layers. Llama: none. Mistral: sliding_window on every layer (null: none).
     Qwen 2 and 3: the window is sliding_window only if use_sliding_window; layer_types names the layers, or, in
     4.x's configs, the layers from max_window_layers on (HF's Qwen2Config.__post_init__)."""
     get = fields(hf, path)
     if model_type == "llama":
-        return None, ()
+        return {}
     if model_type == "mistral":
         window = window_field(hf, path)
-        return window, tuple(range(n_layers)) if window else ()
+        return {"window_size": window, "local_layers": tuple(range(n_layers)) if window else ()}
     window = window_field(hf, path) if get("use_sliding_window", bool, False) else None
     types = get("layer_types", list, None)
     if types is None:
@@ -151,7 +153,7 @@ def sliding_window(model_type: str, hf: dict, path, n_layers: int) -> tuple[int 
         path,
         "layer_types names sliding_attention layers, but use_sliding_window is false or sliding_window is null",
     )
-    return (window if local else None), local
+    return {"window_size": window if local else None, "local_layers": local}
 
 
 def per_head(n_heads: int, d_head: int, d_model: int):
@@ -195,7 +197,6 @@ def llama_key_map(cfg: LlamaConfig) -> KeyMap:
     return key_map
 
 
-# Not read: old files' rotary buffers, and lm_head.weight when tied (then checked equal to the embedding); an
-# untied model's key map names lm_head.weight, which is then read whatever this says (keys.match_keys).
+# Not read: old files' rotary buffers; lm_head.weight when tied (checked equal to W_E; read when untied: match_keys).
 IGNORED = re.compile(r"layers\.\d+\.self_attn\.rotary_emb\.inv_freq|lm_head\.weight")
 LAYOUT = Layout(Llama, llama_key_map, "model.", IGNORED, tied_to="embed_tokens.weight")

@@ -10,7 +10,7 @@ width, [n_heads·d_head] and [n_kv_heads·d_head]. So the key map is Llama's wit
 from minigpt.olmo2 import OLMo2, OLMo2Config
 
 from .keys import KeyMap, Layout, fields, make_config, refuse_unless
-from .llama import IGNORED, llama_key_map, rms_norm, rope
+from .llama import IGNORED, llama_key_map, rms_norm, rope, sizes
 
 
 def olmo2_config(hf: dict, path) -> OLMo2Config:
@@ -21,21 +21,7 @@ def olmo2_config(hf: dict, path) -> OLMo2Config:
     refuse_unless(
         not get("tie_word_embeddings", bool, False), path, "tie_word_embeddings is true; OLMo 2 unembeds with its own lm_head"
     )
-    d_model, n_heads = get("hidden_size", int), get("num_attention_heads", int)
-    return make_config(
-        OLMo2Config,
-        path,
-        n_layers=get("num_hidden_layers", int),
-        d_model=d_model,
-        n_heads=n_heads,
-        d_head=get("head_dim", int, d_model // n_heads),  # as Olmo2Attention reads it
-        d_mlp=get("intermediate_size", int),
-        d_vocab=get("vocab_size", int),
-        n_ctx=get("max_position_embeddings", int),
-        ln_eps=get("rms_norm_eps", float, 1e-5),
-        n_kv_heads=get("num_key_value_heads", int, n_heads),
-        **rope(hf, path),
-    )
+    return make_config(OLMo2Config, path, **sizes(hf, path, eps=1e-5), **rope(hf, path))  # Olmo2Config's ε: 1e-5
 
 
 def olmo2_key_map(cfg: OLMo2Config) -> KeyMap:
