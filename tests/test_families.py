@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HubServer, git, record
+from conftest import HubServer, commit_repo, record
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPTNeoForCausalLM, GPTNeoXConfig, GPTNeoXForCausalLM, OPTForCausalLM
@@ -560,13 +560,7 @@ def family_hub(family_checkpoints, tmp_path_factory):
     """olah serving the tiny checkpoints under the released repositories' names (OPT's holds only pytorch_model.bin)."""
     root = tmp_path_factory.mktemp("family-hub")
     for family, repo in HUB_REPOS.items():
-        mirror = root / "mirrors" / "models" / repo
-        mirror.mkdir(parents=True)
-        git(mirror, "init", "-q", "-b", "main")
-        for path in family_checkpoints[family].iterdir():
-            shutil.copy(path, mirror / path.name)
-        git(mirror, "add", "-A")
-        git(mirror, "commit", "-q", "-m", "weights as released")
+        commit_repo(root / "mirrors", repo, {path.name: path for path in family_checkpoints[family].iterdir()})
     (root / "olah").mkdir()
     server = HubServer(root / "mirrors", root / "olah")
     yield server

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HubServer, git, record
+from conftest import HubServer, commit_repo, record
 from llama_checkpoints import KINDS, N_KV_HEADS, N_LAYERS, WINDOW, hf_class, write_llama
 from safetensors.torch import load_file, save_file
 
@@ -353,13 +353,7 @@ torch.save(found, sys.argv[1])
 def test_each_model_type_downloads_through_the_hub_and_loads_as_from_its_directory(checkpoints, tmp_path):
     mirrors = tmp_path / "mirrors"
     for kind, repo in HUB_REPOS.items():
-        mirror = mirrors / "models" / repo
-        mirror.mkdir(parents=True)
-        git(mirror, "init", "-q", "-b", "main")
-        for path in checkpoints[kind].iterdir():
-            shutil.copy(path, mirror / path.name)
-        git(mirror, "add", "-A")
-        git(mirror, "commit", "-q", "-m", "weights as released")
+        commit_repo(mirrors, repo, {path.name: path for path in checkpoints[kind].iterdir()})
     (tmp_path / "olah").mkdir()
     server = HubServer(mirrors, tmp_path / "olah")
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HubServer, git, record
+from conftest import HubServer, commit_repo, record
 from olmo_gemma_checkpoints import D_VOCAB, HF_CLASSES, N_LAYERS, WINDOW, hf_run, write_released
 
 import instrument
@@ -356,13 +356,7 @@ torch.save({"logits": logits, "type": type(model).__name__}, sys.argv[2])
 
 def test_olmo2_downloads_through_the_hub_and_loads_as_from_its_directory(checkpoints, tmp_path):
     repo, tokens = "allenai/OLMo-2-0425-1B", [str(t) for t in prompts("olmo2", n_batch=1, n_pos=12, seed=5)[0].tolist()]
-    mirror = tmp_path / "mirrors" / "models" / repo
-    mirror.mkdir(parents=True)
-    git(mirror, "init", "-q", "-b", "main")
-    for path in checkpoints["olmo2"].iterdir():
-        shutil.copy(path, mirror / path.name)
-    git(mirror, "add", "-A")
-    git(mirror, "commit", "-q", "-m", "weights as released")
+    commit_repo(tmp_path / "mirrors", repo, {path.name: path for path in checkpoints["olmo2"].iterdir()})
     (tmp_path / "olah").mkdir()
     server = HubServer(tmp_path / "mirrors", tmp_path / "olah")
     try:
