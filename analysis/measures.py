@@ -25,7 +25,7 @@ import torch
 
 import instrument
 from minigpt import GPT2
-from minigpt.llama import RMSNorm
+from weights.rewrites import uses_rms_norm
 
 # The five vectors the study follows through each block, by their hook names (blocks.{l}.hook_{stream}).
 STREAMS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post")
@@ -111,8 +111,8 @@ def nonlinearity(model: GPT2) -> str:
 
 
 def norm_kind(model: GPT2) -> str:
-    """What normalises this model's residual stream, "RMSNorm" or "LayerNorm" (the norms of its blocks)."""
-    return "RMSNorm" if any(isinstance(m, RMSNorm) for m in model.blocks[0].modules()) else "LayerNorm"
+    """What normalises this model's residual stream, "RMSNorm" or "LayerNorm" (as the rewrites tell them apart)."""
+    return "RMSNorm" if uses_rms_norm(model) else "LayerNorm"
 
 
 def quantities(model: GPT2) -> dict:
