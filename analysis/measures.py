@@ -79,13 +79,13 @@ def mlp_input(model: GPT2) -> str:
 
 
 # One class reads several model types (minigpt.llama.Llama: llama, mistral, qwen2, qwen3): config.json's model_type,
-# which the study records in model.source, names them apart.
+# which weights.load records in model.source, names them apart.
 MODEL_TYPES = {"mistral": "Mistral", "qwen2": "Qwen 2", "qwen3": "Qwen 3", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3"}
 
 
 def family(model: GPT2) -> str:
     """Which of minigpt's families the model is: its class's name, Pythia's said as such; a model type that shares
-    a class (Qwen and Mistral are minigpt.llama.Llama) by config.json's model_type, where model.source records it."""
+    a class (Qwen and Mistral are minigpt.llama.Llama) by config.json's model_type, which weights.load records in model.source."""
     model_type = getattr(model, "source", {}).get("model_type")
     if model_type in MODEL_TYPES:
         return MODEL_TYPES[model_type]

@@ -4,7 +4,6 @@
 rates.py, and the engine (analysis/engine/) is how the forward passes run fast and small.
 """
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +69,6 @@ def slug(name: str) -> str:
     return Path(name).name if weights.hub.on_disk(Path(name), directory=True) else name.replace("/", "__")
 
 
-def model_type(directory: Path) -> str:
-    """config.json's model_type ("gpt2" where it has none, as weights.read_config reads it): Qwen and Mistral share
-    Llama's class, and the report names them by it (measures.family)."""
-    return json.loads((Path(directory) / "config.json").read_text(encoding="utf-8")).get("model_type", "gpt2")
-
-
 def check_fit_layers(name: str, cfg: Config, fit_layers) -> tuple[int, int]:
     """Check the fit layers against the model's config.json before anything heavy is loaded; return them."""
     if cfg.n_layers < 2:
@@ -119,7 +112,6 @@ def analyse(
     model, tokenizer = weights.from_directory(
         plan.directory, plan.source, processed=False, unembed=False, allow_nonfinite=plan.allow_nonfinite
     )
-    model.source["model_type"] = model_type(plan.directory)
     as_trained = weight_measures.as_trained(model)  # the norms' gains, before they are folded away
     # OPT pads with <pad>, its embedding's padding_idx (a row nn.Embedding gives no gradient): figure 5 says its size.
     rows = model.W_E.norm(dim=-1)

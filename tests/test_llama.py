@@ -381,3 +381,11 @@ def test_the_builder_s_gain_growth_is_stored_in_the_gains(tmp_path):
     model, _ = weights.load(write_llama(tmp_path / "grown", "llama", seed=3, gain_growth=2.0), processed=False)
     rms = [float(block.ln1.w.pow(2).mean().sqrt()) for block in model.blocks]
     assert [b / a for a, b in zip(rms, rms[1:])] == pytest.approx([2.0] * (N_LAYERS - 1), rel=0.15)
+
+
+def test_the_model_records_its_model_type_so_that_one_class_is_named_per_release(checkpoints):
+    """Qwen and Mistral are minigpt.llama.Llama: weights.load records config.json's model_type, which names them."""
+    from analysis import measures
+
+    names = {kind: measures.family(weights.load(checkpoints[kind], processed=False)[0]) for kind in ("llama", "mistral", "qwen3")}
+    assert names == {"llama": "Llama", "mistral": "Mistral", "qwen3": "Qwen 3"}

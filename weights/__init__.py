@@ -9,9 +9,9 @@ import torch
 from minigpt import GPT2, Tokenizer
 
 from . import devices, rewrites
-from .checkpoint import read_config, read_model
+from .checkpoint import family_of, read_config, read_model
 from .checks import check_finite
-from .formats import CheckpointError, open_weights
+from .formats import CheckpointError, open_weights, read_json
 from .hub import BUNDLED_DIR, BUNDLED_NAME, REPOS, is_hub_name, locate
 from .rewrites import (
     center_unembed,
@@ -78,7 +78,8 @@ def from_directory(
     if not allow_nonfinite:
         check_finite(model, directory)
     model.source = (source or {"name": str(directory), "repo": None, "revision": "local", "path": str(directory)}) | {
-        "processed": processed
+        "processed": processed,
+        "model_type": family_of(read_json(directory / "config.json"), directory / "config.json"),
     }
     if processed:
         rewrites.process(model, unembed=unembed)

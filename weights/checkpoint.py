@@ -31,6 +31,12 @@ from .keys import KeyMap, Layout, from_heads, head_bias, heads, layer_norm, read
 IGNORED = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)|lm_head\.weight")
 
 
+def family_of(hf: dict, path: Path) -> str:
+    """config.json's model_type, "gpt2" where it has none: which family's reader, and for the report which name
+    (Qwen and Mistral share Llama's model class)."""
+    return json_field(hf, path, "model_type", str, "gpt2")
+
+
 def read_config(directory: Path) -> Config:
     """The model's shape from a Hugging Face config.json, refusing settings minigpt does not implement.
 
@@ -43,7 +49,7 @@ def read_config(directory: Path) -> Config:
             f"{directory}: no config.json (a GPT-2 directory holds config.json, the weights, vocab.json and merges.txt)"
         )
     hf = read_json(path)
-    model_type = json_field(hf, path, "model_type", str, "gpt2")
+    model_type = family_of(hf, path)
     if model_type in families.FAMILIES:
         return families.read_config(model_type, hf, path)
     if model_type != "gpt2":
