@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from analysis import rates
+from analysis import measures, rates
 from analysis.architecture import LAYER_NORM_PROCESSING
 
 if TYPE_CHECKING:  # study imports this module; the sentences only read a ModelStudy's fields
     from analysis.study import ModelStudy
-
-ACTIVATION = {"SwiGLU": "silu", "GeGLU": "gelu"}  # a gated MLP's name → its gate's activation
 
 
 def processing_sentence(results: list[ModelStudy]) -> str:
@@ -127,11 +125,11 @@ def model_differences(r: ModelStudy) -> list[str]:
             f"head h reads W_V[h // {group}], so ‖W_OV[h]‖ = ‖W_V[h // {group}] W_O[h]‖ is per query head, the {group} "
             "heads of each group sharing one W_V (figures 8 and 15, the weight tables)."
         )
-    if r.nonlinearity in ACTIVATION:
+    if r.nonlinearity in measures.GATED:
         lines.append(
             f"- {r.slug}, figure 12 counts gates: a gated MLP ({r.nonlinearity}) writes act(g)·(x @ W_in) with "
             "g = x @ W_gate, and no single pre-activation says whether a neuron is on. Figure 12 gives the gate > 0 "
-            f"fraction (hook_pre is the gate; {ACTIVATION[r.nonlinearity]}(g) > 0 iff g > 0), not the GELU or ReLU models' "
+            f"fraction (hook_pre is the gate; {measures.GATED[r.nonlinearity]}(g) > 0 iff g > 0), not the GELU or ReLU models' "
             "active fraction."
         )
     if r.family.startswith("Gemma"):

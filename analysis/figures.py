@@ -225,7 +225,7 @@ def mlp_weight_norms(r: ModelStudy) -> Shown:
 
 def activation_rate(r: ModelStudy) -> Shown:
     w = r.weight_stats
-    gated = r.nonlinearity in ("SwiGLU", "GeGLU")
+    gated = r.nonlinearity in measures.GATED
     rates = {
         "actual run": r.act.mean("active"),
         "random unit-RMS inputs" if r.arch.norm == "RMSNorm" else "random normalised inputs": w["active_random"],
@@ -245,19 +245,15 @@ def activation_rate(r: ModelStudy) -> Shown:
         sample = f"all {act.early_seen} {r.mlp_input} vectors at positions 1–6"
     else:
         sample = f"a uniform sample (seed 0) of {act.reservoir} of the {act.early_seen} {r.mlp_input} vectors at positions 1–6"
-    gate = (
-        f"With {r.nonlinearity}, the MLP writes act(g)·(x @ W_in) with g = x @ W_gate: this is the fraction of gates g > 0 "
-        f"({'silu' if r.nonlinearity == 'SwiGLU' else 'gelu'}(g) > 0 iff g > 0), not a fraction of neurons on, "
-        "since the linear factor may still make the product "
-        "small or negative. It is not the same quantity as a GELU or ReLU model's rate."
-    )
     meaning = {  # measures.nonlinearity: the same count, a different quantity
         "GELU": "With GELU, a neuron below 0 still passes a small negative value: this is the fraction on its near-linear side.",
         "ReLU": "With ReLU, this is the fraction of neurons whose output is not 0, a different quantity from a GELU "
         "model's rate, which counts neurons on GELU's near-linear side while the others still pass small values.",
-        "SwiGLU": gate,
-        "GeGLU": gate,
-    }[r.nonlinearity]
+    }.get(r.nonlinearity) or (
+        f"With {r.nonlinearity}, the MLP writes act(g)·(x @ W_in) with g = x @ W_gate: this is the fraction of gates g > 0 "
+        f"({measures.GATED[r.nonlinearity]}(g) > 0 iff g > 0), not a fraction of neurons on, since the linear factor may "
+        "still make the product small or negative. It is not the same quantity as a GELU or ReLU model's rate."
+    )
     caption = (
         f"In the actual run the {counted} is {actual[0]:.3f} at layer 0 and {actual[-1]:.3f} "
         f"at layer {r.cfg.n_layers - 1}; on random inputs {random[0]:.3f} and {random[-1]:.3f}. The two resampled "

@@ -98,6 +98,9 @@ def gated(model: GPT2) -> bool:
     return hasattr(model.blocks[0].mlp, "W_gate")
 
 
+GATED = {"SwiGLU": "silu", "GeGLU": "gelu"}  # nonlinearity's names for a gated MLP → its gate's activation
+
+
 def nonlinearity(model: GPT2) -> str:
     """The MLP's nonlinearity. It decides what figure 12 counts: with ReLU, the neurons whose output is not
     exactly 0; with GELU, which passes small negative values too, the neurons on its near-linear side; with a

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import outdir
-from analysis import differences, rates
+from analysis import differences, measures, rates
 from analysis.inputs import Prompts
 from analysis.progress import Progress
 from analysis.study import ModelStudy
@@ -248,7 +248,7 @@ def processes_sentence(results: list[ModelStudy]) -> str:
 
 def active_key(r: ModelStudy) -> str:
     """Figure 12's count in summary.json and layers.csv: named as what it counts (measures.nonlinearity)."""
-    return "mlp_gate_positive_fraction" if r.nonlinearity in ("SwiGLU", "GeGLU") else "mlp_active_fraction"
+    return "mlp_gate_positive_fraction" if r.nonlinearity in measures.GATED else "mlp_active_fraction"
 
 
 def fit_span(r: ModelStudy) -> tuple[int, int]:
