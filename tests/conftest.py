@@ -163,7 +163,7 @@ def hub_mirrors(tmp_path_factory):
         facts[f"{label}_dir"] = source
     git(repo, "tag", "v1", facts["older"])
     # A tokenizer.json in GPT-2's form (openai-community/gpt2 carries one): fetched beside vocab.json and merges.txt,
-    # which are what is read (weights.tokenizer_files.reads_tokenizer_json).
+    # which are what is read (weights.tokenizer_files.tokenizer_json_to_read).
     gpt2_form = {"normalizer": None, "pre_tokenizer": {"type": "ByteLevel", "use_regex": True}, "model": {"type": "BPE"}}
     decoys = {"tf_model.h5": b"not fetched", "tokenizer.json": json.dumps(gpt2_form).encode()}
     for label, seed, kwargs in (

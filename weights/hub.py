@@ -17,7 +17,7 @@ REPOS = {
 }
 # What a download fetches, of the files a repository has: config.json, the first of WEIGHT_FILES it holds (and,
 # for a sharded checkpoint, the shards its index names), and the tokenizer: vocab.json and merges.txt, and
-# tokenizer.json, where the repository has them (tokenizer_files.reads_tokenizer_json picks what is read), and
+# tokenizer.json, where the repository has them (tokenizer_files.tokenizer_json_to_read picks what is read), and
 # the files naming its BOS and padding tokens where it has them (SPECIAL_TOKEN_FILES).
 # Repositories carry much else (the same weights for TensorFlow, Flax, ONNX…), left behind.
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))

@@ -48,10 +48,10 @@ def read_merges(path: Path, vocab: dict[str, int]) -> list[tuple[str, str]]:
     return merges
 
 
-def read_tokenizer_json(path: Path) -> dict:
-    """tokenizer.json, checked only for the outer shape a byte-level BPE's has: an object whose "model" is an
-    object of type "BPE" with a vocab object and a merges list."""
-    data = read_json(path)
+def read_tokenizer_json(path: Path, data=None) -> dict:
+    """tokenizer.json (its JSON `data`, where it has been read already), checked only for the outer shape a
+    byte-level BPE's has: an object whose "model" is an object of type "BPE" with a vocab object and a merges list."""
+    data = read_json(path) if data is None else data
     model = data.get("model")
     if not isinstance(model, dict):
         raise CheckpointError(f'{path}: no "model" object (a tokenizers file describes its model there)')
@@ -63,14 +63,15 @@ def read_tokenizer_json(path: Path) -> dict:
 
 
 def read_tokenizer(directory: Path) -> Tokenizer:
-    """GPT-2's vocab.json and merges.txt, or a tokenizer.json (`reads_tokenizer_json` says which); with the BOS and
+    """GPT-2's vocab.json and merges.txt, or a tokenizer.json (`tokenizer_json_to_read` says which); with the BOS and
     padding tokens the checkpoint names (`special_tokens`). A vocabulary with ids past the embedding's rows
     (config.json's vocab_size) is refused here, before any text is tokenized."""
     files = {name: directory / name for name in ("vocab.json", "merges.txt")}
-    if reads_tokenizer_json(directory):
+    data = tokenizer_json_to_read(directory)
+    if data is not None:
         path = directory / "tokenizer.json"
         try:
-            parts = tokenizer_json.read(read_tokenizer_json(path))
+            parts = tokenizer_json.read(read_tokenizer_json(path, data))
         except CheckpointError:
             raise
         except ValueError as error:  # what the tokenizer does not implement, or a malformed field, in one line
@@ -89,8 +90,9 @@ def read_tokenizer(directory: Path) -> Tokenizer:
     return Tokenizer(vocab, read_merges(files["merges.txt"], vocab), bos_token=bos, pad_token=pad)
 
 
-def reads_tokenizer_json(directory: Path) -> bool:
-    """Whether the tokenizer is the directory's tokenizer.json rather than its vocab.json and merges.txt.
+def tokenizer_json_to_read(directory: Path):
+    """The directory's tokenizer.json, parsed once, where it is the tokenizer rather than vocab.json and merges.txt;
+    None where those two are.
 
     tokenizer.json is what Hugging Face's (fast) tokenizers run, so it is read wherever it is, except beside
     vocab.json and merges.txt when it only says what those two files already do: no normalizer, and GPT-2's
@@ -99,13 +101,14 @@ def reads_tokenizer_json(directory: Path) -> bool:
     GPT-2's: read through vocab.json, those models would get other ids, silently."""
     path = directory / "tokenizer.json"
     if not path.is_file():
-        return False
-    if not (directory / "vocab.json").is_file() or not (directory / "merges.txt").is_file():
-        return True
-    data = read_json(path)
-    pre = data.get("pre_tokenizer") if isinstance(data, dict) else None
-    gpt2_regex = isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
-    return data.get("normalizer") is not None or not gpt2_regex
+        return None
+    data = read_json(path)  # an object, or refused in one line
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        pre = data.get("pre_tokenizer")
+        gpt2_regex = isinstance(pre, dict) and pre.get("type") == "ByteLevel" and pre.get("use_regex", True) is True
+        if data.get("normalizer") is None and gpt2_regex:
+            return None
+    return data
 
 
 def check_fits_embedding(directory: Path, texts: dict[int, str], vocabulary: Path) -> None:
